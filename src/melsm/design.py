@@ -1,0 +1,268 @@
+"""Design: turn a ``ModelSpec`` and a data frame into the arrays the likelihood uses.
+
+All checks of the data happen here, so that every later layer can trust its arrays:
+unknown or non-numeric columns, missing values, empty data, too few groups, constant or
+collinear covariates, and level-2 (``between``) covariates that vary within a group.
+
+Missing values: rows with a missing value in any column the model uses are dropped, and
+the number dropped is reported (``Design.n_dropped``, and in the fit's summary).
+
+Rows are sorted by group (stably) so that per-group sums are contiguous segments;
+``Design.row_order`` maps sorted rows back to the caller's rows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import formulaic
+import numpy as np
+import pandas as pd
+
+from .errors import MelsmInputError
+from .spec import ModelSpec
+
+
+@dataclass(frozen=True)
+class Design:
+    """Arrays of one data set under one model (rows sorted by group)."""
+
+    y: np.ndarray  # (N,)
+    X: np.ndarray  # (N, p_x) fixed part of the mean
+    W: np.ndarray  # (N, p_w) fixed part of the log level-1 variance
+    Zu: np.ndarray  # (N, q_u) random location design
+    Zv: np.ndarray  # (N, q_v) random scale design
+    G: np.ndarray  # (J, p_g) between (level-2 variance) design, one row per group
+    group: np.ndarray  # (N,) group index 0..J-1, sorted
+    group_labels: np.ndarray  # (J,) original group identifiers
+    x_names: list[str]
+    w_names: list[str]
+    zu_names: list[str]
+    zv_names: list[str]
+    g_names: list[str]
+    row_order: np.ndarray  # (N,) index into the caller's rows (after dropping missing)
+    row_index: pd.Index  # caller's index labels of the used rows (sorted order)
+    n_dropped: int
+    response: str
+    group_name: str | None
+    y_scale: float = field(default=1.0)
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.group_labels.shape[0])
+
+    @property
+    def group_sizes(self) -> np.ndarray:
+        return np.bincount(self.group, minlength=self.n_groups)
+
+
+def _variables(formula: str, which: str) -> set[str]:
+    try:
+        return set(formulaic.Formula(formula).required_variables)
+    except Exception as err:  # formulaic raises several exception types for syntax
+        raise MelsmInputError(f"cannot parse {which} formula term '{formula}': "
+                              f"{_first_line(err)}") from None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _is_categorical_use(column: str, formula_texts: list[str]) -> bool:
+    pattern = re.compile(r"C\(\s*" + re.escape(column) + r"\b")
+    return any(pattern.search(text) for text in formula_texts)
+
+
+def _check_columns(data: pd.DataFrame, spec: ModelSpec, used: dict[str, set[str]]) -> None:
+    for which, names in used.items():
+        for name in sorted(names):
+            if name not in data.columns:
+                available = ", ".join(map(str, data.columns[:12]))
+                more = ", ..." if len(data.columns) > 12 else ""
+                raise MelsmInputError(
+                    f"unknown column '{name}' in {which} formula (columns: {available}{more})"
+                )
+    if spec.group is not None and spec.group not in data.columns:
+        raise MelsmInputError(f"unknown grouping column '{spec.group}'")
+
+
+def _check_numeric(data: pd.DataFrame, columns: list[str], formula_texts: list[str]) -> None:
+    for name in columns:
+        col = data[name]
+        if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+            continue
+        if _is_categorical_use(name, formula_texts):
+            continue
+        present = col.dropna()
+        numeric = pd.to_numeric(present, errors="coerce")
+        bad = present[numeric.isna()]
+        example = bad.iloc[0] if len(bad) else present.iloc[0] if len(present) else "?"
+        raise MelsmInputError(
+            f"column '{name}' has non-numeric values (e.g. {example!r} in row {bad.index[0]!r})"
+            if len(bad)
+            else f"column '{name}' is not numeric",
+        )
+
+
+def _matrix(formula: str, data: pd.DataFrame, which: str) -> tuple[np.ndarray, list[str]]:
+    try:
+        mm = formulaic.model_matrix(formula, data, na_action="raise")
+    except Exception as err:
+        raise MelsmInputError(f"cannot build {which} terms '{formula}': {_first_line(err)}") from None
+    return np.asarray(mm, dtype=float), [str(c) for c in mm.columns]
+
+
+def _check_rank(matrix: np.ndarray, names: list[str], which: str) -> None:
+    """Name the first column that is constant or a linear combination of earlier ones."""
+    if matrix.shape[1] == 0:
+        return
+    has_intercept = "Intercept" in names
+    for k, name in enumerate(names):
+        col = matrix[:, k]
+        if name != "Intercept" and np.ptp(col) == 0:
+            if has_intercept:
+                raise MelsmInputError(f"covariate '{name}' in the {which} formula has no variation")
+            if not np.any(col):
+                raise MelsmInputError(f"covariate '{name}' in the {which} formula is all zero")
+    scale = np.maximum(np.abs(matrix).max(axis=0), 1e-300)
+    scaled = matrix / scale
+    for k in range(1, len(names) + 1):
+        sub = scaled[:, :k]
+        sv = np.linalg.svd(sub, compute_uv=False)
+        if sv[-1] <= 1e-9 * sv[0] * np.sqrt(sub.shape[0]):
+            raise MelsmInputError(
+                f"covariate '{names[k - 1]}' in the {which} formula is collinear with "
+                f"{', '.join(repr(n) for n in names[: k - 1])}"
+            )
+
+
+def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
+    """Validate ``data`` against ``spec`` and build the model arrays."""
+    if not isinstance(data, pd.DataFrame):
+        raise MelsmInputError("data must be a pandas DataFrame")
+    if data.shape[0] == 0:
+        raise MelsmInputError("the data set is empty (no rows)")
+    formula_parts = {
+        "mean": spec.mean_fixed,
+        "within": spec.within_fixed,
+    }
+    if spec.mean_random:
+        formula_parts["mean random"] = spec.mean_random
+    if spec.within_random:
+        formula_parts["within random"] = spec.within_random
+    if spec.between:
+        formula_parts["between"] = spec.between
+    used = {which: _variables(text, which) for which, text in formula_parts.items()}
+    used["mean"] = used["mean"] | {spec.response}
+    _check_columns(data, spec, used)
+    columns = sorted(set().union(*used.values()))
+    texts = list(formula_parts.values())
+    _check_numeric(data, columns, texts)
+
+    needed = columns + ([spec.group] if spec.group else [])
+    frame = data.loc[:, list(dict.fromkeys(needed))]
+    complete = frame.notna().all(axis=1).to_numpy()
+    n_dropped = int((~complete).sum())
+    frame = frame.loc[complete]
+    if frame.shape[0] == 0:
+        raise MelsmInputError(
+            "no complete rows: every row has a missing value in a column the model uses"
+        )
+
+    if spec.group is not None:
+        codes, labels = pd.factorize(frame[spec.group], sort=True)
+        labels = np.asarray(labels)
+        if len(labels) < 2:
+            raise MelsmInputError(
+                f"grouping column '{spec.group}' has {len(labels)} group; need at least two"
+            )
+    else:
+        codes, labels = np.zeros(frame.shape[0], dtype=int), np.array([0])
+    order = np.argsort(codes, kind="stable")
+    frame = frame.iloc[order]
+    codes = codes[order]
+
+    y = pd.to_numeric(frame[spec.response]).to_numpy(dtype=float)
+    if not np.all(np.isfinite(y)):
+        raise MelsmInputError(f"response '{spec.response}' has infinite values")
+    if np.ptp(y) == 0:
+        raise MelsmInputError(f"response '{spec.response}' has no variation")
+
+    X, x_names = _matrix(spec.mean_fixed, frame, "mean")
+    W, w_names = _matrix(spec.within_fixed, frame, "within")
+    Zu, zu_names = (_matrix(spec.mean_random, frame, "mean random")
+                    if spec.mean_random else (np.zeros((len(y), 0)), []))
+    Zv, zv_names = (_matrix(spec.within_random, frame, "within random")
+                    if spec.within_random else (np.zeros((len(y), 0)), []))
+    for matrix, names, which in (
+        (X, x_names, "mean"), (W, w_names, "within"),
+        (Zu, zu_names, "mean random part of the"), (Zv, zv_names, "within random part of the"),
+    ):
+        if not np.all(np.isfinite(matrix)):
+            raise MelsmInputError(f"the {which} formula produces infinite values")
+        _check_rank(matrix, names, which)
+    if X.shape[1] == 0:
+        raise MelsmInputError("the mean formula has no terms (not even an intercept)")
+    if W.shape[1] == 0:
+        raise MelsmInputError("the within formula has no terms; the level-1 variance needs "
+                              "at least an intercept")
+
+    n_groups = len(labels)
+    if spec.between:
+        if "Intercept" not in zu_names:
+            raise MelsmInputError(
+                "a between formula needs a random location intercept in the mean formula"
+            )
+        G_rows, g_names = _matrix(spec.between, frame, "between")
+        if not np.all(np.isfinite(G_rows)):
+            raise MelsmInputError("the between formula produces infinite values")
+        starts = np.searchsorted(codes, np.arange(n_groups))
+        G = G_rows[starts]
+        varies = np.abs(G_rows - G[codes]).max(axis=0) > 1e-12 * (1 + np.abs(G_rows).max(axis=0))
+        if np.any(varies):
+            name = g_names[int(np.argmax(varies))]
+            bad_group = labels[codes[np.argmax(np.abs(G_rows - G[codes])[:, np.argmax(varies)])]]
+            raise MelsmInputError(
+                f"between covariate '{name}' varies within group {bad_group!r}; "
+                "level-2 covariates must be constant within each group"
+            )
+        _check_rank(G, g_names, "between")
+    else:
+        G, g_names = np.zeros((n_groups, 0)), []
+
+    used_rows = np.flatnonzero(complete)[order]
+    return Design(
+        y=y, X=X, W=W, Zu=Zu, Zv=Zv, G=G,
+        group=codes.astype(np.int32), group_labels=labels,
+        x_names=x_names, w_names=w_names, zu_names=zu_names, zv_names=zv_names, g_names=g_names,
+        row_order=used_rows, row_index=data.index[used_rows], n_dropped=n_dropped,
+        response=spec.response, group_name=spec.group, y_scale=float(np.std(y)),
+    )
+
+
+def new_data_arrays(design: Design, spec: ModelSpec, data: pd.DataFrame) -> dict:
+    """Fixed and random design matrices for new data (for predictions), unsorted."""
+    out = {}
+    parts = [("X", spec.mean_fixed, design.x_names), ("W", spec.within_fixed, design.w_names),
+             ("Zu", spec.mean_random, design.zu_names), ("Zv", spec.within_random, design.zv_names)]
+    for key, formula, names in parts:
+        if not formula:
+            out[key] = np.zeros((len(data), 0))
+            continue
+        for name in _variables(formula, key):
+            if name not in data.columns:
+                raise MelsmInputError(f"new data lack column '{name}'")
+        matrix, got = _matrix(formula, data, key)
+        if got != names:
+            raise MelsmInputError(
+                f"new data give terms {got} for '{formula}' but the fit has {names}; "
+                "categorical columns need the same levels"
+            )
+        out[key] = matrix
+    return out

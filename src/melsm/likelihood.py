@@ -1,0 +1,253 @@
+"""The marginal log-likelihood of a two-level location-scale model (DESIGN §2).
+
+Pure JAX functions of arrays. Random effects b_j = (v_j, u_j) = L_j η_j, η_j ~ N(0, I).
+Given the scale part η_v, the location effects enter linearly, so with
+D_j = diag(d_i), log d_i = w_iᵀα + s_iᵀ L_vv η_v, T = Z_j G_j (G_j = L_uu,j) and
+e = y_j − X_jβ − Z_j L_uv,j η_v:
+
+    log p(y_j | η_v) = −½ [ n_j log 2π + Σ log d_i + log|M| + eᵀD⁻¹e − cᵀM⁻¹c ],
+    M = I + TᵀD⁻¹T,  c = TᵀD⁻¹e                              (Woodbury, determinant lemma)
+
+which needs only the per-group sums Σ log d, Σ d⁻¹e², Σ d⁻¹ e z, Σ d⁻¹ z zᵀ. The scale
+part is integrated by adaptive Gauss–Hermite quadrature around each group's mode η̂_j:
+
+    L_j ≈ |R_j| (2π)^{q_v/2} Σ_k w_k exp(h_j(η̂_j + R_j z_k) + ½|z_k|²),
+    h_j(η) = log p(y_j | η) + log φ(η),  R_j = chol((−∇²h_j(η̂_j))⁻¹).
+
+The nodes (η̂_j, R_j) are found by vectorised Newton steps and then held fixed while
+the log-likelihood is differentiated with respect to θ.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .params import ParamLayout
+from .quadrature import normal_rule
+
+LOG_2PI = float(np.log(2 * np.pi))
+
+
+class ModelData(NamedTuple):
+    """Model arrays as JAX arrays (rows sorted by group)."""
+
+    y: jax.Array
+    X: jax.Array
+    W: jax.Array
+    Zu: jax.Array
+    Zv: jax.Array
+    G: jax.Array
+    group: jax.Array
+    n_per_group: jax.Array
+
+
+class Nodes(NamedTuple):
+    """Adaptive quadrature centres and scales, one per group."""
+
+    mode: jax.Array  # (J, q_v)
+    chol: jax.Array  # (J, q_v, q_v), R_j
+    log_det: jax.Array  # (J,), log|R_j|
+
+
+def model_data(design) -> ModelData:
+    return ModelData(
+        y=jnp.asarray(design.y), X=jnp.asarray(design.X), W=jnp.asarray(design.W),
+        Zu=jnp.asarray(design.Zu), Zv=jnp.asarray(design.Zv), G=jnp.asarray(design.G),
+        group=jnp.asarray(design.group),
+        n_per_group=jnp.asarray(np.bincount(design.group, minlength=design.n_groups), float),
+    )
+
+
+# ---- small symmetric matrices: closed forms for sizes 1 and 2 ------------------------
+def small_inverse_logdet(M):
+    """Inverse and log-determinant of a batch of small SPD matrices (..., q, q)."""
+    q = M.shape[-1]
+    if q == 0:
+        return M, jnp.zeros(M.shape[:-2])
+    if q == 1:
+        return 1.0 / M, jnp.log(M[..., 0, 0])
+    if q == 2:
+        a, b, d = M[..., 0, 0], M[..., 0, 1], M[..., 1, 1]
+        det = a * d - b * b
+        inv = jnp.stack([jnp.stack([d, -b], -1), jnp.stack([-b, a], -1)], -2) / det[..., None, None]
+        return inv, jnp.log(det)
+    chol = jnp.linalg.cholesky(M)
+    eye = jnp.broadcast_to(jnp.eye(q), M.shape)
+    inv = jax.scipy.linalg.cho_solve((chol, True), eye)
+    return inv, 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
+
+
+def small_cholesky(S):
+    """Lower Cholesky factor of a batch of small SPD matrices."""
+    q = S.shape[-1]
+    if q == 1:
+        return jnp.sqrt(S)
+    if q == 2:
+        l11 = jnp.sqrt(S[..., 0, 0])
+        l21 = S[..., 1, 0] / l11
+        l22 = jnp.sqrt(S[..., 1, 1] - l21 * l21)
+        zero = jnp.zeros_like(l11)
+        return jnp.stack([jnp.stack([l11, zero], -1), jnp.stack([l21, l22], -1)], -2)
+    return jnp.linalg.cholesky(S)
+
+
+# ---- the likelihood given the scale effects ------------------------------------------
+def group_factors(theta, data: ModelData, layout: ParamLayout):
+    """β, α and the blocks of L_j: L_vv (q_v,q_v), L_uv,j (J,q_u,q_v), L_uu,j (J,q_u,q_u)."""
+    beta, alpha, kappa, _ = layout.split(theta)
+    L = layout.cholesky(theta)
+    qv = layout.q_v
+    L_vv, L_uv, L_uu = L[:qv, :qv], L[qv:, :qv], L[qv:, qv:]
+    n_groups = data.G.shape[0]
+    scale = jnp.ones((n_groups, layout.q_u))
+    if layout.between_row >= 0:
+        sd_u0 = jnp.exp(0.5 * data.G @ kappa)
+        scale = scale.at[:, layout.between_row - qv].set(sd_u0)
+    L_uv_j = scale[:, :, None] * L_uv[None]
+    L_uu_j = scale[:, :, None] * L_uu[None]
+    return beta, alpha, L_vv, L_uv_j, L_uu_j
+
+
+def conditional_terms(theta, data: ModelData, eta_v, layout: ParamLayout):
+    """log p(y_j | η_v,j) for all groups, with the Gaussian posterior of η_u.
+
+    Returns (logp (J,), mean of η_u | η_v, y (J,q_u), covariance M⁻¹ (J,q_u,q_u)).
+    """
+    beta, alpha, L_vv, L_uv_j, L_uu_j = group_factors(theta, data, layout)
+    qu = layout.q_u
+    n_groups = data.G.shape[0]
+    g = data.group
+    v = eta_v @ L_vv.T  # (J, q_v)
+    mu = data.X @ beta
+    if qu and layout.q_v:
+        shift = jnp.einsum("juv,jv->ju", L_uv_j, eta_v)
+        mu = mu + jnp.sum(data.Zu * shift[g], axis=1)
+    log_d = data.W @ alpha
+    if layout.q_v:
+        log_d = log_d + jnp.sum(data.Zv * v[g], axis=1)
+    d_inv = jnp.exp(-log_d)
+    e = data.y - mu
+    de = d_inv * e
+    cols = [log_d, de * e]
+    if qu:
+        iu, ju = np.triu_indices(qu)
+        cols += [de[:, None] * data.Zu, d_inv[:, None] * data.Zu[:, iu] * data.Zu[:, ju]]
+        stacked = jnp.concatenate([c if c.ndim == 2 else c[:, None] for c in cols], axis=1)
+    else:
+        stacked = jnp.stack(cols, axis=1)
+    sums = jax.ops.segment_sum(stacked, g, num_segments=n_groups, indices_are_sorted=True)
+    sum_log_d, sum_dee = sums[:, 0], sums[:, 1]
+    logp = -0.5 * (data.n_per_group * LOG_2PI + sum_log_d + sum_dee)
+    if not qu:
+        empty = jnp.zeros((n_groups, 0))
+        return logp, empty, jnp.zeros((n_groups, 0, 0))
+    sum_dez = sums[:, 2:2 + qu]
+    upper = sums[:, 2 + qu:]
+    S_zz = jnp.zeros((n_groups, qu, qu)).at[:, iu, ju].set(upper).at[:, ju, iu].set(upper)
+    A = jnp.einsum("jab,jac,jcd->jbd", L_uu_j, S_zz, L_uu_j)
+    c = jnp.einsum("jab,ja->jb", L_uu_j, sum_dez)
+    M = A + jnp.eye(qu)
+    M_inv, logdet_M = small_inverse_logdet(M)
+    post_mean = jnp.einsum("jab,jb->ja", M_inv, c)
+    logp = logp - 0.5 * (logdet_M - jnp.sum(c * post_mean, axis=1))
+    return logp, post_mean, M_inv
+
+
+def log_joint(theta, data, eta_v, layout):
+    """h_j(η) = log p(y_j | η) + log φ(η), per group."""
+    logp = conditional_terms(theta, data, eta_v, layout)[0]
+    return logp - 0.5 * jnp.sum(eta_v**2, axis=1) - 0.5 * layout.q_v * LOG_2PI
+
+
+def find_nodes(theta, data, eta_start, layout: ParamLayout, n_newton: int) -> Nodes:
+    """Mode and curvature of each h_j by vectorised, safeguarded Newton steps."""
+    qv = layout.q_v
+
+    def total(eta):
+        return jnp.sum(log_joint(theta, data, eta, layout))
+
+    grad = jax.grad(total)
+    tangents = jnp.broadcast_to(jnp.eye(qv)[:, None, :], (qv, eta_start.shape[0], qv))
+
+    def grad_and_neg_hessian(eta):
+        g, hess_cols = jax.vmap(lambda t: jax.jvp(grad, (eta,), (t,)))(tangents)
+        return g[0], -jnp.moveaxis(hess_cols, 0, -1)  # (J,q), (J,q,q)
+
+    def newton_step(_, eta):
+        g, A = grad_and_neg_hessian(eta)
+        A = 0.5 * (A + jnp.swapaxes(A, -1, -2))
+        # Far from the mode −∇²h may be indefinite: shift its spectrum to stay ascending.
+        low = jnp.linalg.eigvalsh(A)[..., 0]
+        A = A + jnp.maximum(0.0, 1e-3 - low)[:, None, None] * jnp.eye(qv)
+        step = jnp.linalg.solve(A, g[..., None])[..., 0]
+        size = jnp.linalg.norm(step, axis=1, keepdims=True)
+        step = step * jnp.minimum(1.0, 2.0 / jnp.maximum(size, 1e-300))
+        return eta + step
+
+    mode = jax.lax.fori_loop(0, n_newton, newton_step, eta_start)
+    _, A = grad_and_neg_hessian(mode)
+    A = 0.5 * (A + jnp.swapaxes(A, -1, -2))
+    low = jnp.linalg.eigvalsh(A)[..., 0]
+    A = A + jnp.maximum(0.0, 1e-6 - low)[:, None, None] * jnp.eye(qv)
+    cov, logdet_A = small_inverse_logdet(A)
+    return Nodes(mode=mode, chol=small_cholesky(cov), log_det=-0.5 * logdet_A)
+
+
+def node_points(nodes: Nodes, n_quad: int, q_v: int):
+    """Quadrature points η_jk = η̂_j + R_j z_k (K, J, q_v) and the rule's terms."""
+    z, logw = normal_rule(n_quad, q_v)
+    points = nodes.mode[None] + jnp.einsum("jab,kb->kja", nodes.chol, jnp.asarray(z))
+    return points, jnp.asarray(logw + 0.5 * np.sum(z**2, axis=1))
+
+
+def group_loglik(theta, data: ModelData, nodes: Nodes | None, layout: ParamLayout, n_quad: int):
+    """log L_j for every group (closed form without scale effects, else AGQ)."""
+    n_groups = data.G.shape[0]
+    if layout.q_v == 0:
+        return conditional_terms(theta, data, jnp.zeros((n_groups, 0)), layout)[0]
+    points, log_terms = node_points(nodes, n_quad, layout.q_v)
+    h = jax.vmap(lambda eta: log_joint(theta, data, eta, layout))(points)  # (K, J)
+    return (nodes.log_det + 0.5 * layout.q_v * LOG_2PI
+            + jax.scipy.special.logsumexp(h + log_terms[:, None], axis=0))
+
+
+def loglik(theta, data, nodes, layout, n_quad):
+    return jnp.sum(group_loglik(theta, data, nodes, layout, n_quad))
+
+
+def random_effect_posterior(theta, data: ModelData, nodes: Nodes | None, layout: ParamLayout,
+                            n_quad: int):
+    """Posterior mean (J,q) and covariance (J,q,q) of b_j = (v_j, u_j) given y_j.
+
+    A mixture over the quadrature nodes of η_v: given η_v, η_u is Gaussian with mean
+    M⁻¹c and covariance M⁻¹, so b_j | η_v has mean (L_vv η_v, L_uv η_v + G M⁻¹c) and
+    covariance blockdiag(0, G M⁻¹ Gᵀ).
+    """
+    _, _, L_vv, L_uv_j, L_uu_j = group_factors(theta, data, layout)
+    n_groups = data.G.shape[0]
+    if layout.q_v == 0:
+        points = jnp.zeros((1, n_groups, 0))
+        log_terms = jnp.zeros(1)
+    else:
+        points, log_terms = node_points(nodes, n_quad, layout.q_v)
+
+    def at_node(eta_v):
+        logp, m_u, cov_u = conditional_terms(theta, data, eta_v, layout)
+        h = logp - 0.5 * jnp.sum(eta_v**2, axis=1)
+        v = eta_v @ L_vv.T
+        u = jnp.einsum("juv,jv->ju", L_uv_j, eta_v) + jnp.einsum("jab,jb->ja", L_uu_j, m_u)
+        cu = jnp.einsum("jab,jbc,jdc->jad", L_uu_j, cov_u, L_uu_j)
+        return h, jnp.concatenate([v, u], axis=1), cu
+
+    h, means, cov_u = jax.vmap(at_node)(points)
+    weights = jax.nn.softmax(h + log_terms[:, None], axis=0)  # (K, J)
+    mean = jnp.einsum("kj,kja->ja", weights, means)
+    second = jnp.einsum("kj,kja,kjb->jab", weights, means, means)
+    qv = layout.q_v
+    cond = jnp.zeros_like(second).at[:, qv:, qv:].set(jnp.einsum("kj,kjab->jab", weights, cov_u))
+    cov = cond + second - jnp.einsum("ja,jb->jab", mean, mean)
+    return mean, cov

@@ -1,0 +1,278 @@
+"""Maximum-likelihood estimation: starting values, optimiser, convergence checks.
+
+Following lme4, the deviance function (``melsm.likelihood``) is separate from the
+optimiser. The optimiser is a trust-region Newton method (scipy's ``trust-exact``) on
+−log L with the exact gradient and Hessian from JAX; the adaptive quadrature nodes are
+refreshed at every new θ and held fixed while differentiating.
+
+Starting values are staged as in MIXREGLS: ordinary least squares for β and a
+regression of log squared residuals for α; then the model without random scale effects
+(closed-form likelihood); then the full model.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, replace
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.optimize
+
+from . import _jax  # noqa: F401  (float64, compilation cache)
+from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning
+from .likelihood import ModelData, Nodes, find_nodes, loglik
+from .params import ParamLayout
+
+#: Default Gauss–Hermite points per scale dimension, chosen by measured accuracy
+#: (bench/quadrature_accuracy.py): the log-likelihood is within 1e-4 of its limit.
+DEFAULT_QUADRATURE = {1: 11, 2: 7}
+#: Newton steps for the quadrature modes (warm-started, they converge in 3–4).
+N_NEWTON = 8
+#: Converged when every |∂ log L / ∂θ| is below this and −∇² log L is positive definite.
+GRADIENT_TOLERANCE = 1e-3
+#: A random-effect SD below this fraction of its natural scale is reported as zero.
+BOUNDARY_FRACTION = 1e-4
+
+
+def default_quadrature(q_v: int) -> int:
+    return DEFAULT_QUADRATURE.get(q_v, 5)
+
+
+@partial(jax.jit, static_argnames=("layout", "n_quad", "n_newton"))
+def value_and_nodes(theta, data: ModelData, eta_start, layout: ParamLayout, n_quad: int,
+                    n_newton: int = N_NEWTON):
+    """log L(θ) with the quadrature nodes refreshed at θ (warm-started at ``eta_start``)."""
+    nodes = find_nodes(theta, data, eta_start, layout, n_newton) if layout.q_v else None
+    return loglik(theta, data, nodes, layout, n_quad), nodes
+
+
+@partial(jax.jit, static_argnames=("layout", "n_quad"))
+def derivatives(theta, data: ModelData, nodes: Nodes | None, layout: ParamLayout, n_quad: int):
+    """log L, its gradient and Hessian in θ with the nodes held fixed."""
+    def f(t):
+        return loglik(t, data, nodes, layout, n_quad)
+    value, grad = jax.value_and_grad(f)(theta)
+    return value, grad, jax.hessian(f)(theta)
+
+
+@dataclass
+class Optimum:
+    theta: np.ndarray
+    loglik: float
+    grad: np.ndarray
+    hessian: np.ndarray
+    nodes: Nodes | None
+    iterations: int
+    converged: bool
+    message: str
+    boundary: list[int]
+
+
+class _Objective:
+    """−log L for scipy, caching nodes and derivatives between its calls."""
+
+    def __init__(self, data, layout, n_quad, n_groups):
+        self.data, self.layout, self.n_quad = data, layout, n_quad
+        self.eta = jnp.zeros((n_groups, layout.q_v))
+        self._point = None  # (θ bytes, nodes)
+        self._derivs = None  # (θ bytes, value, grad, hess)
+
+    def _nodes_at(self, x):
+        key = x.tobytes()
+        if self._point is None or self._point[0] != key:
+            value, nodes = value_and_nodes(jnp.asarray(x), self.data, self.eta, self.layout,
+                                           self.n_quad)
+            value = float(value)
+            if nodes is not None and np.isfinite(value):
+                self.eta = nodes.mode
+            self._point = (key, nodes, value)
+        return self._point
+
+    def fun(self, x):
+        value = self._nodes_at(x)[2]
+        return -value if np.isfinite(value) else np.inf
+
+    def _derivatives(self, x):
+        key = x.tobytes()
+        if self._derivs is None or self._derivs[0] != key:
+            _, nodes, _ = self._nodes_at(x)
+            value, grad, hess = derivatives(jnp.asarray(x), self.data, nodes, self.layout,
+                                            self.n_quad)
+            self._derivs = (key, float(value), np.asarray(grad), np.asarray(hess))
+        return self._derivs
+
+    def jac(self, x):
+        return -self._derivatives(x)[2]
+
+    def hess(self, x):
+        return -self._derivatives(x)[3]
+
+
+def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: int,
+             n_groups: int, boundary_log_sd: np.ndarray, max_iter: int = 200) -> Optimum:
+    """Maximise log L from θ0 and judge convergence."""
+    objective = _Objective(data, layout, n_quad, n_groups)
+    if not np.isfinite(objective.fun(theta0)):
+        raise FloatingPointError("the log-likelihood is not finite at the starting values")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = scipy.optimize.minimize(
+            objective.fun, theta0, jac=objective.jac, hess=objective.hess,
+            method="trust-exact", options={"gtol": 1e-7, "maxiter": max_iter},
+        )
+    theta = np.asarray(result.x)
+    _, nodes, _ = objective._nodes_at(theta)
+    _, value, grad, hess = objective._derivatives(theta)
+    log_sd_positions = layout.log_sd_entries()
+    boundary = [p for p, floor in zip(log_sd_positions, boundary_log_sd, strict=True)
+                if theta[p] < floor]
+    free = _identified(layout, boundary)
+    sub = -hess[np.ix_(free, free)]
+    positive_definite = bool(np.all(np.isfinite(sub))) and _is_positive_definite(sub)
+    small_gradient = bool(np.max(np.abs(grad[free]), initial=0.0) < GRADIENT_TOLERANCE)
+    converged = positive_definite and small_gradient and np.isfinite(value)
+    if converged:
+        message = "converged"
+    elif not small_gradient:
+        message = (f"gradient not small (max |g| = {np.max(np.abs(grad[free])):.2g}); "
+                   f"optimiser: {result.message}")
+    else:
+        message = "Hessian of the log-likelihood is not negative definite"
+    return Optimum(theta=theta, loglik=float(value), grad=grad, hessian=hess, nodes=nodes,
+                   iterations=int(result.nit), converged=converged, message=message,
+                   boundary=boundary)
+
+
+def _is_positive_definite(matrix: np.ndarray) -> bool:
+    if matrix.size == 0:
+        return True
+    try:
+        np.linalg.cholesky(0.5 * (matrix + matrix.T))
+        return True
+    except np.linalg.LinAlgError:
+        return False
+
+
+def _identified(layout: ParamLayout, boundary: list[int]) -> np.ndarray:
+    """θ positions still identified when the L rows in ``boundary`` are zero.
+
+    A random effect with zero variance has a zero row in L: its entries carry no
+    information, so they are left out of the Hessian used for convergence and SEs.
+    """
+    offset = sum(layout.sizes[:3])
+    dead_rows = {layout.chol_entries[p - offset][0] for p in boundary}
+    keep = [k for k in range(offset)]
+    keep += [offset + k for k, (r, _) in enumerate(layout.chol_entries) if r not in dead_rows]
+    return np.asarray(keep, dtype=int)
+
+
+def covariance(opt: Optimum, layout: ParamLayout) -> np.ndarray:
+    """Covariance of θ̂: inverse of −∇² log L over the identified parameters (NaN elsewhere)."""
+    n = layout.n_params
+    cov = np.full((n, n), np.nan)
+    free = _identified(layout, opt.boundary)
+    sub = -opt.hessian[np.ix_(free, free)]
+    try:
+        inv = np.linalg.inv(0.5 * (sub + sub.T))
+    except np.linalg.LinAlgError:
+        inv = np.linalg.pinv(0.5 * (sub + sub.T))
+    cov[np.ix_(free, free)] = inv
+    return cov
+
+
+# ---- starting values -----------------------------------------------------------------
+def least_squares_start(design) -> tuple[np.ndarray, np.ndarray, float]:
+    """β by OLS; α by regressing log squared residuals (+1.27 = −E log χ²₁) on W."""
+    beta, *_ = np.linalg.lstsq(design.X, design.y, rcond=None)
+    resid = design.y - design.X @ beta
+    target = np.log(resid**2 + 1e-8 * np.var(design.y)) + 1.27
+    alpha, *_ = np.linalg.lstsq(design.W, target, rcond=None)
+    # Centre the intercept of the log variance on the residual variance itself.
+    return beta, alpha, float(np.var(resid))
+
+
+def _effect_scale(column: np.ndarray, name: str) -> float:
+    return 1.0 if name == "Intercept" else float(np.std(column)) or 1.0
+
+
+def initial_cholesky(design, layout: ParamLayout, resid_var: float) -> np.ndarray:
+    """Diagonal L: location effects with SD 0.3·σ_e, scale effects with SD 0.3 (per unit z)."""
+    diag = [0.3 / _effect_scale(design.Zv[:, k], n) for k, n in enumerate(layout.zv_names)]
+    diag += [0.3 * np.sqrt(resid_var) / _effect_scale(design.Zu[:, k], n)
+             for k, n in enumerate(layout.zu_names)]
+    return np.diag(diag) if diag else np.zeros((0, 0))
+
+
+def boundary_floors(design, layout: ParamLayout) -> np.ndarray:
+    """log of the smallest SD still reported as non-zero, for each diagonal entry of L."""
+    floors = []
+    for r, c in layout.chol_entries:
+        if r != c:
+            continue
+        if r < layout.q_v:
+            scale = 1.0 / _effect_scale(design.Zv[:, r], layout.zv_names[r])
+        else:
+            k = r - layout.q_v
+            scale = design.y_scale / _effect_scale(design.Zu[:, k], layout.zu_names[k])
+        floors.append(np.log(BOUNDARY_FRACTION * scale))
+    return np.asarray(floors)
+
+
+def without_scale_effects(layout: ParamLayout) -> ParamLayout:
+    return replace(layout, zv_names=(), independent_blocks=False)
+
+
+def embed_start(theta_small: np.ndarray, small: ParamLayout, full: ParamLayout,
+                design) -> np.ndarray:
+    """Starting values for the full model from the fit without scale effects."""
+    beta, alpha, kappa, _ = small.split(theta_small)
+    L_small = np.asarray(small.cholesky(jnp.asarray(theta_small)))
+    L = initial_cholesky(design, full, 1.0)
+    q_v = full.q_v
+    L[q_v:, q_v:] = L_small
+    if full.between_row >= 0:
+        L[full.between_row] /= max(L[full.between_row, full.between_row], 1e-12)
+    return full.pack(beta, alpha, kappa, L)
+
+
+def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = None,
+           theta0: np.ndarray | None = None) -> tuple[Optimum, dict]:
+    """Staged maximum-likelihood fit. Returns the optimum and timing/stage information."""
+    started = time.perf_counter()
+    n_quad = n_quad or default_quadrature(layout.q_v)
+    info: dict = {"stages": []}
+    if theta0 is None:
+        beta, alpha, resid_var = least_squares_start(design)
+        small = without_scale_effects(layout)
+        L0 = initial_cholesky(design, small, resid_var)
+        kappa = np.zeros(len(small.g_names))
+        if small.between_row >= 0:
+            kappa[small.g_names.index("Intercept") if "Intercept" in small.g_names else 0] = \
+                np.log(L0[small.between_row, small.between_row] ** 2)
+        theta_small = small.pack(beta, alpha, kappa, L0)
+        if layout.q_v:
+            stage = maximise(theta_small, data, small, 1, design.n_groups,
+                             boundary_floors(design, small))
+            info["stages"].append({"name": "without random scale effects",
+                                   "loglik": stage.loglik, "iterations": stage.iterations})
+            theta0 = embed_start(stage.theta, small, layout, design)
+        else:
+            theta0 = theta_small
+    opt = maximise(np.asarray(theta0, float), data, layout, n_quad, design.n_groups,
+                   boundary_floors(design, layout))
+    info["stages"].append({"name": "full model", "loglik": opt.loglik,
+                           "iterations": opt.iterations})
+    info["n_quad"] = n_quad
+    info["seconds"] = time.perf_counter() - started
+    if not opt.converged:
+        warnings.warn(f"the fit did not converge: {opt.message}", MelsmConvergenceWarning,
+                      stacklevel=3)
+    if opt.boundary:
+        warnings.warn("a random-effect variance is estimated at zero (on its boundary); "
+                      "its SD is reported as 0 and LR tests use the chi-bar-squared mixture",
+                      MelsmBoundaryWarning, stacklevel=3)
+    return opt, info

@@ -1,0 +1,155 @@
+"""Parameter layout: the unconstrained vector θ the optimiser sees, and the reported scale.
+
+θ = (β, α, κ, chol). The random effects b_j = (v_j, u_j) (scale effects first, as in
+DESIGN §2) have covariance Σ = L Lᵀ with L lower triangular; ``chol`` holds the free
+entries of L, diagonal entries on the log scale. ``association="none"`` fixes the
+block of L linking u to v at zero, which makes the location and scale blocks independent.
+
+With a ``between`` function, the row of L belonging to the random location intercept u0
+is a direction only (its raw diagonal is fixed at 1 and the row is normalised to unit
+length) and its length is the group's SD, σ_u0,j = exp(½ g_jᵀκ). Σ_j = S_j L Lᵀ S_j with
+S_j = diag(1, .., σ_u0,j, .., 1): correlations are the same in every group, as in
+MIXREGLS' linear association.
+
+Reported scale: β, α, κ as they are; random-effect SDs sqrt(Σ_rr); correlations
+Σ_rs / sqrt(Σ_rr Σ_ss). Names follow ``mean:<term>``, ``within:<term>``,
+``between:<term>``, ``sd:<part>:<term>``, ``corr:<part>:<term>,<part>:<term>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Where each parameter sits in θ. Hashable, so it can be a static JAX argument."""
+
+    x_names: tuple[str, ...]
+    w_names: tuple[str, ...]
+    g_names: tuple[str, ...]
+    zu_names: tuple[str, ...]
+    zv_names: tuple[str, ...]
+    independent_blocks: bool  # association="none"
+
+    @property
+    def q_u(self) -> int:
+        return len(self.zu_names)
+
+    @property
+    def q_v(self) -> int:
+        return len(self.zv_names)
+
+    @property
+    def q(self) -> int:
+        return self.q_u + self.q_v
+
+    @property
+    def between_row(self) -> int:
+        """Row of L scaled by the between function (internal order), or -1."""
+        if not self.g_names:
+            return -1
+        return self.q_v + self.zu_names.index("Intercept")
+
+    @property
+    def chol_entries(self) -> tuple[tuple[int, int], ...]:
+        """Free (row, col) entries of L in θ order."""
+        entries = []
+        for r in range(self.q):
+            for c in range(r + 1):
+                if r == c and r == self.between_row:
+                    continue
+                if self.independent_blocks and r >= self.q_v and c < self.q_v:
+                    continue
+                entries.append((r, c))
+        return tuple(entries)
+
+    @property
+    def sizes(self) -> tuple[int, int, int, int]:
+        return (len(self.x_names), len(self.w_names), len(self.g_names), len(self.chol_entries))
+
+    @property
+    def n_params(self) -> int:
+        return sum(self.sizes)
+
+    def split(self, theta):
+        """θ → (β, α, κ, chol-entries) as views (works for numpy and JAX arrays)."""
+        px, pw, pg, _ = self.sizes
+        return (theta[:px], theta[px:px + pw], theta[px + pw:px + pw + pg],
+                theta[px + pw + pg:])
+
+    def cholesky(self, theta):
+        """The shared factor L (q × q); the between row is a unit-length direction."""
+        _, _, _, raw = self.split(theta)
+        L = jnp.zeros((self.q, self.q), dtype=raw.dtype if self.q else float)
+        for k, (r, c) in enumerate(self.chol_entries):
+            L = L.at[r, c].set(jnp.exp(raw[k]) if r == c else raw[k])
+        b = self.between_row
+        if b >= 0:
+            L = L.at[b, b].set(1.0)
+            L = L.at[b].set(L[b] / jnp.linalg.norm(L[b]))
+        return L
+
+    def pack(self, beta, alpha, kappa, L) -> np.ndarray:
+        """Inverse of ``split``/``cholesky`` for starting values (L's between row: any scale)."""
+        L = np.asarray(L, dtype=float)
+        b = self.between_row
+        if b >= 0:
+            L = L.copy()
+            L[b] = L[b] / L[b, b]
+        chol = [np.log(L[r, c]) if r == c else L[r, c] for r, c in self.chol_entries]
+        return np.concatenate([np.asarray(beta, float), np.asarray(alpha, float),
+                               np.asarray(kappa, float), np.asarray(chol, float)])
+
+    # ---- reported scale -------------------------------------------------------------
+    def random_effects(self) -> list[tuple[str, str, int]]:
+        """(part, term, internal index) in user order: mean terms, then within terms."""
+        out = [("mean", name, self.q_v + k) for k, name in enumerate(self.zu_names)]
+        out += [("within", name, k) for k, name in enumerate(self.zv_names)]
+        return out
+
+    def correlation_pairs(self) -> list[tuple[tuple[str, str, int], tuple[str, str, int]]]:
+        effects = self.random_effects()
+        pairs = []
+        for a in range(len(effects)):
+            for b in range(a + 1, len(effects)):
+                parts = {effects[a][0], effects[b][0]}
+                if self.independent_blocks and parts == {"mean", "within"}:
+                    continue
+                pairs.append((effects[a], effects[b]))
+        return pairs
+
+    def reported_names(self) -> list[str]:
+        names = [f"mean:{n}" for n in self.x_names]
+        names += [f"within:{n}" for n in self.w_names]
+        names += [f"between:{n}" for n in self.g_names]
+        names += [f"sd:{part}:{term}" for part, term, idx in self.random_effects()
+                  if idx != self.between_row]
+        names += [f"corr:{a[0]}:{a[1]},{b[0]}:{b[1]}" for a, b in self.correlation_pairs()]
+        return names
+
+    def reported_kinds(self) -> list[str]:
+        """'coef', 'sd' or 'corr' for each reported name (drives CIs and tests)."""
+        return [name.split(":", 1)[0] if name.split(":", 1)[0] in ("sd", "corr") else "coef"
+                for name in self.reported_names()]
+
+    def report(self, theta):
+        """θ → reported estimates (JAX-traceable, so the delta method can differentiate it)."""
+        beta, alpha, kappa, _ = self.split(theta)
+        L = self.cholesky(theta)
+        sigma = L @ L.T
+        sds = jnp.sqrt(jnp.diag(sigma))
+        out = [beta, alpha, kappa]
+        out += [sds[idx][None] for _, _, idx in self.random_effects() if idx != self.between_row]
+        for a, b in self.correlation_pairs():
+            i, j = a[2], b[2]
+            out.append((sigma[i, j] / (sds[i] * sds[j]))[None])
+        return jnp.concatenate([jnp.atleast_1d(o) for o in out]) if out else jnp.zeros(0)
+
+    def log_sd_entries(self) -> list[int]:
+        """Positions in θ of the log-diagonal of L (to detect variances at zero)."""
+        offset = sum(self.sizes[:3])
+        return [offset + k for k, (r, c) in enumerate(self.chol_entries) if r == c]

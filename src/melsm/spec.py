@@ -1,0 +1,174 @@
+"""Model specification: the three formulas of a location-scale model, parsed.
+
+Formulas use lme4 syntax for random effects::
+
+    mean    = "y ~ x1 + x2 + (1 + x1 | group)"   # response, fixed part, random location part
+    within  = "~ x1 + (1 | group)"                # log level-1 variance: fixed part, random scale part
+    between = "~ g1"                              # log variance of the random location intercept
+
+Parsing here is purely textual: which terms are fixed, which are random and by which
+grouping factor. Turning the terms into arrays is ``melsm.design``'s job.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import MelsmInputError
+
+ASSOCIATIONS = ("correlated", "none", "linear")
+
+
+@dataclass(frozen=True)
+class RandomPart:
+    """A random-effects term ``(terms | group)``."""
+
+    terms: str
+    group: str
+
+
+@dataclass(frozen=True)
+class ParsedFormula:
+    response: str | None
+    fixed: str
+    random: RandomPart | None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The parsed model: what is random, what is fixed, in which function."""
+
+    response: str
+    mean_fixed: str
+    mean_random: str | None
+    within_fixed: str
+    within_random: str | None
+    between: str | None
+    group: str | None
+    association: str
+    formulas: dict
+
+    @property
+    def has_random_scale(self) -> bool:
+        return self.within_random is not None
+
+
+def _split_top_level(text: str, sep: str) -> list[str]:
+    """Split ``text`` at ``sep`` characters that are not inside parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise MelsmInputError("unbalanced parentheses")
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0:
+        raise MelsmInputError("unbalanced parentheses")
+    parts.append(text[start:])
+    return parts
+
+
+_RANDOM_TERM = re.compile(r"^\(\s*(?P<terms>[^|]*?)\s*(?P<bars>\|\|?)\s*(?P<group>[^|()]+?)\s*\)$")
+
+
+def parse_formula(formula: str, which: str, need_response: bool) -> ParsedFormula:
+    """Split one formula into response, fixed terms and at most one random term."""
+    if not isinstance(formula, str) or not formula.strip():
+        raise MelsmInputError(f"{which} formula is empty")
+    text = " ".join(formula.split())
+    pieces = text.split("~")
+    if len(pieces) != 2:
+        raise MelsmInputError(f"{which} formula '{formula}' needs exactly one '~'")
+    lhs, rhs = pieces[0].strip(), pieces[1].strip()
+    if need_response and not lhs:
+        raise MelsmInputError(f"{which} formula '{formula}' has no response left of '~'")
+    if not need_response and lhs:
+        raise MelsmInputError(
+            f"{which} formula '{formula}' must not have a response (write '~ {rhs}')"
+        )
+    if not rhs:
+        raise MelsmInputError(f"{which} formula '{formula}' has nothing right of '~'")
+    try:
+        terms = [t.strip() for t in _split_top_level(rhs, "+")]
+    except MelsmInputError as err:
+        raise MelsmInputError(f"{which} formula '{formula}': {err}") from None
+    fixed, random = [], []
+    for term in terms:
+        if not term:
+            raise MelsmInputError(f"{which} formula '{formula}' has an empty term")
+        if "|" in term:
+            match = _RANDOM_TERM.match(term)
+            if match is None:
+                raise MelsmInputError(
+                    f"{which} formula '{formula}': cannot read random term '{term}'; "
+                    "write it as (terms | group)"
+                )
+            if match["bars"] == "||":
+                raise MelsmInputError(
+                    f"{which} formula '{formula}': '||' is not supported; random effects "
+                    "are correlated (use association='none' to separate location and scale)"
+                )
+            random.append(RandomPart(match["terms"] or "1", match["group"].strip()))
+        else:
+            fixed.append(term)
+    if len(random) > 1:
+        raise MelsmInputError(
+            f"{which} formula '{formula}' has {len(random)} random terms; give one (terms | group)"
+        )
+    return ParsedFormula(
+        response=lhs or None,
+        fixed=" + ".join(fixed) if fixed else "1",
+        random=random[0] if random else None,
+    )
+
+
+def make_spec(
+    mean: str,
+    within: str = "~ 1",
+    between: str | None = None,
+    association: str = "correlated",
+) -> ModelSpec:
+    """Parse and cross-check the three formulas of a location-scale model."""
+    if association not in ASSOCIATIONS:
+        raise MelsmInputError(
+            f"association '{association}' is not one of {', '.join(ASSOCIATIONS)}"
+        )
+    m = parse_formula(mean, "mean", need_response=True)
+    w = parse_formula(within if within is not None else "~ 1", "within", need_response=False)
+    b = parse_formula(between, "between", need_response=False) if between else None
+    if b is not None and b.random is not None:
+        raise MelsmInputError("between formula cannot have random terms")
+    groups = {p.group for p in (m.random, w.random) if p is not None}
+    if len(groups) > 1:
+        raise MelsmInputError(
+            f"mean and within formulas use different grouping factors ({', '.join(sorted(groups))});"
+            " melsm fits two-level models with one grouping factor"
+        )
+    group = groups.pop() if groups else None
+    if b is not None and m.random is None:
+        raise MelsmInputError(
+            "a between formula models the variance of the random location intercept, "
+            "but the mean formula has no random part"
+        )
+    if association == "linear" and (
+        m.random is None or w.random is None
+    ):
+        raise MelsmInputError(
+            "association='linear' needs random effects in both the mean and the within formula"
+        )
+    return ModelSpec(
+        response=m.response,
+        mean_fixed=m.fixed,
+        mean_random=m.random.terms if m.random else None,
+        within_fixed=w.fixed,
+        within_random=w.random.terms if w.random else None,
+        between=b.fixed if b else None,
+        group=group,
+        association="correlated" if association == "linear" else association,
+        formulas={"mean": mean, "within": within, "between": between},
+    )
