@@ -8,9 +8,26 @@ before (same shapes), which is most of the cold-start cost of a fit. Set
 from __future__ import annotations
 
 import os
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import jax
+
+def _jaxlib_version() -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version("jaxlib").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return (0, 0)
+
+
+# XLA's CPU backend (jaxlib 0.10) hands small fused loops to the YNNPACK library, which
+# made our likelihood six times slower (bench/README.md). Switch that off unless the
+# user set XLA_FLAGS. Takes effect if no JAX computation has run yet in this process.
+if _jaxlib_version() >= (0, 10) and "ynn_fusion_type" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_experimental_ynn_fusion_type="
+    ).strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

@@ -33,16 +33,23 @@ LOG_2PI = float(np.log(2 * np.pi))
 
 
 class ModelData(NamedTuple):
-    """Model arrays as JAX arrays (rows sorted by group)."""
+    """Model arrays as JAX arrays, rows laid out in chunks.
 
-    y: jax.Array
-    X: jax.Array
-    W: jax.Array
-    Zu: jax.Array
-    Zv: jax.Array
-    G: jax.Array
-    group: jax.Array
-    n_per_group: jax.Array
+    Rows (sorted by group) are cut into chunks of ``c`` rows that never straddle two
+    groups, padded with zero rows: row arrays are (C, c) or (C, c, p). Per-group sums
+    are then a dense sum over each chunk followed by a short segment sum over chunks,
+    which is far faster on CPUs than a scatter over every row. Zero rows contribute
+    exactly zero to every sum (y = 0, all covariates 0 ⇒ log d = 0, e = 0).
+    """
+
+    y: jax.Array  # (C, c)
+    X: jax.Array  # (C, c, p_x)
+    W: jax.Array  # (C, c, p_w)
+    Zu: jax.Array  # (C, c, q_u)
+    Zv: jax.Array  # (C, c, q_v)
+    G: jax.Array  # (J, p_g)
+    chunk_group: jax.Array  # (C,)
+    n_per_group: jax.Array  # (J,)
 
 
 class Nodes(NamedTuple):
@@ -53,11 +60,43 @@ class Nodes(NamedTuple):
     log_det: jax.Array  # (J,), log|R_j|
 
 
-def model_data(design) -> ModelData:
+def chunk_size(group_sizes: np.ndarray) -> int:
+    """Chunk length minimising padded rows plus a cost per chunk (measured on CPU)."""
+    best = None
+    for c in (4, 8, 16, 32, 64, 128):
+        n_chunks = int(np.sum(-(-group_sizes // c)))
+        cost = n_chunks * c + 8 * n_chunks
+        if best is None or cost < best[0]:
+            best = (cost, c)
+    return best[1]
+
+
+def chunk_layout(group: np.ndarray, n_groups: int, c: int | None = None):
+    """Positions of sorted rows in a (C, c) chunked layout and each chunk's group."""
+    sizes = np.bincount(group, minlength=n_groups)
+    c = c or chunk_size(sizes)
+    per_group = -(-sizes // c)
+    chunk_group = np.repeat(np.arange(n_groups), per_group)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    within = np.arange(group.shape[0]) - starts[group]
+    first_chunk = np.concatenate([[0], np.cumsum(per_group)[:-1]])
+    chunk = first_chunk[group] + within // c
+    return chunk, within % c, chunk_group, c
+
+
+def model_data(design, c: int | None = None) -> ModelData:
+    """Lay the design's rows out in chunks (see ``ModelData``)."""
+    chunk, slot, chunk_group, c = chunk_layout(design.group, design.n_groups, c)
+    n_chunks = chunk_group.shape[0]
+
+    def lay(a):
+        out = np.zeros((n_chunks, c) + a.shape[1:])
+        out[chunk, slot] = a
+        return jnp.asarray(out)
+
     return ModelData(
-        y=jnp.asarray(design.y), X=jnp.asarray(design.X), W=jnp.asarray(design.W),
-        Zu=jnp.asarray(design.Zu), Zv=jnp.asarray(design.Zv), G=jnp.asarray(design.G),
-        group=jnp.asarray(design.group),
+        y=lay(design.y), X=lay(design.X), W=lay(design.W), Zu=lay(design.Zu),
+        Zv=lay(design.Zv), G=jnp.asarray(design.G), chunk_group=jnp.asarray(chunk_group),
         n_per_group=jnp.asarray(np.bincount(design.group, minlength=design.n_groups), float),
     )
 
@@ -120,26 +159,26 @@ def conditional_terms(theta, data: ModelData, eta_v, layout: ParamLayout):
     beta, alpha, L_vv, L_uv_j, L_uu_j = group_factors(theta, data, layout)
     qu = layout.q_u
     n_groups = data.G.shape[0]
-    g = data.group
+    g = data.chunk_group
     v = eta_v @ L_vv.T  # (J, q_v)
-    mu = data.X @ beta
+    # Tiny contractions are written as broadcast-and-sum: XLA's CPU dot kernels are
+    # slow for batched products with 1–3 terms.
+    mu = jnp.sum(data.X * beta, axis=-1)  # (C, c)
     if qu and layout.q_v:
-        shift = jnp.einsum("juv,jv->ju", L_uv_j, eta_v)
-        mu = mu + jnp.sum(data.Zu * shift[g], axis=1)
-    log_d = data.W @ alpha
+        shift = jnp.sum(L_uv_j * eta_v[:, None, :], axis=-1)  # (J, q_u)
+        mu = mu + jnp.sum(data.Zu * shift[g][:, None, :], axis=-1)
+    log_d = jnp.sum(data.W * alpha, axis=-1)
     if layout.q_v:
-        log_d = log_d + jnp.sum(data.Zv * v[g], axis=1)
+        log_d = log_d + jnp.sum(data.Zv * v[g][:, None, :], axis=-1)
     d_inv = jnp.exp(-log_d)
     e = data.y - mu
     de = d_inv * e
-    cols = [log_d, de * e]
+    cols = [log_d[..., None], (de * e)[..., None]]
     if qu:
         iu, ju = np.triu_indices(qu)
-        cols += [de[:, None] * data.Zu, d_inv[:, None] * data.Zu[:, iu] * data.Zu[:, ju]]
-        stacked = jnp.concatenate([c if c.ndim == 2 else c[:, None] for c in cols], axis=1)
-    else:
-        stacked = jnp.stack(cols, axis=1)
-    sums = jax.ops.segment_sum(stacked, g, num_segments=n_groups, indices_are_sorted=True)
+        cols += [de[..., None] * data.Zu, d_inv[..., None] * data.Zu[..., iu] * data.Zu[..., ju]]
+    per_chunk = jnp.sum(jnp.concatenate(cols, axis=-1), axis=1)  # (C, m)
+    sums = jax.ops.segment_sum(per_chunk, g, num_segments=n_groups, indices_are_sorted=True)
     sum_log_d, sum_dee = sums[:, 0], sums[:, 1]
     logp = -0.5 * (data.n_per_group * LOG_2PI + sum_log_d + sum_dee)
     if not qu:
