@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
 
-@lru_cache(maxsize=None)
+@cache
 def normal_rule(n_points: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Tensor-product probabilists' Gauss–Hermite rule.
 

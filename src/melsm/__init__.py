@@ -1,0 +1,27 @@
+"""melsm: mixed-effects location scale models.
+
+>>> import melsm
+>>> data = melsm.datasets.load("reisby")
+>>> fit = melsm.Model(mean="hamdep ~ week + endog + endweek + (1 | id)",
+...                   within="~ week + endog + (1 | id)", between="~ endog",
+...                   data=data, association="none").fit()
+>>> print(fit.summary())
+"""
+
+from . import (
+    _jax,  # noqa: F401  (float64 and the compilation cache, before any JAX use)
+    datasets,
+)
+from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning, MelsmInputError
+from .model import MelsmDataWarning, Model
+from .results import LRTest, MLResults
+
+__version__ = "0.1.0"
+
+__all__ = ["Model", "MLResults", "LRTest", "datasets", "MelsmInputError",
+           "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "lrtest"]
+
+
+def lrtest(restricted: MLResults, full: MLResults) -> LRTest:
+    """Likelihood-ratio test of two nested maximum-likelihood fits."""
+    return restricted.lrtest(full)

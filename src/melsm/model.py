@@ -1,0 +1,76 @@
+"""The user-facing model object: specification + data → fits."""
+
+from __future__ import annotations
+
+import warnings
+
+import pandas as pd
+
+from .design import build_design
+from .errors import MelsmInputError
+from .likelihood import ModelData, model_data
+from .ml import fit_ml
+from .params import ParamLayout
+from .results import MLResults
+from .spec import make_spec
+
+
+class MelsmDataWarning(UserWarning):
+    """Rows were dropped for missing values."""
+
+
+class Model:
+    """A two-level mixed-effects location scale model.
+
+    Parameters
+    ----------
+    mean : str
+        ``"y ~ x + (z | group)"``: response, fixed part and random location effects.
+    within : str
+        ``"~ w + (s | group)"``: log level-1 variance, fixed part and random scale effects.
+    between : str, optional
+        ``"~ g"``: log variance of the random location intercept as a function of group
+        covariates (constant within group).
+    data : pandas.DataFrame
+    association : {"correlated", "none", "linear"}
+        All random effects of a group are correlated by default; ``"none"`` makes the
+        location and scale blocks independent; ``"linear"`` is MIXREGLS' name for the
+        correlated random-intercept model.
+
+    Rows with a missing value in a used column are dropped (with a warning; the count
+    is in the summary).
+    """
+
+    def __init__(self, mean: str, within: str = "~ 1", between: str | None = None,
+                 data: pd.DataFrame | None = None, association: str = "correlated"):
+        if data is None:
+            raise MelsmInputError("no data given (data=...)")
+        self.association = association
+        self.spec = make_spec(mean, within, between, association)
+        self.design = build_design(self.spec, data)
+        if self.design.n_dropped:
+            warnings.warn(f"dropped {self.design.n_dropped} rows with missing values in the "
+                          "model's columns", MelsmDataWarning, stacklevel=2)
+        d = self.design
+        self.layout = ParamLayout(tuple(d.x_names), tuple(d.w_names), tuple(d.g_names),
+                                  tuple(d.zu_names), tuple(d.zv_names),
+                                  independent_blocks=self.spec.association == "none")
+        self._model_data: ModelData | None = None
+
+    @property
+    def model_data(self) -> ModelData:
+        if self._model_data is None:
+            self._model_data = model_data(self.design)
+        return self._model_data
+
+    def fit(self, quadrature: int | None = None, start=None) -> MLResults:
+        """Maximum-likelihood fit.
+
+        ``quadrature``: Gauss–Hermite points per random scale effect (default 11 for one,
+        7 for two; 1 is the Laplace approximation). ``start``: θ on the internal scale.
+        """
+        if quadrature is not None and (int(quadrature) != quadrature or quadrature < 1):
+            raise MelsmInputError(f"quadrature must be a positive integer, not {quadrature!r}")
+        opt, info = fit_ml(self.design, self.model_data, self.layout,
+                           int(quadrature) if quadrature else None, start)
+        return MLResults(self, opt, info)

@@ -1,0 +1,285 @@
+"""Results of a maximum-likelihood fit: tables, tests, predictions.
+
+Standard errors come from the exact Hessian of the log-likelihood in the unconstrained
+parameters θ, mapped to the reported scale by the delta method: Cov(r̂) = J Cov(θ̂) Jᵀ
+with J = ∂r/∂θ from JAX. Confidence intervals: β, α, κ: estimate ± 1.96·SE; SDs:
+exp(log σ̂ ± 1.96·SE/σ̂) (never negative); correlations: tanh(atanh ρ̂ ± 1.96·SE/(1−ρ̂²)).
+Wald z and p are not shown for SDs (a test of σ = 0 sits on the boundary: use ``lrtest``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from .design import new_data_arrays
+from .errors import MelsmInputError
+from .likelihood import random_effect_posterior
+from .ml import Optimum, covariance
+
+Z95 = float(scipy.stats.norm.ppf(0.975))
+
+
+@dataclass(frozen=True)
+class LRTest:
+    """Likelihood-ratio test of a restricted fit against a larger one."""
+
+    statistic: float
+    df: int
+    p_value: float
+    distribution: str
+    note: str = ""
+
+    def __str__(self) -> str:
+        p = "< 0.0001" if self.p_value < 1e-4 else f"{self.p_value:.4f}"
+        text = f"LR test: {self.distribution} = {self.statistic:.2f}, p {p if p[0] == '<' else '= ' + p}"
+        return text + (f"  ({self.note})" if self.note else "")
+
+
+class MLResults:
+    """A fitted location-scale model (maximum likelihood). Build with ``Model.fit()``."""
+
+    def __init__(self, model, opt: Optimum, info: dict):
+        self.model = model
+        layout = model.layout
+        self._opt = opt
+        self.theta = opt.theta
+        self.cov_theta = covariance(opt, layout)
+        self.loglik = opt.loglik
+        self.converged = opt.converged
+        self.message = opt.message
+        self.iterations = opt.iterations
+        self.seconds = info["seconds"]
+        self.n_quad = info["n_quad"] if layout.q_v else 0
+        self.stages = info["stages"]
+        self.names = layout.reported_names()
+        self.kinds = layout.reported_kinds()
+        theta = jnp.asarray(self.theta)
+        self.estimates = np.asarray(layout.report(theta))
+        jac = np.asarray(jax.jacobian(layout.report)(theta)).reshape(len(self.names), -1)
+        used = ~np.all(jac == 0, axis=0)
+        sub = self.cov_theta[np.ix_(used, used)]
+        self.cov = jac[:, used] @ sub @ jac[:, used].T
+        self.bse = np.sqrt(np.clip(np.diag(self.cov), 0, None))
+        offset = sum(layout.sizes[:3])
+        dead_rows = {layout.chol_entries[p - offset][0] for p in opt.boundary}
+        self.boundary = [f"sd:{part}:{term}" for part, term, idx in layout.random_effects()
+                         if idx in dead_rows]
+        dead = {b.removeprefix("sd:") for b in self.boundary}
+        for k, name in enumerate(self.names):
+            kind, _, rest = name.partition(":")
+            if kind in ("sd", "corr") and dead.intersection(rest.split(",")):
+                self.bse[k] = np.nan
+        self.params = self._table()
+
+    # ---- basic statistics ------------------------------------------------------------
+    @property
+    def n_obs(self) -> int:
+        return self.model.design.n_obs
+
+    @property
+    def n_groups(self) -> int:
+        return self.model.design.n_groups
+
+    @property
+    def n_params(self) -> int:
+        return self.model.layout.n_params
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2 * self.loglik + np.log(self.n_obs) * self.n_params
+
+    def _table(self) -> pd.DataFrame:
+        est, se = self.estimates, self.bse
+        z = np.where(np.array(self.kinds) == "sd", np.nan, est / se)
+        p = 2 * scipy.stats.norm.sf(np.abs(z))
+        low, high = est - Z95 * se, est + Z95 * se
+        for k, kind in enumerate(self.kinds):
+            if kind == "sd" and est[k] > 0:
+                half = Z95 * se[k] / est[k]
+                low[k], high[k] = est[k] * np.exp(-half), est[k] * np.exp(half)
+            elif kind == "corr" and abs(est[k]) < 1:
+                half = Z95 * se[k] / (1 - est[k] ** 2)
+                low[k], high[k] = np.tanh(np.arctanh(est[k]) - half), np.tanh(np.arctanh(est[k]) + half)
+        return pd.DataFrame({"estimate": est, "se": se, "z": z, "p": p,
+                             "ci_low": low, "ci_high": high},
+                            index=pd.Index(self.names, name="parameter"))
+
+    # ---- derived quantities ----------------------------------------------------------
+    def delta_method(self, function) -> tuple[np.ndarray, np.ndarray]:
+        """Estimate and SE of ``function(params)`` where params maps reported names to
+        JAX scalars; e.g. MIXREGLS' τ_l = ρ σ_v:
+        ``fit.delta_method(lambda p: p["corr:mean:Intercept,within:Intercept"] * p["sd:within:Intercept"])``.
+        """
+        layout = self.model.layout
+
+        def g(theta):
+            r = layout.report(theta)
+            return jnp.atleast_1d(function(dict(zip(self.names, r, strict=True))))
+
+        theta = jnp.asarray(self.theta)
+        value = np.asarray(g(theta))
+        jac = np.asarray(jax.jacobian(g)(theta))
+        used = ~np.all(jac == 0, axis=0)
+        cov = jac[:, used] @ self.cov_theta[np.ix_(used, used)] @ jac[:, used].T
+        return value, np.sqrt(np.clip(np.diag(cov), 0, None))
+
+    def covariance_matrix(self, group_covariates: dict | None = None) -> pd.DataFrame:
+        """Σ of the random effects (user order). With a between function, Σ for a group
+        whose between covariates are ``group_covariates`` (default: all zero)."""
+        layout = self.model.layout
+        L = np.asarray(layout.cholesky(jnp.asarray(self.theta)))
+        if layout.between_row >= 0:
+            _, _, kappa, _ = layout.split(self.theta)
+            g = np.array([1.0 if n == "Intercept" else float((group_covariates or {}).get(n, 0.0))
+                          for n in layout.g_names])
+            L = L.copy()
+            L[layout.between_row] *= np.exp(0.5 * g @ kappa)
+        sigma = L @ L.T
+        effects = layout.random_effects()
+        order = [idx for _, _, idx in effects]
+        labels = [f"{part}:{term}" for part, term, _ in effects]
+        return pd.DataFrame(sigma[np.ix_(order, order)], index=labels, columns=labels)
+
+    # ---- tests -----------------------------------------------------------------------
+    def lrtest(self, other: MLResults) -> LRTest:
+        """LR test between this fit and a nested one (either order).
+
+        When the larger model adds random effects (so the null puts variances on their
+        boundary) the statistic is referred to the χ̄² mixture ½χ²(df−1) + ½χ²(df) for one
+        added random effect (Self & Liang 1987; runmixregls' chibar2(01) for one SD).
+        With more than one added random effect the plain χ²(df) is used, which is
+        conservative.
+        """
+        if not isinstance(other, MLResults):
+            raise MelsmInputError("lrtest needs another maximum-likelihood fit")
+        small, big = sorted((self, other), key=lambda f: f.n_params)
+        if small.n_obs != big.n_obs or small.model.design.response != big.model.design.response:
+            raise MelsmInputError("LR test needs fits of the same response on the same rows")
+        df = big.n_params - small.n_params
+        if df <= 0:
+            raise MelsmInputError("the two fits have the same number of parameters: not nested")
+        statistic = max(0.0, 2 * (big.loglik - small.loglik))
+        added = [n for n in big.names if n.startswith("sd:") and n not in small.names]
+        if len(added) == 1:
+            p = 0.5 * scipy.stats.chi2.sf(statistic, df) + (
+                0.5 * scipy.stats.chi2.sf(statistic, df - 1) if df > 1 else
+                (0.5 if statistic == 0 else 0.0))
+            dist = f"chibar2({df - 1}{df})" if df < 10 else f"chibar2({df - 1},{df})"
+            note = f"{added[0]} = 0 is on the boundary"
+        else:
+            p = float(scipy.stats.chi2.sf(statistic, df))
+            dist = f"chi2({df})"
+            note = ("conservative: the null puts several variances on their boundary"
+                    if len(added) > 1 else "")
+        return LRTest(statistic=statistic, df=df, p_value=float(p), distribution=dist, note=note)
+
+    # ---- random effects and predictions ----------------------------------------------
+    def _posterior(self):
+        if not hasattr(self, "_posterior_cache"):
+            model = self.model
+            mean, cov = random_effect_posterior(jnp.asarray(self.theta), model.model_data,
+                                                self._opt.nodes, model.layout, self.n_quad or 1)
+            self._posterior_cache = (np.asarray(mean), np.asarray(cov))
+        return self._posterior_cache
+
+    def random_effects(self) -> pd.DataFrame:
+        """Empirical-Bayes predictions of each group's random effects with posterior SDs.
+
+        Columns ``<part>:<term>`` (posterior mean) and ``<part>:<term> sd``; one row per
+        group, indexed by the group identifier.
+        """
+        mean, cov = self._posterior()
+        effects = self.model.layout.random_effects()
+        columns = {}
+        for part, term, idx in effects:
+            columns[f"{part}:{term}"] = mean[:, idx]
+        for part, term, idx in effects:
+            columns[f"{part}:{term} sd"] = np.sqrt(np.clip(cov[:, idx, idx], 0, None))
+        design = self.model.design
+        return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
+
+    def _linear_predictors(self, X, W, Zu, Zv, b):
+        layout = self.model.layout
+        beta, alpha, _, _ = layout.split(self.theta)
+        v, u = b[:, :layout.q_v], b[:, layout.q_v:]
+        mean = X @ beta + np.sum(Zu * u, axis=1)
+        log_var = W @ alpha + np.sum(Zv * v, axis=1)
+        return mean, np.exp(log_var)
+
+    def fitted(self) -> pd.DataFrame:
+        """Fitted mean x'β + z'û_j and level-1 variance exp(w'α + s'v̂_j) for every row
+        used in the fit (index of the input data)."""
+        design = self.model.design
+        b = self._posterior()[0][design.group]
+        mean, var = self._linear_predictors(design.X, design.W, design.Zu, design.Zv, b)
+        frame = pd.DataFrame({"mean": mean, "variance": var}, index=design.row_index)
+        return frame.iloc[np.argsort(design.row_order, kind="stable")]
+
+    def residuals(self, standardized: bool = True) -> pd.Series:
+        """y − fitted mean, divided by the fitted level-1 SD when ``standardized``."""
+        design = self.model.design
+        fit = self.fitted()
+        y = pd.Series(design.y, index=design.row_index).loc[fit.index]
+        resid = y - fit["mean"]
+        return resid / np.sqrt(fit["variance"]) if standardized else resid
+
+    def predict(self, data: pd.DataFrame, random: bool = True) -> pd.DataFrame:
+        """Predicted mean and level-1 variance for new rows.
+
+        With ``random=True`` rows of groups seen in the fit use their empirical-Bayes
+        effects; unseen groups (and ``random=False``) use zero random effects, i.e.
+        the typical group (exp(w'α) is the median, not the mean, level-1 variance).
+        """
+        design = self.model.design
+        arrays = new_data_arrays(design, self.model.spec, data)
+        b = np.zeros((len(data), self.model.layout.q))
+        if random and design.group_name is not None and design.group_name in data.columns:
+            lookup = {label: k for k, label in enumerate(design.group_labels)}
+            idx = np.array([lookup.get(g, -1) for g in data[design.group_name]])
+            known = idx >= 0
+            b[known] = self._posterior()[0][idx[known]]
+        mean, var = self._linear_predictors(arrays["X"], arrays["W"], arrays["Zu"],
+                                            arrays["Zv"], b)
+        return pd.DataFrame({"mean": mean, "variance": var}, index=data.index)
+
+    # ---- output ----------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        def num(x):
+            return None if x is None or not np.isfinite(x) else float(x)
+        return {
+            "method": "ml",
+            "loglik": float(self.loglik),
+            "aic": float(self.aic),
+            "bic": float(self.bic),
+            "converged": bool(self.converged),
+            "message": self.message,
+            "boundary": self.boundary,
+            "n_obs": self.n_obs,
+            "n_groups": self.n_groups,
+            "n_dropped": self.model.design.n_dropped,
+            "iterations": self.iterations,
+            "quadrature_points": self.n_quad,
+            "seconds": round(self.seconds, 4),
+            "formulas": {k: v for k, v in self.model.spec.formulas.items() if v},
+            "association": self.model.association,
+            "params": [{"name": n, "estimate": num(e), "se": num(s)}
+                       for n, e, s in zip(self.names, self.estimates, self.bse, strict=True)],
+        }
+
+    def summary(self) -> str:
+        from .summary import format_summary
+        return format_summary(self)
+
+    def __repr__(self) -> str:
+        return (f"<MLResults loglik={self.loglik:.4f} converged={self.converged} "
+                f"n_obs={self.n_obs} n_groups={self.n_groups}>")

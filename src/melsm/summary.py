@@ -1,0 +1,82 @@
+"""Plain-text summary of a maximum-likelihood fit, in blocks as runmixregls prints them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLOCKS = (
+    ("mean", "Mean function"),
+    ("between", "Between-group variance function (log variance of the random location intercept)"),
+    ("within", "Within-group (level-1) variance function (log variance)"),
+)
+
+
+def _number(x: float, width: int = 10, digits: int = 4) -> str:
+    if x is None or not np.isfinite(x):
+        return " " * (width - 1) + "."
+    return f"{x:{width}.{digits}f}"
+
+
+def _p_value(p: float) -> str:
+    if not np.isfinite(p):
+        return "       ."
+    return "  <0.0001" if p < 1e-4 else f"{p:9.4f}"
+
+
+def _rows(table, names, label_width):
+    lines = []
+    for name in names:
+        row = table.loc[name]
+        label = name.split(":", 1)[1]
+        lines.append(f"  {label:<{label_width}}{_number(row.estimate)}{_number(row.se)}"
+                     f"{_number(row.z, 9, 2)}{_p_value(row.p)}"
+                     f"   [{_number(row.ci_low, 9)}, {_number(row.ci_high, 9)}]")
+    return lines
+
+
+def format_summary(fit) -> str:
+    design, table = fit.model.design, fit.params
+    sizes = design.group_sizes
+    width = max([len(n.split(":", 1)[1]) for n in fit.names] + [12]) + 2
+    header = f"  {'':<{width}}{'estimate':>10}{'se':>10}{'z':>9}{'p':>9}   {'95% CI':^23}"
+    lines = [
+        "Mixed-effects location scale model (maximum likelihood)",
+        f"Response: {design.response}    Group: {design.group_name or '-'}    "
+        f"Observations: {design.n_obs}    Groups: {design.n_groups}"
+        + (f" (sizes {sizes.min()}-{sizes.max()})" if design.group_name else ""),
+        f"Log-likelihood: {fit.loglik:.4f}    AIC: {fit.aic:.2f}    BIC: {fit.bic:.2f}",
+        f"Converged: {'yes' if fit.converged else 'NO - ' + fit.message}    "
+        f"Iterations: {fit.iterations}    Time: {fit.seconds:.2f} s",
+    ]
+    if fit.n_quad:
+        lines.append(f"Integration: location effects exact; scale effects by adaptive "
+                     f"Gauss-Hermite quadrature, {fit.n_quad} points per dimension")
+    if design.n_dropped:
+        lines.append(f"Dropped {design.n_dropped} rows with missing values")
+    for prefix, title in BLOCKS:
+        names = [n for n in fit.names if n.startswith(prefix + ":")]
+        if names:
+            lines += ["", title, header] + _rows(table, names, width)
+    sds = [n for n in fit.names if n.startswith("sd:")]
+    corrs = [n for n in fit.names if n.startswith("corr:")]
+    if sds or corrs:
+        lines += ["", "Random effects (standard deviations and correlations)", header]
+        for name in sds + corrs:
+            row = table.loc[name]
+            label = name.split(":", 1)[1]
+            lines.append(f"  {label:<{width}}{_number(row.estimate)}{_number(row.se)}"
+                         f"{'':>18}   [{_number(row.ci_low, 9)}, {_number(row.ci_high, 9)}]")
+        sigma = fit.covariance_matrix()
+        note = " (for a group with all between covariates 0)" if design.g_names else ""
+        lines += ["", f"Random-effect variances and covariances{note}"]
+        labels = list(sigma.index)
+        cell = max(12, max(len(lab) for lab in labels) + 1)
+        lines.append(f"  {'':<{cell}}" + "".join(f"{lab:>{cell}}" for lab in labels))
+        for r, lab in enumerate(labels):
+            values = "".join(f"{sigma.iloc[r, c]:>{cell}.4f}" if c <= r else " " * cell
+                             for c in range(len(labels)))
+            lines.append(f"  {lab:<{cell}}{values}")
+    if fit.boundary:
+        lines += ["", "Boundary: " + ", ".join(fit.boundary) + " estimated at 0 "
+                  "(use lrtest: the null is on the boundary)"]
+    return "\n".join(lines)
