@@ -124,7 +124,8 @@ class MLResults:
 
         def g(theta):
             r = layout.report(theta)
-            return jnp.atleast_1d(function(dict(zip(self.names, r, strict=True))))
+            out = function(dict(zip(self.names, r, strict=True)))
+            return jnp.atleast_1d(jnp.stack(out) if isinstance(out, list | tuple) else out)
 
         theta = jnp.asarray(self.theta)
         value = np.asarray(g(theta))
