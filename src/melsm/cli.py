@@ -7,7 +7,9 @@ User mistakes (bad formulas, bad data, unreadable files) print one line,
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -34,12 +36,24 @@ def _read_data(source: str):
     if not path.exists():
         raise MelsmInputError(f"no such file '{source}' (built-in data sets: "
                               f"{', '.join(datasets.NAMES)})")
+    if path.is_dir():
+        raise MelsmInputError(f"'{source}' is a folder, not a CSV file")
     try:
         data = pd.read_csv(path)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except pd.errors.EmptyDataError:
+        raise MelsmInputError(f"cannot read '{source}' as CSV: the file is empty") from None
+    except (OSError, ValueError, csv.Error) as err:  # unreadable, not text, not CSV
+        reason = str(err).strip().splitlines()
         raise MelsmInputError(f"cannot read '{source}' as CSV: "
-                              f"{str(err).strip().splitlines()[0] if str(err).strip() else 'empty file'}") from None
+                              f"{reason[0] if reason else type(err).__name__}") from None
     return data
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line of printable characters (column names of a garbage file can hold anything)."""
+    text = " ".join(str(text).split())
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
+                   for ch in text)
 
 
 def _fit(args) -> int:
@@ -95,10 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except MelsmInputError as err:
-        print(f"melsm: error: {err}", file=sys.stderr)
+        print(f"melsm: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except FloatingPointError as err:
-        print(f"melsm: error: the fit failed numerically: {err}", file=sys.stderr)
+        print(f"melsm: error: the fit failed numerically: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into a reader that stopped early (| head)
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
         return 1
 
 

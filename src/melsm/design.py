@@ -47,6 +47,7 @@ class Design:
     response: str
     group_name: str | None
     y_scale: float = field(default=1.0)
+    n_missing: dict = field(default_factory=dict)  # column -> missing values among the rows given
 
     @property
     def n_obs(self) -> int:
@@ -74,40 +75,123 @@ def _first_line(err: Exception) -> str:
     return text[0] if text else type(err).__name__
 
 
-def _is_categorical_use(column: str, formula_texts: list[str]) -> bool:
-    pattern = re.compile(r"C\(\s*" + re.escape(column) + r"\b")
-    return any(pattern.search(text) for text in formula_texts)
+_PART_NAMES = {
+    "mean": "mean formula",
+    "within": "within formula",
+    "mean random": "random part of the mean formula",
+    "within random": "random part of the within formula",
+    "between": "between formula",
+}
 
 
-def _check_columns(data: pd.DataFrame, spec: ModelSpec, used: dict[str, set[str]]) -> None:
+def _label(value) -> str:
+    """A data value or index label as the user wrote it (``101``, not ``np.int64(101)``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
+def _without_factor_calls(column: str, text: str) -> str:
+    """``text`` with every ``C(column, ...)`` call replaced by a placeholder name."""
+    pattern = re.compile(r"(?<![\w.])C\(\s*(`?)" + re.escape(column) + r"\1\s*[,)]")
+    pieces, pos = [], 0
+    for match in pattern.finditer(text):
+        if match.start() < pos:
+            continue
+        depth, end = 0, len(text)
+        for j in range(match.start() + 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[j], 0)
+            if depth == 0:
+                end = j + 1
+                break
+        pieces += [text[pos:match.start()], "__melsm_factor__"]
+        pos = end
+    return "".join(pieces + [text[pos:]])
+
+
+def _used_without_c(column: str, formula_parts: dict[str, str]) -> str | None:
+    """The part (key of ``formula_parts``) that uses ``column`` other than as ``C(column)``."""
+    for which, text in formula_parts.items():
+        if column in _variables(_without_factor_calls(column, text), which):
+            return which
+    return None
+
+
+def _check_columns(data: pd.DataFrame, spec: ModelSpec, used: dict[str, set[str]],
+                   formula_parts: dict[str, str]) -> None:
+    available = ", ".join(map(str, data.columns[:12])) + (", ..." if len(data.columns) > 12 else "")
+    if spec.response not in data.columns:
+        if re.search(r"[^\w.]", spec.response):
+            raise MelsmInputError(f"the response '{spec.response}' must be a column name; "
+                                  "transform the column in the data instead")
+        raise MelsmInputError(f"unknown response column '{spec.response}' in the mean formula "
+                              f"(columns: {available})")
     for which, names in used.items():
         for name in sorted(names):
-            if name not in data.columns:
-                available = ", ".join(map(str, data.columns[:12]))
-                more = ", ..." if len(data.columns) > 12 else ""
-                raise MelsmInputError(
-                    f"unknown column '{name}' in {which} formula (columns: {available}{more})"
-                )
+            if name in data.columns:
+                continue
+            text = formula_parts.get(which, "")
+            if re.search(r"(?<![\w.])" + re.escape(name) + r"\s*\(", text):
+                raise MelsmInputError(f"unknown function or column '{name}' in the {_PART_NAMES[which]} "
+                                      f"(columns: {available}; functions: np.log, I(...), C(...), ...)")
+            raise MelsmInputError(
+                f"unknown column '{name}' in the {_PART_NAMES[which]} (columns: {available})"
+            )
     if spec.group is not None and spec.group not in data.columns:
-        raise MelsmInputError(f"unknown grouping column '{spec.group}'")
+        raise MelsmInputError(f"unknown grouping column '{spec.group}' (columns: {available})")
+    needed = set().union(*used.values()) | ({spec.group} if spec.group else set())
+    counts = data.columns.value_counts()
+    for name in sorted(needed):
+        if counts.get(name, 1) > 1:
+            raise MelsmInputError(f"column '{name}' appears {counts[name]} times in the data; "
+                                  "column names must be unique")
 
 
-def _check_numeric(data: pd.DataFrame, columns: list[str], formula_texts: list[str]) -> None:
+def _check_numeric(data: pd.DataFrame, columns: list[str], response: str,
+                   formula_parts: dict[str, str]) -> None:
+    """Every used column is numeric, except text or categorical columns used only as ``C(col)``."""
     for name in columns:
         col = data[name]
+        what = f"response '{name}'" if name == response else f"column '{name}'"
+        if pd.api.types.is_complex_dtype(col):
+            raise MelsmInputError(f"{what} has complex values; melsm needs real numbers")
         if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
             continue
-        if _is_categorical_use(name, formula_texts):
-            continue
+        which = response if name == response else _used_without_c(name, formula_parts)
+        if which is None:
+            continue  # only used as C(name): a categorical covariate
+        where = "" if name == response else f" in the {_PART_NAMES[which]}"
         present = col.dropna()
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            raise MelsmInputError(
+                f"{what}{where} is categorical; write C({name}) to use it as a categorical covariate"
+                if name != response else f"{what} is categorical; the response must be numeric"
+            )
+        if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)) or not len(present):
+            raise MelsmInputError(f"{what}{where} is not numeric (type {col.dtype})")
         numeric = pd.to_numeric(present, errors="coerce")
         bad = present[numeric.isna()]
-        example = bad.iloc[0] if len(bad) else present.iloc[0] if len(present) else "?"
+        if len(bad) == len(present):  # text throughout: a categorical covariate
+            hint = ("the response must be numeric" if name == response else
+                    f"write C({name}) to use it as a categorical covariate")
+            raise MelsmInputError(f"{what}{where} holds text (e.g. {_label(bad.iloc[0])}), not numbers; {hint}")
+        if len(bad):  # numbers with some stray values: a data error
+            raise MelsmInputError(
+                f"{what}{where} has non-numeric value {_label(bad.iloc[0])} in row {_label(bad.index[0])}"
+                + (f" ({len(bad)} of {len(present)} values are not numbers)" if len(bad) > 1 else "")
+            )
         raise MelsmInputError(
-            f"column '{name}' has non-numeric values (e.g. {example!r} in row {bad.index[0]!r})"
-            if len(bad)
-            else f"column '{name}' is not numeric",
+            f"{what}{where} holds numbers stored as {'text' if isinstance(present.iloc[0], str) else 'objects'}"
+            f" (e.g. {_label(present.iloc[0])}); convert it with pd.to_numeric"
+            + ("" if name == response else f", or write C({name}) for a categorical covariate")
         )
+    for name in columns:
+        values = data[name]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            infinite = np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
+            if infinite.any():
+                row = data.index[int(np.argmax(infinite))]
+                raise MelsmInputError(f"column '{name}' has an infinite value in row {_label(row)}")
 
 
 def _matrix(formula: str, data: pd.DataFrame, which: str) -> tuple[np.ndarray, list[str]]:
@@ -116,6 +200,13 @@ def _matrix(formula: str, data: pd.DataFrame, which: str) -> tuple[np.ndarray, l
     except Exception as err:
         raise MelsmInputError(f"cannot build {which} terms '{formula}': {_first_line(err)}") from None
     return np.asarray(mm, dtype=float), [str(c) for c in mm.columns]
+
+
+def _check_finite(matrix: np.ndarray, names: list[str], which: str) -> None:
+    bad = ~np.isfinite(matrix)
+    if bad.any():
+        k = int(np.argmax(bad.any(axis=0)))
+        raise MelsmInputError(f"term '{names[k]}' in the {which} formula has infinite or undefined values")
 
 
 def _check_rank(matrix: np.ndarray, names: list[str], which: str) -> None:
@@ -160,27 +251,31 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         formula_parts["between"] = spec.between
     used = {which: _variables(text, which) for which, text in formula_parts.items()}
     used["mean"] = used["mean"] | {spec.response}
-    _check_columns(data, spec, used)
+    _check_columns(data, spec, used, formula_parts)
     columns = sorted(set().union(*used.values()))
-    texts = list(formula_parts.values())
-    _check_numeric(data, columns, texts)
+    _check_numeric(data, columns, spec.response, formula_parts)
 
     needed = columns + ([spec.group] if spec.group else [])
     frame = data.loc[:, list(dict.fromkeys(needed))]
-    complete = frame.notna().all(axis=1).to_numpy()
+    missing = frame.isna()
+    n_missing = {str(name): int(count) for name, count in missing.sum().items() if count}
+    complete = ~missing.any(axis=1).to_numpy()
     n_dropped = int((~complete).sum())
     frame = frame.loc[complete]
     if frame.shape[0] == 0:
         raise MelsmInputError(
-            "no complete rows: every row has a missing value in a column the model uses"
+            f"no complete rows: all {n_dropped} rows have a missing value in a column the model uses "
+            f"(missing values: {', '.join(f'{k}: {v}' for k, v in n_missing.items())})"
         )
 
     if spec.group is not None:
         codes, labels = pd.factorize(frame[spec.group], sort=True)
         labels = np.asarray(labels)
         if len(labels) < 2:
+            after = f" after dropping {n_dropped} rows with missing values" if n_dropped else ""
             raise MelsmInputError(
-                f"grouping column '{spec.group}' has {len(labels)} group; need at least two"
+                f"grouping column '{spec.group}' has only one group ({_label(labels[0])}){after}; "
+                "need at least two"
             )
     else:
         codes, labels = np.zeros(frame.shape[0], dtype=int), np.array([0])
@@ -204,8 +299,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         (X, x_names, "mean"), (W, w_names, "within"),
         (Zu, zu_names, "mean random part of the"), (Zv, zv_names, "within random part of the"),
     ):
-        if not np.all(np.isfinite(matrix)):
-            raise MelsmInputError(f"the {which} formula produces infinite values")
+        _check_finite(matrix, names, which)
         _check_rank(matrix, names, which)
     if X.shape[1] == 0:
         raise MelsmInputError("the mean formula has no terms (not even an intercept)")
@@ -220,16 +314,17 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
                 "a between formula needs a random location intercept in the mean formula"
             )
         G_rows, g_names = _matrix(spec.between, frame, "between")
-        if not np.all(np.isfinite(G_rows)):
-            raise MelsmInputError("the between formula produces infinite values")
+        _check_finite(G_rows, g_names, "between")
         starts = np.searchsorted(codes, np.arange(n_groups))
         G = G_rows[starts]
         varies = np.abs(G_rows - G[codes]).max(axis=0) > 1e-12 * (1 + np.abs(G_rows).max(axis=0))
         if np.any(varies):
-            name = g_names[int(np.argmax(varies))]
-            bad_group = labels[codes[np.argmax(np.abs(G_rows - G[codes])[:, np.argmax(varies)])]]
+            k = int(np.argmax(varies))
+            bad = int(codes[np.argmax(np.abs(G_rows - G[codes])[:, k])])
+            values = G_rows[codes == bad, k]
             raise MelsmInputError(
-                f"between covariate '{name}' varies within group {bad_group!r}; "
+                f"between covariate '{g_names[k]}' varies within group {_label(labels[bad])} of "
+                f"'{spec.group}' (from {values.min():g} to {values.max():g}); "
                 "level-2 covariates must be constant within each group"
             )
         _check_rank(G, g_names, "between")
@@ -243,6 +338,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         x_names=x_names, w_names=w_names, zu_names=zu_names, zv_names=zv_names, g_names=g_names,
         row_order=used_rows, row_index=data.index[used_rows], n_dropped=n_dropped,
         response=spec.response, group_name=spec.group, y_scale=float(np.std(y)),
+        n_missing=n_missing,
     )
 
 

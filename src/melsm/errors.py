@@ -5,9 +5,20 @@ Every mistake a user can make with a formula or a data set is reported as a
 fault. Front ends print that line and exit; they never show a traceback for it.
 """
 
+import re
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
+
 
 class MelsmInputError(ValueError):
-    """A problem with the model specification or the data, explained in one line."""
+    """A problem with the model specification or the data, explained in one line.
+
+    Line breaks in the message (from a formula written over several lines, say) are
+    replaced by single spaces, so the message is always exactly one line.
+    """
+
+    def __init__(self, message: object = ""):
+        super().__init__(_LINE_BREAKS.sub(" ", str(message)).strip())
 
 
 class MelsmConvergenceWarning(UserWarning):

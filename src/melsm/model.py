@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
+import numpy as np
 import pandas as pd
 
 from .design import build_design
@@ -47,11 +49,12 @@ class Model:
             raise MelsmInputError("no data given (data=...)")
         self.association = association
         self.spec = make_spec(mean, within, between, association)
-        self.design = build_design(self.spec, data)
-        if self.design.n_dropped:
-            warnings.warn(f"dropped {self.design.n_dropped} rows with missing values in the "
-                          "model's columns", MelsmDataWarning, stacklevel=2)
-        d = self.design
+        self.design = d = build_design(self.spec, data)
+        if d.n_dropped:
+            counts = ", ".join(f"{name}: {n}" for name, n in d.n_missing.items())
+            warnings.warn(f"dropped {d.n_dropped} of {d.n_dropped + d.n_obs} rows with missing values "
+                          f"in the model's columns (missing values: {counts})",
+                          MelsmDataWarning, stacklevel=2)
         self.layout = ParamLayout(tuple(d.x_names), tuple(d.w_names), tuple(d.g_names),
                                   tuple(d.zu_names), tuple(d.zv_names),
                                   independent_blocks=self.spec.association == "none")
@@ -69,8 +72,11 @@ class Model:
         ``quadrature``: Gauss–Hermite points per random scale effect (default 11 for one,
         7 for two; 1 is the Laplace approximation). ``start``: θ on the internal scale.
         """
-        if quadrature is not None and (int(quadrature) != quadrature or quadrature < 1):
-            raise MelsmInputError(f"quadrature must be a positive integer, not {quadrature!r}")
-        opt, info = fit_ml(self.design, self.model_data, self.layout,
-                           int(quadrature) if quadrature else None, start)
+        if quadrature is not None:
+            if (isinstance(quadrature, bool) or not isinstance(quadrature, numbers.Real)
+                    or not np.isfinite(quadrature) or int(quadrature) != quadrature or quadrature < 1):
+                raise MelsmInputError(f"quadrature must be a positive integer (points per random "
+                                      f"scale effect), not {quadrature!r}")
+            quadrature = int(quadrature)
+        opt, info = fit_ml(self.design, self.model_data, self.layout, quadrature, start)
         return MLResults(self, opt, info)

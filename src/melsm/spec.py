@@ -78,47 +78,67 @@ _RANDOM_TERM = re.compile(r"^\(\s*(?P<terms>[^|]*?)\s*(?P<bars>\|\|?)\s*(?P<grou
 
 def parse_formula(formula: str, which: str, need_response: bool) -> ParsedFormula:
     """Split one formula into response, fixed terms and at most one random term."""
-    if not isinstance(formula, str) or not formula.strip():
+    if not isinstance(formula, str):
+        raise MelsmInputError(
+            f"{which} formula must be a string such as "
+            f"'{'y ~ x + (1 | group)' if need_response else '~ x'}', not {type(formula).__name__} {formula!r}"
+        )
+    if not formula.strip():
         raise MelsmInputError(f"{which} formula is empty")
+    # messages quote the formula with its whitespace normalised: one line, even for a
+    # formula written over several lines
     text = " ".join(formula.split())
     pieces = text.split("~")
     if len(pieces) != 2:
-        raise MelsmInputError(f"{which} formula '{formula}' needs exactly one '~'")
+        raise MelsmInputError(
+            f"{which} formula '{text}' needs exactly one '~' (it has {len(pieces) - 1})"
+        )
     lhs, rhs = pieces[0].strip(), pieces[1].strip()
     if need_response and not lhs:
-        raise MelsmInputError(f"{which} formula '{formula}' has no response left of '~'")
+        raise MelsmInputError(f"{which} formula '{text}' has no response left of '~'")
     if not need_response and lhs:
         raise MelsmInputError(
-            f"{which} formula '{formula}' must not have a response (write '~ {rhs}')"
+            f"{which} formula '{text}' must not have a response (write '~ {rhs}')"
         )
     if not rhs:
-        raise MelsmInputError(f"{which} formula '{formula}' has nothing right of '~'")
+        raise MelsmInputError(f"{which} formula '{text}' has nothing right of '~'")
     try:
         terms = [t.strip() for t in _split_top_level(rhs, "+")]
     except MelsmInputError as err:
-        raise MelsmInputError(f"{which} formula '{formula}': {err}") from None
+        raise MelsmInputError(f"{which} formula '{text}': {err}") from None
     fixed, random = [], []
-    for term in terms:
+    for k, term in enumerate(terms):
         if not term:
-            raise MelsmInputError(f"{which} formula '{formula}' has an empty term")
+            where = ("ends with '+'" if k == len(terms) - 1 else
+                     "starts with '+'" if k == 0 else "has '+' twice in a row")
+            raise MelsmInputError(f"{which} formula '{text}' {where}: a term is missing")
         if "|" in term:
             match = _RANDOM_TERM.match(term)
             if match is None:
                 raise MelsmInputError(
-                    f"{which} formula '{formula}': cannot read random term '{term}'; "
+                    f"{which} formula '{text}': cannot read random term '{term}'; "
                     "write it as (terms | group)"
                 )
             if match["bars"] == "||":
                 raise MelsmInputError(
-                    f"{which} formula '{formula}': '||' is not supported; random effects "
+                    f"{which} formula '{text}': '||' is not supported; random effects "
                     "are correlated (use association='none' to separate location and scale)"
                 )
-            random.append(RandomPart(match["terms"] or "1", match["group"].strip()))
+            if not match["group"].strip():
+                raise MelsmInputError(
+                    f"{which} formula '{text}': random term '{term}' has no grouping factor right of '|'"
+                )
+            if not match["terms"]:
+                raise MelsmInputError(
+                    f"{which} formula '{text}': random term '{term}' has nothing left of '|'; "
+                    f"write (1 | {match['group'].strip()}) for a random intercept"
+                )
+            random.append(RandomPart(match["terms"], match["group"].strip()))
         else:
             fixed.append(term)
     if len(random) > 1:
         raise MelsmInputError(
-            f"{which} formula '{formula}' has {len(random)} random terms; give one (terms | group)"
+            f"{which} formula '{text}' has {len(random)} random terms; give one (terms | group)"
         )
     return ParsedFormula(
         response=lhs or None,
@@ -134,15 +154,16 @@ def make_spec(
     association: str = "correlated",
 ) -> ModelSpec:
     """Parse and cross-check the three formulas of a location-scale model."""
-    if association not in ASSOCIATIONS:
+    if not isinstance(association, str) or association not in ASSOCIATIONS:
         raise MelsmInputError(
-            f"association '{association}' is not one of {', '.join(ASSOCIATIONS)}"
+            f"association {association!r} is not one of {', '.join(ASSOCIATIONS)}"
         )
     m = parse_formula(mean, "mean", need_response=True)
     w = parse_formula(within if within is not None else "~ 1", "within", need_response=False)
     b = parse_formula(between, "between", need_response=False) if between else None
     if b is not None and b.random is not None:
-        raise MelsmInputError("between formula cannot have random terms")
+        raise MelsmInputError(f"between formula '{' '.join(between.split())}' cannot have random terms "
+                              "(it describes the variance of the random location intercept)")
     groups = {p.group for p in (m.random, w.random) if p is not None}
     if len(groups) > 1:
         raise MelsmInputError(
