@@ -24,7 +24,8 @@ def small_data(seed, n_groups=6, sizes=(3, 9)):
     g = np.repeat(np.arange(n_groups), n)
     x = rng.normal(size=g.size)
     w = rng.integers(0, 2, size=n_groups)[g]
-    y = 0.5 + 0.8 * x + rng.normal(size=n_groups)[g] + rng.normal(size=g.size) * np.exp(0.3 * rng.normal(size=n_groups))[g]
+    spread = np.exp(0.3 * rng.normal(size=n_groups))[g]
+    y = 0.5 + 0.8 * x + rng.normal(size=n_groups)[g] + rng.normal(size=g.size) * spread
     return pd.DataFrame({"y": y, "x": x, "w": w, "g": g})
 
 
@@ -37,7 +38,8 @@ def mvn_logpdf(y, mean, cov):
 
 def package_loglik(model, theta, n_quad):
     eta0 = jnp.zeros((model.design.n_groups, model.layout.q_v))
-    value, _, nodes = value_grad_nodes(jnp.asarray(theta), model.model_data, eta0, model.layout, n_quad)
+    value, _, nodes = value_grad_nodes(jnp.asarray(theta), model.model_data, eta0, model.layout, n_quad,
+                                       nodes_move=False)
     return float(value), nodes
 
 
@@ -60,7 +62,7 @@ def test_random_intercepts_in_both_functions_2d_brute_force():
             return scipy.stats.norm.logpdf(y, mean, sd).sum() + prior.logpdf([v, u])
 
         shift = log_integrand(0.0, 0.0)
-        value, _ = scipy.integrate.dblquad(lambda u, v: np.exp(log_integrand(u, v) - shift),
+        value, _ = scipy.integrate.dblquad(lambda u, v, shift=shift: np.exp(log_integrand(u, v) - shift),
                                            -6, 6, -8, 8, epsabs=1e-13, epsrel=1e-11)
         total += np.log(value) + shift
     assert ours == pytest.approx(total, abs=1e-6)
@@ -99,7 +101,9 @@ def test_random_slopes_in_mean_and_scale_intercept_1d_brute_force():
 
 
 def test_two_scale_effects_2d_brute_force_and_eb_predictions():
-    data = small_data(3, n_groups=3, sizes=(3, 6))
+    """q_v = 2: a 300 × 300 Gauss–Legendre product rule over (v0, v1) on [-5, 5]², with
+    y_j | v a dense multivariate normal (u integrated by Gaussian conditioning)."""
+    data = small_data(3, n_groups=4)
     model = melsm.Model("y ~ x + (1 | g)", within="~ x + (x | g)", data=data)
     sigma = np.array([[0.25, 0.05, 0.10], [0.05, 0.16, -0.04], [0.10, -0.04, 0.50]])  # (v0, v1, u)
     beta, alpha = np.array([0.5, 0.8]), np.array([0.0, -0.1])
@@ -108,32 +112,32 @@ def test_two_scale_effects_2d_brute_force_and_eb_predictions():
     mean, _ = random_effect_posterior(jnp.asarray(theta), model.model_data, nodes, model.layout, 24)
     s_vv, s_uv, s_uu = sigma[:2, :2], sigma[2, :2], sigma[2, 2]
     s_vv_inv = np.linalg.inv(s_vv)
+    c_u = s_uu - s_uv @ s_vv_inv @ s_uv  # Var(u | v)
+    t, w = np.polynomial.legendre.leggauss(300)
+    t, w = 5 * t, 5 * w
+    v0, v1 = (a.ravel() for a in np.meshgrid(t, t, indexing="ij"))
+    weights = np.outer(w, w).ravel()
+    v = np.column_stack([v0, v1])
+    log_prior = -0.5 * np.einsum("ka,ab,kb->k", v, s_vv_inv, v) - np.log(2 * np.pi) - 0.5 * np.log(np.linalg.det(s_vv))
     total = 0.0
     for j, (_, grp) in enumerate(data.groupby("g")):
         y, x = grp.y.to_numpy(), grp.x.to_numpy()
-
-        def parts(v0, v1, y=y, x=x):
-            v = np.array([v0, v1])
-            m_u = s_uv @ s_vv_inv @ v
-            c_u = s_uu - s_uv @ s_vv_inv @ s_uv
-            log_var = alpha[0] + alpha[1] * x + v0 + v1 * x
-            cov = c_u * np.ones((len(y), len(y))) + np.diag(np.exp(log_var))
-            resid_mean = beta[0] + beta[1] * x + m_u
-            logf = (mvn_logpdf(y, resid_mean, cov)
-                    + scipy.stats.multivariate_normal(np.zeros(2), s_vv).logpdf(v))
-            # E[u | v, y]: Gaussian conditioning of u on y given v
-            k = c_u * np.ones(len(y)) @ np.linalg.inv(cov)
-            return logf, m_u + k @ (y - resid_mean)
-
-        shift = parts(0.0, 0.0)[0]
-
-        def integral(f):
-            return scipy.integrate.dblquad(lambda a, b: f(b, a), -6, 6, -6, 6, epsabs=1e-12, epsrel=1e-10)[0]
-
-        like = integral(lambda v0, v1: np.exp(parts(v0, v1)[0] - shift))
+        m_u = v @ s_vv_inv @ s_uv  # E(u | v), per grid point
+        resid = y[None, :] - (beta[0] + beta[1] * x)[None, :] - m_u[:, None]
+        cov = c_u + np.zeros((len(v), len(y), len(y)))
+        cov[:, np.arange(len(y)), np.arange(len(y))] += np.exp(alpha[0] + alpha[1] * x + v0[:, None] + v1[:, None] * x)
+        chol = np.linalg.cholesky(cov)
+        z = np.linalg.solve(chol, resid[..., None])[..., 0]
+        logf = (-0.5 * (len(y) * np.log(2 * np.pi) + np.sum(z**2, axis=1))
+                - np.sum(np.log(np.diagonal(chol, axis1=1, axis2=2)), axis=1) + log_prior)
+        shift = logf.max()
+        f = weights * np.exp(logf - shift)
+        like = f.sum()
         total += np.log(like) + shift
-        post_v0 = integral(lambda v0, v1: v0 * np.exp(parts(v0, v1)[0] - shift)) / like
-        post_u = integral(lambda v0, v1: parts(v0, v1)[1] * np.exp(parts(v0, v1)[0] - shift)) / like
-        assert float(mean[j, 0]) == pytest.approx(post_v0, abs=1e-6)
-        assert float(mean[j, 2]) == pytest.approx(post_u, abs=1e-6)
+        # E[u | v, y] by Gaussian conditioning of u on y given v
+        gain = np.linalg.solve(cov, np.full((len(v), len(y)), c_u)[..., None])[..., 0]
+        u_given_v = m_u + np.sum(gain * resid, axis=1)
+        assert float(mean[j, 0]) == pytest.approx((f * v0).sum() / like, abs=1e-6)
+        assert float(mean[j, 1]) == pytest.approx((f * v1).sum() / like, abs=1e-6)
+        assert float(mean[j, 2]) == pytest.approx((f * u_given_v).sum() / like, abs=1e-6)
     assert ours == pytest.approx(total, abs=1e-6)

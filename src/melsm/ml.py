@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, replace
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +22,7 @@ import numpy as np
 import scipy.optimize
 
 from . import _jax  # noqa: F401  (float64, compilation cache)
+from ._compiled import compiled
 from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning
 from .likelihood import ModelData, Nodes, find_nodes, loglik
 from .params import ParamLayout
@@ -34,6 +34,10 @@ DEFAULT_QUADRATURE = {1: 11, 2: 7}
 N_NEWTON = 6
 #: Converged when every |∂ log L / ∂θ| is below this and −∇² log L is positive definite.
 GRADIENT_TOLERANCE = 1e-3
+#: From this many points on, derivatives hold the quadrature nodes fixed (cheaper to
+#: run and to compile; the difference from differentiating through them is below the
+#: quadrature error). Below it, and for the Laplace approximation, they move.
+FIXED_NODES_FROM = 5
 #: A random-effect SD below this fraction of its natural scale is reported as zero.
 BOUNDARY_FRACTION = 1e-4
 
@@ -42,20 +46,40 @@ def default_quadrature(q_v: int) -> int:
     return DEFAULT_QUADRATURE.get(q_v, 5)
 
 
-@partial(jax.jit, static_argnames=("layout", "n_quad", "n_newton"))
+def _loglik_and_nodes(theta, data: ModelData, eta_start, layout: ParamLayout, n_quad: int,
+                      nodes_move: bool):
+    """log L(θ) with the quadrature nodes found at θ.
+
+    ``nodes_move=True`` differentiates through the nodes (the exact derivative of the
+    AGQ approximation); ``False`` holds them fixed, which is cheaper and differs from the
+    exact derivative by the quadrature error's sensitivity to the nodes — negligible
+    from ``FIXED_NODES_FROM`` points on, all of it for the Laplace approximation.
+    """
+    if not layout.q_v:
+        return loglik(theta, data, None, layout, n_quad), None
+    # Stopping the gradient of θ (not of the nodes) keeps autodiff out of the node search.
+    at = theta if nodes_move else jax.lax.stop_gradient(theta)
+    nodes = find_nodes(at, data, eta_start, layout, N_NEWTON, implicit=nodes_move)
+    return loglik(theta, data, nodes, layout, n_quad), nodes
+
+
+@compiled(static_argnames=("layout", "n_quad", "nodes_move"))
 def value_grad_nodes(theta, data: ModelData, eta_start, layout: ParamLayout, n_quad: int,
-                     n_newton: int = N_NEWTON):
-    """log L(θ) and its gradient, with the quadrature nodes refreshed at θ and held fixed."""
-    nodes = find_nodes(theta, data, eta_start, layout, n_newton) if layout.q_v else None
-    nodes = jax.lax.stop_gradient(nodes)
-    value, grad = jax.value_and_grad(loglik)(theta, data, nodes, layout, n_quad)
-    return value, grad, nodes
+                     nodes_move: bool = True):
+    """log L(θ), its gradient and the quadrature nodes at θ."""
+    (value, nodes), grad = jax.value_and_grad(_loglik_and_nodes, has_aux=True)(
+        theta, data, eta_start, layout, n_quad, nodes_move)
+    return value, grad, jax.lax.stop_gradient(nodes)
 
 
-@partial(jax.jit, static_argnames=("layout", "n_quad"))
-def hessian(theta, data: ModelData, nodes: Nodes | None, layout: ParamLayout, n_quad: int):
-    """∇² log L in θ with the nodes held fixed."""
-    return jax.hessian(loglik)(theta, data, nodes, layout, n_quad)
+@compiled(static_argnames=("layout", "n_quad", "nodes_move"))
+def derivatives(theta, data: ModelData, eta_start, layout: ParamLayout, n_quad: int,
+                nodes_move: bool):
+    """log L, its gradient and Hessian in θ (through the nodes if ``nodes_move``)."""
+    def f(t):
+        return _loglik_and_nodes(t, data, eta_start, layout, n_quad, nodes_move)[0]
+    value, grad = jax.value_and_grad(f)(theta)
+    return value, grad, jax.hessian(f)(theta)
 
 
 @dataclass
@@ -72,24 +96,35 @@ class Optimum:
 
 
 class _Objective:
-    """−log L and its gradient for scipy, caching the last point's nodes and Hessian."""
+    """−log L and its derivatives for scipy, caching the last point's nodes and Hessian."""
 
-    def __init__(self, data, layout, n_quad, n_groups):
+    def __init__(self, data, layout, n_quad, n_groups, nodes_move: bool):
         self.data, self.layout, self.n_quad = data, layout, n_quad
-        self.eta = jnp.zeros((n_groups, layout.q_v))
+        self.nodes_move = nodes_move and layout.q_v > 0
+        self.eta = np.zeros((n_groups, layout.q_v))
         self._point = None  # (θ bytes, value, grad, nodes)
-        self._hess = None  # (θ bytes, Hessian)
+        self._exact = None  # (θ bytes, value, grad, Hessian)
 
     def evaluate(self, x):
         key = x.tobytes()
         if self._point is None or self._point[0] != key:
             value, grad, nodes = value_grad_nodes(jnp.asarray(x), self.data, self.eta,
-                                                  self.layout, self.n_quad)
+                                                  self.layout, self.n_quad, self.nodes_move)
             value = float(value)
             if nodes is not None and np.isfinite(value):
                 self.eta = nodes.mode
             self._point = (key, value, np.asarray(grad), nodes)
         return self._point[1:]
+
+    def exact(self, x):
+        """(log L, gradient, Hessian) at x, consistent with ``evaluate``."""
+        key = x.tobytes()
+        if self._exact is None or self._exact[0] != key:
+            self.evaluate(x)
+            value, grad, hess = derivatives(jnp.asarray(x), self.data, self.eta, self.layout,
+                                            self.n_quad, self.nodes_move)
+            self._exact = (key, float(value), np.asarray(grad), np.asarray(hess))
+        return self._exact[1:]
 
     def fun_and_grad(self, x):
         value, grad, _ = self.evaluate(x)
@@ -100,16 +135,11 @@ class _Objective:
     def fun(self, x):
         return self.fun_and_grad(x)[0]
 
-    def jac(self, x):
-        return self.fun_and_grad(x)[1]
+    def exact_jac(self, x):
+        return -self.exact(x)[1]
 
-    def hess(self, x):
-        key = x.tobytes()
-        if self._hess is None or self._hess[0] != key:
-            nodes = self.evaluate(x)[2]
-            self._hess = (key, np.asarray(hessian(jnp.asarray(x), self.data, nodes,
-                                                  self.layout, self.n_quad)))
-        return -self._hess[1]
+    def exact_hess(self, x):
+        return -self.exact(x)[2]
 
 
 def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: int,
@@ -117,12 +147,16 @@ def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: i
              max_iter: int = 1000) -> Optimum:
     """Maximise log L from θ0 and judge convergence.
 
-    BFGS with the exact gradient does most of the work (a gradient costs about 1/40 of
-    a Hessian for the London Model 6); the exact Hessian is computed once at the end for
-    the convergence check and the standard errors. Where BFGS stops short, a
-    trust-region Newton method with the exact Hessian takes over.
+    BFGS with the gradient does most of the work (a gradient costs about 1/40 of a
+    Hessian for the London Model 6); the Hessian is computed once at the end for the
+    convergence check and the standard errors. Where BFGS stops short, a trust-region
+    Newton method with the Hessian takes over. Below ``FIXED_NODES_FROM`` points the
+    derivatives run through the nodes (exact for the AGQ approximation; compiling them
+    takes tens of seconds); from there on the nodes are held fixed, which changes the
+    derivatives by less than the quadrature error (tests/test_quadrature_derivatives.py).
     """
-    objective = _Objective(data, layout, n_quad, n_groups)
+    objective = _Objective(data, layout, n_quad, n_groups,
+                           nodes_move=n_quad < FIXED_NODES_FROM)
     if not np.isfinite(objective.fun(theta0)):
         raise FloatingPointError("the log-likelihood is not finite at the starting values")
     options = {"gtol": 1e-6, "maxiter": max_iter}
@@ -138,8 +172,8 @@ def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: i
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             result = scipy.optimize.minimize(
-                objective.fun, theta, jac=objective.jac, hess=objective.hess,
-                method="trust-exact", options={"gtol": 1e-7, "maxiter": 200})
+                objective.fun, theta, jac=objective.exact_jac, hess=objective.exact_hess,
+                method="trust-exact", options={"gtol": 1e-8, "maxiter": 200})
         opt = _judge(np.asarray(result.x), objective, layout, boundary_log_sd,
                      iterations + int(result.nit), str(result.message))
     return opt
@@ -147,8 +181,8 @@ def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: i
 
 def _judge(theta, objective: _Objective, layout, boundary_log_sd, iterations,
            optimiser_message) -> Optimum:
-    value, grad, nodes = objective.evaluate(theta)
-    hess = -objective.hess(theta)
+    nodes = objective.evaluate(theta)[2]
+    value, grad, hess = objective.exact(theta)
     log_sd_positions = layout.log_sd_entries()
     boundary = [p for p, floor in zip(log_sd_positions, boundary_log_sd, strict=True)
                 if theta[p] < floor]
@@ -252,7 +286,7 @@ def embed_start(theta_small: np.ndarray, small: ParamLayout, full: ParamLayout,
                 design) -> np.ndarray:
     """Starting values for the full model from the fit without scale effects."""
     beta, alpha, kappa, _ = small.split(theta_small)
-    L_small = np.asarray(small.cholesky(jnp.asarray(theta_small)))
+    L_small = small.cholesky(np.asarray(theta_small), xp=np)
     L = initial_cholesky(design, full, 1.0)
     q_v = full.q_v
     L[q_v:, q_v:] = L_small

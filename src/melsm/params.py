@@ -81,17 +81,28 @@ class ParamLayout:
         return (theta[:px], theta[px:px + pw], theta[px + pw:px + pw + pg],
                 theta[px + pw + pg:])
 
-    def cholesky(self, theta):
-        """The shared factor L (q × q); the between row is a unit-length direction."""
+    def cholesky(self, theta, xp=jnp):
+        """The shared factor L (q × q); the between row is a unit-length direction.
+
+        ``xp=numpy`` evaluates it eagerly without JAX (no compilation outside ``jit``).
+        """
         _, _, _, raw = self.split(theta)
-        L = jnp.zeros((self.q, self.q), dtype=raw.dtype if self.q else float)
-        for k, (r, c) in enumerate(self.chol_entries):
-            L = L.at[r, c].set(jnp.exp(raw[k]) if r == c else raw[k])
-        b = self.between_row
-        if b >= 0:
-            L = L.at[b, b].set(1.0)
-            L = L.at[b].set(L[b] / jnp.linalg.norm(L[b]))
-        return L
+        position = {rc: k for k, rc in enumerate(self.chol_entries)}
+        zero = raw[:0].sum() if raw.shape[0] else 0.0
+        rows = []
+        for r in range(self.q):
+            row = []
+            for c in range(self.q):
+                if (r, c) in position:
+                    value = raw[position[(r, c)]]
+                    row.append(xp.exp(value) if r == c else value)
+                else:
+                    row.append(zero + (1.0 if r == c == self.between_row else 0.0))
+            if r == self.between_row:
+                norm = xp.sqrt(sum(v * v for v in row))
+                row = [v / norm for v in row]
+            rows.append(xp.stack(row))
+        return xp.stack(rows) if rows else xp.zeros((0, 0))
 
     def pack(self, beta, alpha, kappa, L) -> np.ndarray:
         """Inverse of ``split``/``cholesky`` for starting values (L's between row: any scale)."""

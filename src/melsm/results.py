@@ -15,14 +15,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-import scipy.stats
+import scipy.special
 
+from ._compiled import compiled
 from .design import new_data_arrays
 from .errors import MelsmInputError
 from .likelihood import random_effect_posterior
 from .ml import Optimum, covariance
 
-Z95 = float(scipy.stats.norm.ppf(0.975))
+Z95 = float(scipy.special.ndtri(0.975))
+
+
+def chi2_sf(x: float, df: float) -> float:
+    """Upper tail of χ²(df); χ²(0) is a point mass at 0."""
+    if df == 0:
+        return 1.0 if x <= 0 else 0.0
+    return float(scipy.special.chdtrc(df, x))
+
+
+@compiled(static_argnames=("layout",))
+def _report_and_jacobian(theta, layout):
+    return layout.report(theta), jax.jacobian(layout.report)(theta)
+
+
+@compiled(static_argnames=("layout", "n_quad"))
+def _posterior(theta, data, nodes, layout, n_quad):
+    return random_effect_posterior(theta, data, nodes, layout, n_quad)
 
 
 @dataclass(frozen=True)
@@ -59,9 +77,9 @@ class MLResults:
         self.stages = info["stages"]
         self.names = layout.reported_names()
         self.kinds = layout.reported_kinds()
-        theta = jnp.asarray(self.theta)
-        self.estimates = np.asarray(layout.report(theta))
-        jac = np.asarray(jax.jacobian(layout.report)(theta)).reshape(len(self.names), -1)
+        estimates, jac = _report_and_jacobian(jnp.asarray(self.theta), layout)
+        self.estimates = np.asarray(estimates)
+        jac = np.asarray(jac).reshape(len(self.names), -1)
         used = ~np.all(jac == 0, axis=0)
         sub = self.cov_theta[np.ix_(used, used)]
         self.cov = jac[:, used] @ sub @ jac[:, used].T
@@ -101,7 +119,7 @@ class MLResults:
     def _table(self) -> pd.DataFrame:
         est, se = self.estimates, self.bse
         z = np.where(np.array(self.kinds) == "sd", np.nan, est / se)
-        p = 2 * scipy.stats.norm.sf(np.abs(z))
+        p = 2 * scipy.special.ndtr(-np.abs(z))
         low, high = est - Z95 * se, est + Z95 * se
         for k, kind in enumerate(self.kinds):
             if kind == "sd" and est[k] > 0:
@@ -127,9 +145,8 @@ class MLResults:
             out = function(dict(zip(self.names, r, strict=True)))
             return jnp.atleast_1d(jnp.stack(out) if isinstance(out, list | tuple) else out)
 
-        theta = jnp.asarray(self.theta)
-        value = np.asarray(g(theta))
-        jac = np.asarray(jax.jacobian(g)(theta))
+        value, jac = jax.jit(lambda t: (g(t), jax.jacobian(g)(t)))(jnp.asarray(self.theta))
+        value, jac = np.asarray(value), np.asarray(jac)
         used = ~np.all(jac == 0, axis=0)
         cov = jac[:, used] @ self.cov_theta[np.ix_(used, used)] @ jac[:, used].T
         return value, np.sqrt(np.clip(np.diag(cov), 0, None))
@@ -138,7 +155,7 @@ class MLResults:
         """Σ of the random effects (user order). With a between function, Σ for a group
         whose between covariates are ``group_covariates`` (default: all zero)."""
         layout = self.model.layout
-        L = np.asarray(layout.cholesky(jnp.asarray(self.theta)))
+        L = layout.cholesky(np.asarray(self.theta), xp=np)
         if layout.between_row >= 0:
             _, _, kappa, _ = layout.split(self.theta)
             g = np.array([1.0 if n == "Intercept" else float((group_covariates or {}).get(n, 0.0))
@@ -172,13 +189,11 @@ class MLResults:
         statistic = max(0.0, 2 * (big.loglik - small.loglik))
         added = [n for n in big.names if n.startswith("sd:") and n not in small.names]
         if len(added) == 1:
-            p = 0.5 * scipy.stats.chi2.sf(statistic, df) + (
-                0.5 * scipy.stats.chi2.sf(statistic, df - 1) if df > 1 else
-                (0.5 if statistic == 0 else 0.0))
+            p = 0.5 * chi2_sf(statistic, df) + 0.5 * chi2_sf(statistic, df - 1)
             dist = f"chibar2({df - 1}{df})" if df < 10 else f"chibar2({df - 1},{df})"
             note = f"{added[0]} = 0 is on the boundary"
         else:
-            p = float(scipy.stats.chi2.sf(statistic, df))
+            p = chi2_sf(statistic, df)
             dist = f"chi2({df})"
             note = ("conservative: the null puts several variances on their boundary"
                     if len(added) > 1 else "")
@@ -188,8 +203,8 @@ class MLResults:
     def _posterior(self):
         if not hasattr(self, "_posterior_cache"):
             model = self.model
-            mean, cov = random_effect_posterior(jnp.asarray(self.theta), model.model_data,
-                                                self._opt.nodes, model.layout, self.n_quad or 1)
+            mean, cov = _posterior(jnp.asarray(self.theta), model.model_data, self._opt.nodes,
+                                   model.layout, self.n_quad or 1)
             self._posterior_cache = (np.asarray(mean), np.asarray(cov))
         return self._posterior_cache
 

@@ -1,0 +1,109 @@
+"""Compiled functions that a new process can load instead of tracing them again.
+
+``jax.jit`` caches compiled code on disk (see ``_jax``), but a new process must still
+trace and lower each function to find it there — about a second for a likelihood
+Hessian, most of a cold fit. ``compiled`` also keeps the lowered function itself
+(``jax.export``) on disk, keyed by the function, its static arguments, the shapes and
+types of its array arguments and the versions of melsm and JAX, and calls that.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import os
+from pathlib import Path
+
+import jax
+
+from . import _jax  # noqa: F401
+
+_memory: dict[str, object] = {}
+_registered = False
+
+
+def _export_dir() -> Path | None:
+    base = os.environ.get("MELSM_CACHE_DIR", str(Path.home() / ".cache" / "melsm" / "jax"))
+    if not base:
+        return None
+    path = Path(base).parent / "exported"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+def _register_pytrees() -> bool:
+    global _registered
+    if not _registered:
+        try:
+            import flatbuffers  # noqa: F401  (needed by jax.export serialisation)
+        except ImportError:
+            return False
+        from .likelihood import ModelData, Nodes
+
+        jax.export.register_namedtuple_serialization(ModelData, serialized_name="melsm.ModelData")
+        jax.export.register_namedtuple_serialization(Nodes, serialized_name="melsm.Nodes")
+        _registered = True
+    return True
+
+
+def _key(name: str, static: dict, args: tuple) -> str:
+    from . import __version__
+
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    shapes = [(getattr(x, "shape", ()), str(getattr(x, "dtype", type(x).__name__))) for x in leaves]
+    text = repr((name, sorted(static.items()), str(tree), shapes, __version__, jax.__version__))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def compiled(static_argnames: tuple[str, ...]):
+    """Like ``functools.partial(jax.jit, static_argnames=...)``, with lowered functions
+    kept on disk between processes. Array arguments must come before static ones."""
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+        jitted = jax.jit(fn, static_argnames=static_argnames)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            static = {k: bound.arguments[k] for k in static_argnames}
+            arrays = tuple(v for k, v in bound.arguments.items() if k not in static_argnames)
+            key = _key(fn.__qualname__, static, arrays)
+            runner = _memory.get(key)
+            if runner is None:
+                runner = _load_or_export(key, jitted, static, arrays)
+                _memory[key] = runner
+            return runner(*arrays)
+
+        call.jitted = jitted
+        return call
+
+    return decorate
+
+
+def _load_or_export(key, jitted, static, arrays):
+    def plain(*a):
+        return jitted(*a, **static)
+
+    directory = _export_dir()
+    if directory is None or not _register_pytrees():
+        return plain
+    path = directory / f"{key}.bin"
+    if path.exists():
+        try:
+            return jax.jit(jax.export.deserialize(bytearray(path.read_bytes())).call)
+        except Exception:  # a stale or damaged file: export it again
+            pass
+    try:
+        exported = jax.export.export(jax.jit(plain))(*arrays)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(exported.serialize())
+        tmp.replace(path)
+    except Exception:  # export unsupported or disk full: plain jit still works
+        return plain
+    return jax.jit(exported.call)
