@@ -4,7 +4,8 @@
 trace and lower each function to find it there — about a second for a likelihood
 Hessian, most of a cold fit. ``compiled`` also keeps the lowered function itself
 (``jax.export``) on disk, keyed by the function, its static arguments, the shapes and
-types of its array arguments and the versions of melsm and JAX, and calls that.
+types of its array arguments, the JAX version and a hash of melsm's source, and calls
+that.
 """
 
 from __future__ import annotations
@@ -50,12 +51,19 @@ def _register_pytrees() -> bool:
     return True
 
 
-def _key(name: str, static: dict, args: tuple) -> str:
-    from . import __version__
+@functools.cache
+def _source_hash() -> str:
+    """Hash of the package's own code: an edited likelihood never meets a stale export."""
+    digest = hashlib.sha256(jax.__version__.encode())
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
+
+def _key(name: str, static: dict, args: tuple) -> str:
     leaves, tree = jax.tree_util.tree_flatten(args)
     shapes = [(getattr(x, "shape", ()), str(getattr(x, "dtype", type(x).__name__))) for x in leaves]
-    text = repr((name, sorted(static.items()), str(tree), shapes, __version__, jax.__version__))
+    text = repr((name, sorted(static.items()), str(tree), shapes, _source_hash()))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
