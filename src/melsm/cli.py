@@ -64,7 +64,7 @@ def _fit(args) -> int:
         warnings.simplefilter("always")
         model = melsm.Model(mean=args.mean, within=args.within, between=args.between,
                             data=data, association=args.association)
-        fit = model.fit(quadrature=args.quadrature)
+        fit = model.fit(quadrature=args.quadrature, max_iter=args.max_iter)
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if args.json:
         out = fit.to_dict()
@@ -92,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
                      choices=["correlated", "none", "linear"])
     fit.add_argument("--quadrature", type=int, default=None,
                      help="Gauss-Hermite points per random scale effect")
+    fit.add_argument("--max-iter", type=int, default=None,
+                     help="cap on the optimiser's iterations (default 1000)")
     fit.add_argument("--json", action="store_true", help="print one JSON object")
     fit.set_defaults(run=_fit)
 
@@ -99,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
                             "built-in data (MIXREGLS' example) and print its table")
     riesby.add_argument("--json", action="store_true")
     riesby.set_defaults(run=lambda a: _fit(argparse.Namespace(
-        quadrature=None, json=a.json, **RIESBY)))
+        quadrature=None, max_iter=None, json=a.json, **RIESBY)))
     return parser
 
 

@@ -8,6 +8,36 @@ refreshed at every new θ and held fixed while differentiating.
 Starting values are staged as in MIXREGLS: ordinary least squares for β and a
 regression of log squared residuals for α; then the model without random scale effects
 (closed-form likelihood); then the full model.
+
+Boundaries. Random-effect SDs enter θ through the log-diagonal of the Cholesky factor
+L, so a variance of zero (or a singular Σ, e.g. a correlation of ±1) lies at θ = −∞:
+the optimiser can only approach it, and near it the likelihood is flat in θ (∂ℓ/∂ log σ
+= σ² ∂ℓ/∂σ², so the gradient vanishes long before σ does). BFGS therefore either runs
+down to a tiny σ or stalls at a small positive one with a small gradient and a nearly
+singular Hessian; in the second case the old floor rule (σ < 10⁻⁴ of its natural scale)
+missed the boundary and the fit was reported as converged with an SD of, say, 1e-4 ±
+0.12 and inflated SEs elsewhere. ``_settle_boundary`` decides each boundary explicitly,
+as lme4 does by constraining L's diagonal to [0, ∞):
+
+* a diagonal entry of L below the floor is a *zero pivot*: the random effect is an exact
+  linear combination of the ones before it. If its whole row is below the floor too its
+  variance is zero (``sd:... = 0``), otherwise Σ is singular (for two effects: a
+  correlation of ±1);
+* at a stationary point, every other random effect is screened: if removing it (or
+  zeroing its pivot) with the other parameters unchanged costs less than
+  ``BOUNDARY_SCREEN`` in log L, the model is refitted with it held at the boundary, and
+  the boundary fit is kept when its log L is within ``BOUNDARY_TOLERANCE`` of the
+  interior one (the likelihood profile is flat down to 0, so 0 is the estimate);
+* a boundary the optimiser ran into is checked from the other side: the model is
+  refitted from that SD set back to ``STEP_OFF_FRACTION`` of its scale, and a higher
+  log L there wins (from a poor start BFGS can run a needed effect down to 0).
+
+A held zero pivot sits at ``HELD_FRACTION`` of its natural scale (the likelihood differs
+from that of an exact zero by ~10⁻¹⁶), its column of L is held at 0 (otherwise the
+column would trade variance with the next diagonal entry: a flat direction), and for a
+zero variance its row as well. Held entries are not identified: convergence (gradient
+and positive-definite −Hessian) is judged, and SEs are computed, over the others, i.e.
+conditionally on the boundary, as in lme4 and Stata.
 """
 
 from __future__ import annotations
@@ -40,6 +70,20 @@ GRADIENT_TOLERANCE = 1e-3
 FIXED_NODES_FROM = 5
 #: A random-effect SD below this fraction of its natural scale is reported as zero.
 BOUNDARY_FRACTION = 1e-4
+#: A diagonal entry of L held at the boundary sits at this fraction of its natural scale.
+HELD_FRACTION = 1e-8
+#: Screen: a random effect whose removal, other parameters unchanged, costs less than this
+#: in log L is refitted at the boundary (a cheap filter; the refit decides).
+BOUNDARY_SCREEN = 1.0
+#: The boundary fit is kept when its log L is within this of the interior optimum.
+BOUNDARY_TOLERANCE = 1e-6
+#: A boundary the optimiser ran into is checked by refitting from an SD of this fraction
+#: of its natural scale (the size of the starting values, ``initial_cholesky``).
+STEP_OFF_FRACTION = 0.3
+#: Default cap on the iterations of each optimiser run.
+DEFAULT_MAX_ITER = 1000
+#: Cap on the iterations of the trust-region fallback (each needs a Hessian).
+TRUST_REGION_MAX_ITER = 200
 
 
 def default_quadrature(q_v: int) -> int:
@@ -92,7 +136,13 @@ class Optimum:
     iterations: int
     converged: bool
     message: str
-    boundary: list[int]
+    #: Rows of L (internal random-effect index) with a zero pivot: the effect is an
+    #: exact linear combination of the effects before it (Σ singular).
+    pivots: frozenset = frozenset()
+    #: The subset of ``pivots`` whose whole row is zero: the effect's variance is zero.
+    zero_rows: frozenset = frozenset()
+    #: Every |∂ log L / ∂θ| over the identified parameters is below the tolerance.
+    small_gradient: bool = False
 
 
 class _Objective:
@@ -142,10 +192,35 @@ class _Objective:
         return -self.exact(x)[2]
 
 
+class _Subspace:
+    """The objective over the free entries of θ, the others held at ``template``'s values."""
+
+    def __init__(self, objective: _Objective, template: np.ndarray, free: np.ndarray):
+        self.objective, self.template, self.free = objective, np.asarray(template, float), free
+
+    def full(self, x) -> np.ndarray:
+        theta = self.template.copy()
+        theta[self.free] = x
+        return theta
+
+    def fun_and_grad(self, x):
+        value, grad = self.objective.fun_and_grad(self.full(x))
+        return value, grad[self.free]
+
+    def fun(self, x):
+        return self.fun_and_grad(x)[0]
+
+    def jac(self, x):
+        return self.objective.exact_jac(self.full(x))[self.free]
+
+    def hess(self, x):
+        return self.objective.exact_hess(self.full(x))[np.ix_(self.free, self.free)]
+
+
 def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: int,
              n_groups: int, boundary_log_sd: np.ndarray, inverse_hessian0=None,
-             max_iter: int = 1000) -> Optimum:
-    """Maximise log L from θ0 and judge convergence.
+             max_iter: int = DEFAULT_MAX_ITER) -> Optimum:
+    """Maximise log L from θ0, settle the boundaries and judge convergence.
 
     BFGS with the gradient does most of the work (a gradient costs about 1/40 of a
     Hessian for the London Model 6); the Hessian is computed once at the end for the
@@ -154,53 +229,228 @@ def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: i
     derivatives run through the nodes (exact for the AGQ approximation; compiling them
     takes tens of seconds); from there on the nodes are held fixed, which changes the
     derivatives by less than the quadrature error (tests/test_quadrature_derivatives.py).
+    Random effects at the boundary are then decided by ``_settle_boundary`` (module
+    docstring). ``max_iter`` caps the iterations of every optimiser run (BFGS, and the
+    trust-region fallback, which stops at ``TRUST_REGION_MAX_ITER`` in any case).
     """
     objective = _Objective(data, layout, n_quad, n_groups,
                            nodes_move=n_quad < FIXED_NODES_FROM)
     if not np.isfinite(objective.fun(theta0)):
         raise FloatingPointError("the log-likelihood is not finite at the starting values")
+    floors = _floors_by_row(layout, boundary_log_sd)
+    opt = _optimise(objective, np.asarray(theta0, float), layout, floors, frozenset(), frozenset(),
+                    max_iter, inverse_hessian0)
+    return _settle_boundary(opt, objective, layout, floors, max_iter)
+
+
+def _optimise(objective: _Objective, theta0: np.ndarray, layout: ParamLayout, floors: dict,
+              pivots: frozenset, zero_rows: frozenset, max_iter: int,
+              inverse_hessian0=None) -> Optimum:
+    """BFGS (then trust-region Newton if needed) over θ with the boundary entries of
+    ``pivots``/``zero_rows`` held at their values in θ0."""
+    free = _identified(layout, pivots, zero_rows)
+    space = _Subspace(objective, theta0, free)
     options = {"gtol": 1e-6, "maxiter": max_iter}
-    if inverse_hessian0 is not None:
+    if inverse_hessian0 is not None and len(inverse_hessian0) == len(free):
         options["hess_inv0"] = inverse_hessian0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = scipy.optimize.minimize(objective.fun_and_grad, theta0, jac=True,
+        result = scipy.optimize.minimize(space.fun_and_grad, theta0[free], jac=True,
                                          method="BFGS", options=options)
-    theta, iterations = np.asarray(result.x), int(result.nit)
-    opt = _judge(theta, objective, layout, boundary_log_sd, iterations, str(result.message))
-    if not opt.converged and not opt.boundary:
+    iterations = int(result.nit)
+    opt = _judge(space.full(result.x), objective, layout, floors, pivots, zero_rows, iterations,
+                 str(result.message))
+    if not opt.converged and opt.pivots == pivots:
+        # Not where a new boundary is being approached (there the Hessian is singular
+        # and Newton steps run off towards −∞; _settle_boundary holds it instead).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             result = scipy.optimize.minimize(
-                objective.fun, theta, jac=objective.exact_jac, hess=objective.exact_hess,
-                method="trust-exact", options={"gtol": 1e-8, "maxiter": 200})
-        opt = _judge(np.asarray(result.x), objective, layout, boundary_log_sd,
+                space.fun, opt.theta[free], jac=space.jac, hess=space.hess, method="trust-exact",
+                options={"gtol": 1e-8, "maxiter": min(max_iter, TRUST_REGION_MAX_ITER)})
+        opt = _judge(space.full(result.x), objective, layout, floors, pivots, zero_rows,
                      iterations + int(result.nit), str(result.message))
     return opt
 
 
-def _judge(theta, objective: _Objective, layout, boundary_log_sd, iterations,
-           optimiser_message) -> Optimum:
+def _settle_boundary(opt: Optimum, objective: _Objective, layout: ParamLayout, floors: dict,
+                     max_iter: int) -> Optimum:
+    """Decide which random effects sit on the boundary and refit with them held there.
+
+    First every zero pivot the optimiser ran into (diagonal of L below its floor) is held
+    (as a zero variance if holding the whole row costs nothing, else as a singular Σ) and
+    the rest refitted. Then, at a stationary point, each remaining random effect is
+    screened: zero variance first, then a zero pivot (Σ singular). A candidate is refitted
+    at the boundary and kept if its log L is within ``BOUNDARY_TOLERANCE`` of the current
+    fit's. The loop ends when nothing more is held; each round holds one more effect.
+    See the module docstring for why log-parameterised SDs need this.
+    """
+    held_p, held_z = frozenset(), frozenset()
+    iterations = opt.iterations
+    rejected: set = set()
+    released: set = set()
+    rows = sorted(floors)
+    while True:
+        base, accepted = opt, None
+        forced = sorted(base.pivots - held_p)
+
+        def screened(kind, r, base=base, held=(held_p, held_z)):
+            return _screen(objective, base, layout, floors, *_structure(*held, kind, r))
+
+        if forced:
+            # The optimiser ran into this zero pivot: hold it, as a zero variance if that
+            # costs nothing, else as a singular Σ (the last trial is taken regardless).
+            r = forced[0]
+            if r in base.zero_rows or not _has_free_row(layout, r, held_p):
+                trials = [("zero", r)]
+            else:
+                trials = [("zero", r)] if screened("zero", r) < BOUNDARY_SCREEN else []
+                trials.append(("pivot", r))
+        elif base.small_gradient:
+            candidates = []
+            for r in rows:
+                if r in held_p:
+                    continue
+                for kind in ["zero"] + (["pivot"] if _has_free_row(layout, r, held_p) else []):
+                    if (kind, r) not in rejected and (drop := screened(kind, r)) < BOUNDARY_SCREEN:
+                        candidates.append((drop, kind, r))
+            trials = [(kind, r) for _, kind, r in sorted(candidates)]
+        else:
+            trials = []
+        for k, (kind, r) in enumerate(trials):
+            p, z = _structure(held_p, held_z, kind, r)
+            start = _restrict(base.theta, layout, floors, p, z)
+            trial = _optimise(objective, start, layout, floors, p, z, max_iter,
+                              _inverse_start(base, layout, p, z))
+            iterations += trial.iterations
+            last_forced = bool(forced) and k == len(trials) - 1
+            as_good = trial.loglik >= base.loglik - BOUNDARY_TOLERANCE
+            if last_forced or (as_good and (trial.small_gradient or not base.small_gradient)):
+                accepted = trial
+                held_p, held_z = p, z
+                break
+            rejected.add((kind, r))
+        if accepted is None:
+            break
+        if forced and r not in released and accepted.small_gradient:
+            # The optimiser's path may have run into the boundary from a poor start: step
+            # off it (this effect's SD back to a moderate size, the rest at the boundary
+            # fit) and refit; a higher log L there means the boundary was not the maximum.
+            released.add(r)
+            free_p, free_z = held_p - {r}, held_z - {r}
+            release = _optimise(objective, _step_off(accepted.theta, layout, floors, r), layout, floors,
+                                free_p, free_z, max_iter)
+            iterations += release.iterations
+            if release.loglik > accepted.loglik + BOUNDARY_TOLERANCE:
+                accepted, held_p, held_z = release, free_p, free_z
+        opt = accepted
+    opt.iterations = iterations
+    return opt
+
+
+def _step_off(theta: np.ndarray, layout: ParamLayout, floors: dict, r: int) -> np.ndarray:
+    """θ with the diagonal entry of L in row r set to STEP_OFF_FRACTION of its scale."""
+    beta, alpha, kappa, _ = layout.split(np.asarray(theta, float))
+    L = layout.cholesky(np.asarray(theta, float), xp=np)
+    L[r, r] = np.exp(floors[r][1]) * STEP_OFF_FRACTION / BOUNDARY_FRACTION
+    return layout.pack(beta, alpha, kappa, L)
+
+
+def _screen(objective: _Objective, base: Optimum, layout: ParamLayout, floors: dict,
+            pivots: frozenset, zero_rows: frozenset) -> float:
+    """Loss of log L from moving ``base`` onto a boundary, other parameters unchanged."""
+    value = objective.evaluate(_restrict(base.theta, layout, floors, pivots, zero_rows))[0]
+    return base.loglik - value if np.isfinite(value) else np.inf
+
+
+def _structure(held_p: frozenset, held_z: frozenset, kind: str, r: int):
+    return held_p | {r}, (held_z | {r}) if kind == "zero" else held_z
+
+
+def _has_free_row(layout: ParamLayout, r: int, held_p: frozenset) -> bool:
+    """Whether row r of L has off-diagonal entries that could carry variance."""
+    return any(rr == r and c != r and c not in held_p for rr, c in layout.chol_entries)
+
+
+def _floors_by_row(layout: ParamLayout, boundary_log_sd: np.ndarray) -> dict:
+    """{row of L: (θ position of its log-diagonal, log floor)}."""
+    offset = sum(layout.sizes[:3])
+    diag = [(offset + k, r) for k, (r, c) in enumerate(layout.chol_entries) if r == c]
+    return {r: (pos, float(floor)) for (pos, r), floor in zip(diag, boundary_log_sd, strict=True)}
+
+
+def _restrict(theta: np.ndarray, layout: ParamLayout, floors: dict, pivots: frozenset,
+              zero_rows: frozenset) -> np.ndarray:
+    """θ moved onto the boundary given by ``pivots``/``zero_rows``, Σ otherwise kept.
+
+    Σ = L Lᵀ loses the rows and columns of ``zero_rows`` and is factored again with a
+    zero pivot at each row of ``pivots`` (so that effect becomes the linear combination
+    of the earlier ones given by its row of L, and its column of L is zero); the held
+    diagonal entries are set to ``HELD_FRACTION`` of their natural scale.
+    """
+    beta, alpha, kappa, _ = layout.split(np.asarray(theta, float))
+    sigma = layout.cholesky(np.asarray(theta, float), xp=np)
+    sigma = sigma @ sigma.T
+    for r in zero_rows:
+        sigma[r, :] = 0.0
+        sigma[:, r] = 0.0
+    q = len(sigma)
+    L = np.zeros_like(sigma)
+    for j in range(q):
+        if j in pivots:
+            L[j, j] = np.exp(floors[j][1]) * HELD_FRACTION / BOUNDARY_FRACTION
+            continue
+        d = sigma[j, j] - L[j, :j] @ L[j, :j]
+        tiny = (np.exp(floors[j][1]) * HELD_FRACTION / BOUNDARY_FRACTION) if j in floors else 1e-8
+        L[j, j] = np.sqrt(max(d, tiny**2))
+        for i in range(j + 1, q):
+            L[i, j] = (sigma[i, j] - L[i, :j] @ L[j, :j]) / L[j, j]
+    return layout.pack(beta, alpha, kappa, L)
+
+
+def _inverse_start(opt: Optimum, layout: ParamLayout, pivots: frozenset, zero_rows: frozenset):
+    """BFGS's first inverse Hessian for a refit: −H⁻¹ over its free entries, if usable."""
+    free = _identified(layout, pivots, zero_rows)
+    sub = -opt.hessian[np.ix_(free, free)]
+    if not (np.all(np.isfinite(sub)) and _is_positive_definite(sub)):
+        return None
+    inv = np.linalg.inv(0.5 * (sub + sub.T))
+    return 0.5 * (inv + inv.T) if np.all(np.isfinite(inv)) else None
+
+
+def _judge(theta, objective: _Objective, layout: ParamLayout, floors: dict, held_p: frozenset,
+           held_z: frozenset, iterations: int, optimiser_message: str) -> Optimum:
+    """Convergence: small gradient and positive-definite −Hessian over the identified θ.
+
+    A free diagonal entry of L below its floor is a zero pivot being approached (and a
+    zero variance if its whole row is below the floor); its entries are left out of the
+    check, like the held ones.
+    """
     nodes = objective.evaluate(theta)[2]
     value, grad, hess = objective.exact(theta)
-    log_sd_positions = layout.log_sd_entries()
-    boundary = [p for p, floor in zip(log_sd_positions, boundary_log_sd, strict=True)
-                if theta[p] < floor]
-    free = _identified(layout, boundary)
+    L = layout.cholesky(np.asarray(theta), xp=np)
+    pivots, zero_rows = set(held_p), set(held_z)
+    for r, (pos, floor) in floors.items():
+        if r not in pivots and theta[pos] < floor:
+            pivots.add(r)
+            if 0.5 * np.log(L[r] @ L[r]) < floor:
+                zero_rows.add(r)
+    free = _identified(layout, frozenset(pivots), frozenset(zero_rows))
     sub = -hess[np.ix_(free, free)]
     positive_definite = bool(np.all(np.isfinite(sub))) and _is_positive_definite(sub)
     max_grad = float(np.max(np.abs(grad[free]), initial=0.0))
-    small_gradient = max_grad < GRADIENT_TOLERANCE
-    converged = positive_definite and small_gradient and bool(np.isfinite(value))
+    small_gradient = max_grad < GRADIENT_TOLERANCE and bool(np.isfinite(value))
+    converged = positive_definite and small_gradient
     if converged:
         message = "converged"
     elif not small_gradient:
         message = f"gradient not small (max |g| = {max_grad:.2g}); optimiser: {optimiser_message}"
     else:
         message = "Hessian of the log-likelihood is not negative definite"
-    return Optimum(theta=theta, loglik=float(value), grad=grad, hessian=hess, nodes=nodes,
-                   iterations=iterations, converged=converged, message=message,
-                   boundary=boundary)
+    return Optimum(theta=np.asarray(theta), loglik=float(value), grad=grad, hessian=hess,
+                   nodes=nodes, iterations=iterations, converged=converged, message=message,
+                   pivots=frozenset(pivots), zero_rows=frozenset(zero_rows),
+                   small_gradient=small_gradient)
 
 
 def _is_positive_definite(matrix: np.ndarray) -> bool:
@@ -213,24 +463,25 @@ def _is_positive_definite(matrix: np.ndarray) -> bool:
         return False
 
 
-def _identified(layout: ParamLayout, boundary: list[int]) -> np.ndarray:
-    """θ positions still identified when the L rows in ``boundary`` are zero.
-
-    A random effect with zero variance has a zero row in L: its entries carry no
-    information, so they are left out of the Hessian used for convergence and SEs.
-    """
+def _held_positions(layout: ParamLayout, pivots, zero_rows) -> list[int]:
+    """θ positions not identified on the boundary: the diagonal and the column below each
+    zero pivot, and the whole row of a zero-variance effect."""
     offset = sum(layout.sizes[:3])
-    dead_rows = {layout.chol_entries[p - offset][0] for p in boundary}
-    keep = [k for k in range(offset)]
-    keep += [offset + k for k, (r, _) in enumerate(layout.chol_entries) if r not in dead_rows]
-    return np.asarray(keep, dtype=int)
+    return [offset + k for k, (r, c) in enumerate(layout.chol_entries)
+            if c in pivots or r in zero_rows]
+
+
+def _identified(layout: ParamLayout, pivots, zero_rows) -> np.ndarray:
+    """θ positions still identified on the boundary (see ``_held_positions``)."""
+    held = set(_held_positions(layout, pivots, zero_rows))
+    return np.asarray([k for k in range(layout.n_params) if k not in held], dtype=int)
 
 
 def covariance(opt: Optimum, layout: ParamLayout) -> np.ndarray:
     """Covariance of θ̂: inverse of −∇² log L over the identified parameters (NaN elsewhere)."""
     n = layout.n_params
     cov = np.full((n, n), np.nan)
-    free = _identified(layout, opt.boundary)
+    free = _identified(layout, opt.pivots, opt.zero_rows)
     sub = -opt.hessian[np.ix_(free, free)]
     try:
         inv = np.linalg.inv(0.5 * (sub + sub.T))
@@ -318,10 +569,16 @@ def embed_inverse_hessian(opt_small: Optimum, small: ParamLayout, full: ParamLay
 
 
 def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = None,
-           theta0: np.ndarray | None = None) -> tuple[Optimum, dict]:
-    """Staged maximum-likelihood fit. Returns the optimum and timing/stage information."""
+           theta0: np.ndarray | None = None, max_iter: int | None = None) -> tuple[Optimum, dict]:
+    """Staged maximum-likelihood fit. Returns the optimum and timing/stage information.
+
+    ``max_iter`` caps the iterations of every optimiser run (default ``DEFAULT_MAX_ITER``).
+    Warns ``MelsmConvergenceWarning`` (with the reason) when the fit did not converge and
+    ``MelsmBoundaryWarning`` (naming the parameters) when random effects sit on the boundary.
+    """
     started = time.perf_counter()
     n_quad = n_quad or default_quadrature(layout.q_v)
+    max_iter = DEFAULT_MAX_ITER if max_iter is None else int(max_iter)
     info: dict = {"stages": []}
     inverse_hessian0 = None
     if theta0 is None:
@@ -335,15 +592,23 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
         theta_small = small.pack(beta, alpha, kappa, L0)
         if layout.q_v:
             stage = maximise(theta_small, data, small, 1, design.n_groups,
-                             boundary_floors(design, small))
+                             boundary_floors(design, small), max_iter=max_iter)
             info["stages"].append({"name": "without random scale effects",
                                    "loglik": stage.loglik, "iterations": stage.iterations})
-            theta0 = embed_start(stage.theta, small, layout, design)
-            inverse_hessian0 = embed_inverse_hessian(stage, small, layout)
+            theta_stage = stage.theta
+            if stage.pivots:
+                # Let the full model start those location effects away from the boundary
+                # (in log σ the way back from 10⁻⁸ is long and flat).
+                L_stage = small.cholesky(theta_stage, xp=np)
+                for r in stage.pivots:
+                    L_stage[r, r] = L0[r, r]
+                theta_stage = small.pack(*small.split(theta_stage)[:3], L_stage)
+            theta0 = embed_start(theta_stage, small, layout, design)
+            inverse_hessian0 = None if stage.pivots else embed_inverse_hessian(stage, small, layout)
         else:
             theta0 = theta_small
     opt = maximise(np.asarray(theta0, float), data, layout, n_quad, design.n_groups,
-                   boundary_floors(design, layout), inverse_hessian0)
+                   boundary_floors(design, layout), inverse_hessian0, max_iter=max_iter)
     info["stages"].append({"name": "full model", "loglik": opt.loglik,
                            "iterations": opt.iterations})
     info["n_quad"] = n_quad
@@ -351,8 +616,11 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
     if not opt.converged:
         warnings.warn(f"the fit did not converge: {opt.message}", MelsmConvergenceWarning,
                       stacklevel=3)
-    if opt.boundary:
-        warnings.warn("a random-effect variance is estimated at zero (on its boundary); "
-                      "its SD is reported as 0 and LR tests use the chi-bar-squared mixture",
+    if opt.pivots:
+        labels = [f"{name} = {value:g}" if np.isfinite(value) else f"{name} (singular covariance matrix)"
+                  for name, value in layout.boundary_values(opt.theta, opt.pivots, opt.zero_rows)]
+        warnings.warn("random-effect parameters estimated on the boundary of the parameter space: "
+                      + ", ".join(labels) + " (held there; no SEs for them; test them with lrtest, "
+                      "which uses the chi-bar-squared mixture for one random effect)",
                       MelsmBoundaryWarning, stacklevel=3)
     return opt, info

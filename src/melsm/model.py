@@ -66,11 +66,18 @@ class Model:
             self._model_data = model_data(self.design)
         return self._model_data
 
-    def fit(self, quadrature: int | None = None, start=None) -> MLResults:
+    def fit(self, quadrature: int | None = None, start=None, max_iter: int | None = None) -> MLResults:
         """Maximum-likelihood fit.
 
         ``quadrature``: Gauss–Hermite points per random scale effect (default 11 for one,
         7 for two; 1 is the Laplace approximation). ``start``: θ on the internal scale.
+        ``max_iter``: cap on the iterations of each optimiser run (default 1000).
+
+        Convergence is judged by the gradient (every |∂ log L/∂θ| < 1e-3) and a
+        positive-definite −Hessian over the identified parameters; otherwise the result
+        has ``converged=False`` and a ``MelsmConvergenceWarning`` says why. Random effects
+        estimated on the boundary (variance 0, or a singular covariance matrix) are listed
+        in ``boundary`` with a ``MelsmBoundaryWarning``.
         """
         if quadrature is not None:
             if (isinstance(quadrature, bool) or not isinstance(quadrature, numbers.Real)
@@ -78,5 +85,10 @@ class Model:
                 raise MelsmInputError(f"quadrature must be a positive integer (points per random "
                                       f"scale effect), not {quadrature!r}")
             quadrature = int(quadrature)
-        opt, info = fit_ml(self.design, self.model_data, self.layout, quadrature, start)
+        if max_iter is not None:
+            if (isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Real)
+                    or not np.isfinite(max_iter) or int(max_iter) != max_iter or max_iter < 1):
+                raise MelsmInputError(f"max_iter must be a positive integer, not {max_iter!r}")
+            max_iter = int(max_iter)
+        opt, info = fit_ml(self.design, self.model_data, self.layout, quadrature, start, max_iter)
         return MLResults(self, opt, info)

@@ -160,6 +160,34 @@ class ParamLayout:
             out.append((sigma[i, j] / (sds[i] * sds[j]))[None])
         return jnp.concatenate([jnp.atleast_1d(o) for o in out]) if out else jnp.zeros(0)
 
+    def boundary_values(self, theta, pivots, zero_rows) -> list[tuple[str, float]]:
+        """Reported parameters on the boundary of the parameter space, with their values.
+
+        ``pivots`` are rows of L with a zero diagonal (the effect is an exact linear
+        combination of the effects before it, so Σ is singular), ``zero_rows`` those whose
+        whole row is zero. A zero-variance effect gives ``sd:<part>:<term>`` = 0; another
+        zero pivot gives each of its correlations at ±1, or ``singular:<part>:<term>``
+        (value NaN) where none is (a combination of several effects).
+        """
+        sigma = self.cholesky(np.asarray(theta, dtype=float), xp=np)
+        sigma = sigma @ sigma.T
+        effects = self.random_effects()
+        out = {f"sd:{part}:{term}": 0.0 for part, term, idx in effects if idx in zero_rows}
+        for part, term, idx in effects:
+            if idx not in pivots or idx in zero_rows:
+                continue
+            found = False
+            for a, b in self.correlation_pairs():
+                if idx not in (a[2], b[2]) or {a[2], b[2]} & set(zero_rows):
+                    continue
+                rho = sigma[a[2], b[2]] / np.sqrt(sigma[a[2], a[2]] * sigma[b[2], b[2]])
+                if abs(rho) > 1 - 1e-6:
+                    out[f"corr:{a[0]}:{a[1]},{b[0]}:{b[1]}"] = float(np.sign(rho))
+                    found = True
+            if not found:
+                out[f"singular:{part}:{term}"] = float("nan")
+        return list(out.items())
+
     def log_sd_entries(self) -> list[int]:
         """Positions in θ of the log-diagonal of L (to detect variances at zero)."""
         offset = sum(self.sizes[:3])

@@ -24,6 +24,8 @@ from .likelihood import random_effect_posterior
 from .ml import Optimum, covariance
 
 Z95 = float(scipy.special.ndtri(0.975))
+#: LR statistics below this (log-likelihoods equal to the optimiser's accuracy) count as 0.
+LR_ZERO = 1e-6
 
 
 def chi2_sf(x: float, df: float) -> float:
@@ -60,7 +62,17 @@ class LRTest:
 
 
 class MLResults:
-    """A fitted location-scale model (maximum likelihood). Build with ``Model.fit()``."""
+    """A fitted location-scale model (maximum likelihood). Build with ``Model.fit()``.
+
+    ``converged``: the gradient is small (every |∂ log L/∂θ| < 1e-3) and −∇² log L is
+    positive definite over the identified parameters; ``message`` says why not otherwise.
+    ``boundary``: reported parameters estimated on the edge of the parameter space (an SD
+    at 0, a correlation at ±1, ``singular:<part>:<term>`` for an effect that is a linear
+    combination of the others), with their values in ``boundary_values``. They are held
+    there, have NaN SEs, as do the correlations of the effects involved (a correlation
+    with a zero-variance effect is undefined: NaN estimate); the other SEs are conditional
+    on the boundary.
+    """
 
     def __init__(self, model, opt: Optimum, info: dict):
         self.model = model
@@ -78,20 +90,31 @@ class MLResults:
         self.names = layout.reported_names()
         self.kinds = layout.reported_kinds()
         estimates, jac = _report_and_jacobian(jnp.asarray(self.theta), layout)
-        self.estimates = np.asarray(estimates)
+        self.estimates = np.asarray(estimates).copy()
         jac = np.asarray(jac).reshape(len(self.names), -1)
-        used = ~np.all(jac == 0, axis=0)
-        sub = self.cov_theta[np.ix_(used, used)]
-        self.cov = jac[:, used] @ sub @ jac[:, used].T
+        # Entries of θ held on the boundary are not identified (NaN in cov_theta): SEs
+        # are conditional on the boundary, as in lme4 and Stata.
+        free = np.isfinite(np.diag(self.cov_theta))
+        self.cov = jac[:, free] @ self.cov_theta[np.ix_(free, free)] @ jac[:, free].T
         self.bse = np.sqrt(np.clip(np.diag(self.cov), 0, None))
-        offset = sum(layout.sizes[:3])
-        dead_rows = {layout.chol_entries[p - offset][0] for p in opt.boundary}
-        self.boundary = [f"sd:{part}:{term}" for part, term, idx in layout.random_effects()
-                         if idx in dead_rows]
-        dead = {b.removeprefix("sd:") for b in self.boundary}
+        #: Reported parameters on the boundary of the parameter space, with their values
+        #: there: ``sd:<part>:<term>`` = 0 (zero variance), ``corr:...`` = ±1 (singular
+        #: Σ), ``singular:<part>:<term>`` (Σ singular without a correlation at ±1).
+        self.boundary_values = dict(layout.boundary_values(self.theta, opt.pivots, opt.zero_rows))
+        self.boundary = list(self.boundary_values)
+        labels = {idx: f"{part}:{term}" for part, term, idx in layout.random_effects()}
+        zero = {labels[r] for r in opt.zero_rows}
+        singular = {labels[r] for r in opt.pivots}
         for k, name in enumerate(self.names):
             kind, _, rest = name.partition(":")
-            if kind in ("sd", "corr") and dead.intersection(rest.split(",")):
+            if name in self.boundary_values:
+                self.estimates[k] = self.boundary_values[name]
+                self.bse[k] = np.nan
+            elif kind == "corr" and zero.intersection(rest.split(",")):
+                # the correlation of an effect with variance zero is undefined
+                self.estimates[k] = np.nan
+                self.bse[k] = np.nan
+            elif kind == "corr" and singular.intersection(rest.split(",")):
                 self.bse[k] = np.nan
         self.params = self._table()
 
@@ -122,9 +145,12 @@ class MLResults:
         p = 2 * scipy.special.ndtr(-np.abs(z))
         low, high = est - Z95 * se, est + Z95 * se
         for k, kind in enumerate(self.kinds):
+            if not np.isfinite(se[k]):
+                continue
             if kind == "sd" and est[k] > 0:
                 half = Z95 * se[k] / est[k]
-                low[k], high[k] = est[k] * np.exp(-half), est[k] * np.exp(half)
+                with np.errstate(over="ignore"):
+                    low[k], high[k] = est[k] * np.exp(-half), est[k] * np.exp(half)
             elif kind == "corr" and abs(est[k]) < 1:
                 half = Z95 * se[k] / (1 - est[k] ** 2)
                 low[k], high[k] = np.tanh(np.arctanh(est[k]) - half), np.tanh(np.arctanh(est[k]) + half)
@@ -137,6 +163,8 @@ class MLResults:
         """Estimate and SE of ``function(params)`` where params maps reported names to
         JAX scalars; e.g. MIXREGLS' τ_l = ρ σ_v:
         ``fit.delta_method(lambda p: p["corr:mean:Intercept,within:Intercept"] * p["sd:within:Intercept"])``.
+        Parameters held on the boundary (``boundary``) count as known: the SE is
+        conditional on them.
         """
         layout = self.model.layout
 
@@ -147,8 +175,8 @@ class MLResults:
 
         value, jac = jax.jit(lambda t: (g(t), jax.jacobian(g)(t)))(jnp.asarray(self.theta))
         value, jac = np.asarray(value), np.asarray(jac)
-        used = ~np.all(jac == 0, axis=0)
-        cov = jac[:, used] @ self.cov_theta[np.ix_(used, used)] @ jac[:, used].T
+        free = np.isfinite(np.diag(self.cov_theta))  # entries held on the boundary are fixed
+        cov = jac[:, free] @ self.cov_theta[np.ix_(free, free)] @ jac[:, free].T
         return value, np.sqrt(np.clip(np.diag(cov), 0, None))
 
     def covariance_matrix(self, group_covariates: dict | None = None) -> pd.DataFrame:
@@ -176,7 +204,7 @@ class MLResults:
         boundary) the statistic is referred to the χ̄² mixture ½χ²(df−1) + ½χ²(df) for one
         added random effect (Self & Liang 1987; runmixregls' chibar2(01) for one SD).
         With more than one added random effect the plain χ²(df) is used, which is
-        conservative.
+        conservative. A fit that did not converge is named in the note.
         """
         if not isinstance(other, MLResults):
             raise MelsmInputError("lrtest needs another maximum-likelihood fit")
@@ -186,7 +214,10 @@ class MLResults:
         df = big.n_params - small.n_params
         if df <= 0:
             raise MelsmInputError("the two fits have the same number of parameters: not nested")
-        statistic = max(0.0, 2 * (big.loglik - small.loglik))
+        statistic = 2 * (big.loglik - small.loglik)
+        # Below the optimiser's accuracy the statistic is 0; otherwise noise of 1e-12 would
+        # drop the χ²(0) atom of the χ̄² mixture and halve the p-value (1 → 0.5).
+        statistic = 0.0 if statistic < LR_ZERO else statistic
         added = [n for n in big.names if n.startswith("sd:") and n not in small.names]
         if len(added) == 1:
             p = 0.5 * chi2_sf(statistic, df) + 0.5 * chi2_sf(statistic, df - 1)
@@ -197,6 +228,9 @@ class MLResults:
             dist = f"chi2({df})"
             note = ("conservative: the null puts several variances on their boundary"
                     if len(added) > 1 else "")
+        failed = [label for label, f in (("restricted", small), ("full", big)) if not f.converged]
+        if failed:
+            note = "; ".join(filter(None, [note, f"UNRELIABLE: the {' and '.join(failed)} fit did not converge"]))
         return LRTest(statistic=statistic, df=df, p_value=float(p), distribution=dist, note=note)
 
     # ---- random effects and predictions ----------------------------------------------
@@ -280,6 +314,7 @@ class MLResults:
             "converged": bool(self.converged),
             "message": self.message,
             "boundary": self.boundary,
+            "boundary_values": {k: num(v) for k, v in self.boundary_values.items()},
             "n_obs": self.n_obs,
             "n_groups": self.n_groups,
             "n_dropped": self.model.design.n_dropped,

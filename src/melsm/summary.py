@@ -77,6 +77,14 @@ def format_summary(fit) -> str:
                              for c in range(len(labels)))
             lines.append(f"  {lab:<{cell}}{values}")
     if fit.boundary:
-        lines += ["", "Boundary: " + ", ".join(fit.boundary) + " estimated at 0 "
-                  "(use lrtest: the null is on the boundary)"]
+        lines += ["", "Boundary: estimated on the edge of the parameter space and held there; no SEs "
+                  "for these or for the correlations of the effects involved (test with lrtest):"]
+        for name, value in fit.boundary_values.items():
+            if name.startswith("sd:"):
+                lines.append(f"  {name} = 0 (variance zero; its correlations are undefined)")
+            elif name.startswith("corr:"):
+                lines.append(f"  {name} = {value:+.0f} (singular covariance matrix)")
+            else:
+                lines.append(f"  {name.removeprefix('singular:')} is an exact linear combination "
+                             "of the other random effects (singular covariance matrix)")
     return "\n".join(lines)
