@@ -58,7 +58,7 @@ from .likelihood import ModelData, Nodes, find_nodes, loglik
 from .params import ParamLayout
 
 #: Default Gauss–Hermite points per scale dimension, chosen by measured accuracy
-#: (bench/quadrature_accuracy.py): the log-likelihood is within 1e-4 of its limit.
+#: (bench/quadrature_accuracy.py): the log-likelihood is within 1e-5 of its limit.
 DEFAULT_QUADRATURE = {1: 11, 2: 7}
 #: Newton steps for the quadrature modes (warm-started, they converge in 3–4).
 N_NEWTON = 6
@@ -75,6 +75,9 @@ HELD_FRACTION = 1e-8
 #: Screen: a random effect whose removal, other parameters unchanged, costs less than this
 #: in log L is refitted at the boundary (a cheap filter; the refit decides).
 BOUNDARY_SCREEN = 1.0
+#: Only random effects whose log-SD pivot has an SE above this are screened (see
+#: ``_flat_rows``); near a boundary the SE of log σ grows without bound.
+FLAT_LOG_SE = 1.0
 #: The boundary fit is kept when its log L is within this of the interior optimum.
 BOUNDARY_TOLERANCE = 1e-6
 #: A boundary the optimiser ran into is checked by refitting from an SD of this fraction
@@ -308,8 +311,9 @@ def _settle_boundary(opt: Optimum, objective: _Objective, layout: ParamLayout, f
                 trials.append(("pivot", r))
         elif base.small_gradient:
             candidates = []
+            flat = _flat_rows(base, layout, floors)
             for r in rows:
-                if r in held_p:
+                if r in held_p or r not in flat:
                     continue
                 for kind in ["zero"] + (["pivot"] if _has_free_row(layout, r, held_p) else []):
                     if (kind, r) not in rejected and (drop := screened(kind, r)) < BOUNDARY_SCREEN:
@@ -346,6 +350,20 @@ def _settle_boundary(opt: Optimum, objective: _Objective, layout: ParamLayout, f
         opt = accepted
     opt.iterations = iterations
     return opt
+
+
+def _flat_rows(opt: Optimum, layout: ParamLayout, floors: dict) -> set:
+    """Rows of L whose log-diagonal is so poorly determined (SE above ``FLAT_LOG_SE``)
+    that the likelihood may be flat all the way to the boundary. A well-determined
+    pivot (say σ = 0.12 ± 0.04, SE of log σ 0.35) cannot have its maximum at 0, and
+    screening it would cost a refit for nothing."""
+    cov = covariance(opt, layout)
+    out = set()
+    for r, (position, _) in floors.items():
+        variance = cov[position, position]
+        if not np.isfinite(variance) or variance < 0 or np.sqrt(variance) > FLAT_LOG_SE:
+            out.add(r)
+    return out
 
 
 def _step_off(theta: np.ndarray, layout: ParamLayout, floors: dict, r: int) -> np.ndarray:
