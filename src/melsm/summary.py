@@ -37,7 +37,7 @@ def _rows(table, names, label_width):
 def format_summary(fit) -> str:
     design, table = fit.model.design, fit.params
     sizes = design.group_sizes
-    width = max([len(n.split(":", 1)[1]) for n in fit.names] + [12]) + 2
+    width = max([len(n) + 2 for n in fit.names] + [12]) + 2
     header = f"  {'':<{width}}{'estimate':>10}{'se':>10}{'z':>9}{'p':>9}   {'95% CI':^23}"
     lines = [
         "Mixed-effects location scale model (maximum likelihood)",
@@ -63,7 +63,8 @@ def format_summary(fit) -> str:
         lines += ["", "Random effects (standard deviations and correlations)", header]
         for name in sds + corrs:
             row = table.loc[name]
-            label = name.split(":", 1)[1]
+            kind, rest = name.split(":", 1)
+            label = f"{kind}({rest.replace(',', ', ')})"
             lines.append(f"  {label:<{width}}{_number(row.estimate)}{_number(row.se)}"
                          f"{'':>18}   [{_number(row.ci_low, 9)}, {_number(row.ci_high, 9)}]")
         sigma = fit.covariance_matrix()
