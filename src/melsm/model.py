@@ -92,3 +92,21 @@ class Model:
             max_iter = int(max_iter)
         opt, info = fit_ml(self.design, self.model_data, self.layout, quadrature, start, max_iter)
         return MLResults(self, opt, info)
+
+    def sample(self, chains: int = 4, warmup: int = 500, draws: int = 500, seed: int = 0,
+               priors=None, progress: bool | None = None, start=None):
+        """Bayesian fit by MCMC (u integrated out, drawn exactly afterwards).
+
+        ``priors``: "default" (weakly informative), "diffuse" (close to Stat-JR/MLwiN) or a
+        dict of ``melsm.priors.Priors`` fields. ``start``: an ML fit to start from (else one
+        is made). ``progress``: a progress line on stderr (default: when it is a terminal).
+        Returns ``MCMCResults``.
+        """
+        from .bayes import MCMCResults
+        from .mcmc import sample
+
+        for name, value, low in (("chains", chains, 2), ("warmup", warmup, 10), ("draws", draws, 10)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise MelsmInputError(f"{name} must be an integer of at least {low}, not {value!r}")
+        positions, sample_layout, info = sample(self, chains, warmup, draws, seed, priors, progress, start)
+        return MCMCResults(self, positions, sample_layout, info)

@@ -1,0 +1,139 @@
+"""Results of a Bayesian fit: posterior summaries in the ML names, ArviZ output, DIC."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from .errors import MelsmConvergenceWarning
+from .mcmc import conditional_deviance, draw_random_effects
+
+RHAT_LIMIT = 1.01
+#: Smallest bulk and tail ESS before a warning (per parameter).
+ESS_LIMIT = 400
+
+
+class MCMCResults:
+    """Posterior draws of a location-scale model. Build with ``Model.sample()``."""
+
+    def __init__(self, model, positions: np.ndarray, sample_layout, info: dict):
+        import arviz as az
+
+        self.model = model
+        self.info = info
+        layout = model.layout
+        n_draws, n_chains, _ = positions.shape
+        flat = jnp.asarray(positions.reshape(n_draws * n_chains, -1))
+        keys = jax.random.split(jax.random.PRNGKey(info["seed"] + 1), flat.shape[0])
+        b, theta = jax.lax.map(lambda a: draw_random_effects(a[0], a[1], model.model_data, sample_layout),
+                               (keys, flat))
+        reported = jax.vmap(layout.report)(theta)
+        self.names = layout.reported_names()
+        self.theta_draws = np.asarray(theta).reshape(n_draws, n_chains, -1)
+        self.b_draws = np.asarray(b).reshape(n_draws, n_chains, *b.shape[1:])
+        values = np.asarray(reported).reshape(n_draws, n_chains, -1)
+        effects = [f"{part}:{term}" for part, term, _ in layout.random_effects()]
+        order = [idx for _, _, idx in layout.random_effects()]
+        design = model.design
+        posterior = {name: values[:, :, k].T for k, name in enumerate(self.names)}
+        posterior["random_effects"] = np.moveaxis(self.b_draws[..., order], 0, 1)
+        self.idata = az.from_dict(
+            posterior=posterior,
+            coords={"group": [str(g) for g in design.group_labels], "effect": effects},
+            dims={"random_effects": ["group", "effect"]},
+            sample_stats={"diverging": np.zeros((n_chains, n_draws), bool)},
+        )
+        self.params = self._table(values)
+        self.dic = self._dic()
+        self._check()
+
+    def _table(self, values: np.ndarray) -> pd.DataFrame:
+        import arviz as az
+
+        summary = az.summary(self.idata, var_names=self.names, kind="all", round_to="none")
+        summary = summary.loc[self.names]
+        flat = values.reshape(-1, values.shape[-1])
+        table = pd.DataFrame({
+            "mean": flat.mean(axis=0), "sd": flat.std(axis=0, ddof=1),
+            "q2.5": np.quantile(flat, 0.025, axis=0), "q97.5": np.quantile(flat, 0.975, axis=0),
+            "r_hat": summary["r_hat"].to_numpy(), "ess_bulk": summary["ess_bulk"].to_numpy(),
+            "ess_tail": summary["ess_tail"].to_numpy(), "mcse_mean": summary["mcse_mean"].to_numpy(),
+        }, index=pd.Index(self.names, name="parameter"))
+        return table
+
+    def _dic(self) -> dict:
+        """DIC conditional on the random effects, as Stat-JR/MLwiN report it:
+        D̄ = mean deviance over draws, D(θ̄) at the posterior means of β, α, u_j, v_j,
+        p_D = D̄ − D(θ̄), DIC = D̄ + p_D."""
+        design, layout = self.model.design, self.model.layout
+        arrays = (design.y, design.X, design.W, design.Zu, design.Zv, design.group)
+        theta = self.theta_draws.reshape(-1, self.theta_draws.shape[-1])
+        b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
+        deviances = np.array([conditional_deviance(b[k], theta[k], arrays, layout)
+                              for k in range(theta.shape[0])])
+        px, pw, _, _ = layout.sizes
+        mean_theta = theta.mean(axis=0)  # β and α enter linearly: their means are what counts
+        d_hat = conditional_deviance(b.mean(axis=0), mean_theta, arrays, layout)
+        d_bar = float(deviances.mean())
+        p_d = d_bar - d_hat
+        return {"D_bar": d_bar, "D_hat": d_hat, "p_D": p_d, "DIC": d_bar + p_d}
+
+    def _check(self) -> None:
+        t = self.params
+        problems = []
+        if (t.r_hat > RHAT_LIMIT).any():
+            problems.append(f"R-hat above {RHAT_LIMIT} for {', '.join(t.index[t.r_hat > RHAT_LIMIT])}")
+        low = (t.ess_bulk < ESS_LIMIT) | (t.ess_tail < ESS_LIMIT)
+        if low.any():
+            problems.append(f"ESS below {ESS_LIMIT} for {', '.join(t.index[low])}")
+        if self.info["divergences"]:
+            problems.append(f"{self.info['divergences']} divergent transitions")
+        self.converged = not problems
+        self.problems = problems
+        for text in problems:
+            warnings.warn(f"MCMC: {text}; run longer or check the model", MelsmConvergenceWarning,
+                          stacklevel=3)
+
+    def random_effects(self) -> pd.DataFrame:
+        """Posterior mean and SD of each group's random effects (same layout as ML)."""
+        layout, design = self.model.layout, self.model.design
+        b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
+        columns = {}
+        for part, term, idx in layout.random_effects():
+            columns[f"{part}:{term}"] = b[:, :, idx].mean(axis=0)
+        for part, term, idx in layout.random_effects():
+            columns[f"{part}:{term} sd"] = b[:, :, idx].std(axis=0, ddof=1)
+        return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
+
+    def to_dict(self) -> dict:
+        return {
+            "method": "mcmc", "converged": self.converged, "problems": self.problems,
+            "n_obs": self.model.design.n_obs, "n_groups": self.model.design.n_groups,
+            "dic": self.dic["DIC"], "dic_parts": self.dic,
+            "chains": self.info["chains"], "warmup": self.info["warmup"], "draws": self.info["draws"],
+            "seconds": round(self.info["seconds"], 3), "divergences": self.info["divergences"],
+            "params": [{"name": n, "estimate": float(r["mean"]), "se": float(r["sd"]),
+                        "q2.5": float(r["q2.5"]), "q97.5": float(r["q97.5"]), "r_hat": float(r.r_hat),
+                        "ess_bulk": float(r.ess_bulk)} for n, r in self.params.iterrows()],
+        }
+
+    def summary(self) -> str:
+        design = self.model.design
+        lines = [
+            "Mixed-effects location scale model (MCMC)",
+            f"Response: {design.response}    Group: {design.group_name}    Observations: {design.n_obs}"
+            f"    Groups: {design.n_groups}",
+            f"Chains: {self.info['chains']} x {self.info['draws']} draws after {self.info['warmup']} warm-up;"
+            f" {self.info['seconds']:.1f} s; divergences: {self.info['divergences']}",
+            f"DIC (conditional): {self.dic['DIC']:.1f}   D-bar: {self.dic['D_bar']:.1f}   "
+            f"pD: {self.dic['p_D']:.1f}",
+            "Converged: " + ("yes" if self.converged else "NO - " + "; ".join(self.problems)),
+            "",
+        ]
+        table = self.params.copy()
+        lines.append(table.to_string(float_format=lambda x: f"{x:.4f}"))
+        return "\n".join(lines)
