@@ -98,6 +98,12 @@ class MCMCResults:
             warnings.warn(f"MCMC: {text}; run longer or check the model", MelsmConvergenceWarning,
                           stacklevel=3)
 
+    def draws(self, name: str) -> np.ndarray:
+        """All draws (chains pooled) of a reported parameter, e.g. ``"sd:mean:Intercept"``."""
+        if name not in self.names:
+            raise KeyError(f"no parameter '{name}'; have {', '.join(self.names)}")
+        return np.asarray(self.idata.posterior[name]).ravel()
+
     def random_effects(self) -> pd.DataFrame:
         """Posterior mean and SD of each group's random effects (same layout as ML)."""
         layout, design = self.model.layout, self.model.design
