@@ -100,7 +100,7 @@ def draw_random_effects(key, z, data, sample_layout: SampleLayout):
     return jnp.concatenate([v, u], axis=1), theta
 
 
-def sample(model, chains: int = 16, warmup: int = 500, draws: int = 500, seed: int = 0,
+def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed: int = 0,
            priors=None, progress: bool | None = None, start=None):
     """Run the sampler; returns (draws of z (draws, chains, dim), diagnostics dict)."""
     from .ml import covariance

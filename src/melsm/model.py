@@ -93,7 +93,7 @@ class Model:
         opt, info = fit_ml(self.design, self.model_data, self.layout, quadrature, start, max_iter)
         return MLResults(self, opt, info)
 
-    def sample(self, chains: int = 16, warmup: int = 500, draws: int = 500, seed: int = 0,
+    def sample(self, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed: int = 0,
                priors=None, progress: bool | None = None, start=None):
         """Bayesian fit by MCMC (u integrated out, drawn exactly afterwards).
 
