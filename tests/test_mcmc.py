@@ -93,3 +93,37 @@ def test_model6_posterior_agrees_with_ml(posterior, tutorial):
     assert re_post.shape == (65, 8)
     assert np.corrcoef(re_post["mean:Intercept"], re_ml["mean:Intercept"])[0, 1] > 0.98
     assert set(result.idata.posterior.data_vars) >= set(ml.names) | {"random_effects"}
+
+
+FINDINGS = reference("leckie2014_london.json")["findings"]
+
+
+def test_published_findings_model2(posterior):
+    """35 school means and 17 school variances differ from the average (±3); ICCs."""
+    result = posterior("2")
+    groups = result.group_quantities()
+    assert len(groups) == 65
+    assert abs(groups["mean differs"].sum() - FINDINGS["model2_school_means_differing_from_average"]) <= 3
+    assert abs(groups["variance differs"].sum() - FINDINGS["model2_school_variances_differing_from_average"]) <= 3
+    low, high = FINDINGS["model2_icc_range"]
+    assert abs(groups.icc.min() - low) <= 0.02 and abs(groups.icc.max() - high) <= 0.02
+    average = result.derived_draws()["icc_average"].mean()
+    assert abs(average - FINDINGS["model2_icc_population_average"]) <= 0.02
+    # every interval brackets its posterior mean
+    assert (groups["variance q2.5"] <= groups.variance).all() and (groups.variance <= groups["variance q97.5"]).all()
+
+
+def test_published_reductions_model2_to_3(posterior):
+    before, after = posterior("2").derived_draws(), posterior("3").derived_draws()
+    expected = {"between_variance": "model2_to_3_between_school_variance_reduction_pct",
+                "variance_mean": "model2_to_3_mean_of_school_variances_reduction_pct",
+                "variance_variance": "model2_to_3_variance_of_school_variances_reduction_pct"}
+    for quantity, key in expected.items():
+        reduction = 100 * (1 - after[quantity].mean() / before[quantity].mean())
+        assert abs(reduction - FINDINGS[key]) <= 5, (quantity, reduction)
+
+
+def test_observed_mean_variance_correlation(tutorial):
+    observed = tutorial.groupby("school").normexam.agg(["mean", "var"])
+    r = np.corrcoef(observed["mean"], observed["var"])[0, 1]
+    assert abs(r - FINDINGS["observed_school_mean_vs_variance_correlation"]) < 0.01
