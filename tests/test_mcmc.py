@@ -127,3 +127,26 @@ def test_observed_mean_variance_correlation(tutorial):
     observed = tutorial.groupby("school").normexam.agg(["mean", "var"])
     r = np.corrcoef(observed["mean"], observed["var"])[0, 1]
     assert abs(r - FINDINGS["observed_school_mean_vs_variance_correlation"]) < 0.01
+
+
+def test_seed_reproducible_and_cli_json(tutorial, capsys):
+    import json
+
+    from melsm.cli import main
+
+    model = melsm.Model("normexam ~ 1 + (1 | school)", within="~ 1 + (1 | school)", data=tutorial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = model.sample(chains=4, warmup=100, draws=50, seed=7)
+        b = model.sample(chains=4, warmup=100, draws=50, seed=7)
+        c = model.sample(chains=4, warmup=100, draws=50, seed=8)
+    np.testing.assert_array_equal(a.draws("sd:within:Intercept"), b.draws("sd:within:Intercept"))
+    assert not np.array_equal(a.draws("sd:within:Intercept"), c.draws("sd:within:Intercept"))
+    code = main(["fit", "tutorial", "--mean", "normexam ~ 1 + (1 | school)", "--within", "~ 1 + (1 | school)",
+                 "--method", "mcmc", "--chains", "4", "--warmup", "100", "--draws", "50", "--seed", "7", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["method"] == "mcmc"
+    assert out["dic"] == pytest.approx(a.dic["DIC"])
+    by_name = {p["name"]: p for p in out["params"]}
+    assert by_name["sd:within:Intercept"]["estimate"] == pytest.approx(a.draws("sd:within:Intercept").mean())
+    assert by_name["sd:within:Intercept"]["se"] == pytest.approx(a.params.loc["sd:within:Intercept", "sd"])

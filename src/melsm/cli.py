@@ -64,7 +64,11 @@ def _fit(args) -> int:
         warnings.simplefilter("always")
         model = melsm.Model(mean=args.mean, within=args.within, between=args.between,
                             data=data, association=args.association)
-        fit = model.fit(quadrature=args.quadrature, max_iter=args.max_iter)
+        if getattr(args, "method", "ml") == "mcmc":
+            fit = model.sample(chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
+                               priors=args.priors, progress=None)
+        else:
+            fit = model.fit(quadrature=args.quadrature, max_iter=args.max_iter)
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if args.json:
         out = fit.to_dict()
@@ -94,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="Gauss-Hermite points per random scale effect")
     fit.add_argument("--max-iter", type=int, default=None,
                      help="cap on the optimiser's iterations (default 1000)")
+    fit.add_argument("--method", choices=["ml", "mcmc"], default="ml",
+                     help="maximum likelihood (default) or Bayesian MCMC")
+    fit.add_argument("--chains", type=int, default=16, help="MCMC chains (run as one vectorised program)")
+    fit.add_argument("--warmup", type=int, default=1000, help="MCMC warm-up iterations per chain")
+    fit.add_argument("--draws", type=int, default=1000, help="MCMC draws per chain after warm-up")
+    fit.add_argument("--seed", type=int, default=0, help="MCMC random seed")
+    fit.add_argument("--priors", choices=["default", "diffuse"], default="default",
+                     help="MCMC priors: weakly informative (default) or diffuse (Stat-JR-like)")
     fit.add_argument("--json", action="store_true", help="print one JSON object")
     fit.set_defaults(run=_fit)
 
