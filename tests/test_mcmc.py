@@ -150,3 +150,23 @@ def test_seed_reproducible_and_cli_json(tutorial, capsys):
     by_name = {p["name"]: p for p in out["params"]}
     assert by_name["sd:within:Intercept"]["estimate"] == pytest.approx(a.draws("sd:within:Intercept").mean())
     assert by_name["sd:within:Intercept"]["se"] == pytest.approx(a.params.loc["sd:within:Intercept", "sd"])
+
+
+def test_marginal_criteria_and_compare(posterior, tutorial):
+    """With diffuse priors the marginal DIC ≈ AIC of the ML fit (p_D ≈ number of
+    parameters), and WAIC / LOO by group are close to it; compare ranks by DIC."""
+    fits = [posterior("1"), posterior("2")]
+    for result, key in zip(fits, ["1", "2"], strict=True):
+        ml = melsm.Model(MODELS[key][0], within=MODELS[key][1], data=tutorial).fit()
+        marginal = result.marginal_dic()
+        assert abs(marginal["p_D"] - ml.n_params) < 1.5
+        assert abs(marginal["DIC"] - ml.aic) < 3
+        assert abs(-2 * result.waic().elpd_waic - marginal["DIC"]) < 10
+        loo = result.loo()
+        assert abs(-2 * loo.elpd_loo - marginal["DIC"]) < 10 and float(loo.pareto_k.max()) < 0.7
+    table = melsm.compare(*fits, names=["Model 1", "Model 2"])
+    assert list(table.index) == ["Model 2", "Model 1"]
+    assert table.loc["Model 1", "delta"] == pytest.approx(fits[0].dic["DIC"] - fits[1].dic["DIC"])
+    assert table.loc["Model 1", "delta"] > 100
+    with pytest.raises(melsm.MelsmInputError, match="one kind"):
+        melsm.compare(fits[0], melsm.Model(MODELS["1"][0], data=tutorial).fit())

@@ -12,13 +12,14 @@ from . import (
     _jax,  # noqa: F401  (float64 and the compilation cache, before any JAX use)
     datasets,
 )
+from .compare import compare
 from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning, MelsmInputError
 from .model import MelsmDataWarning, Model
 from .results import LRTest, MLResults
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "MLResults", "LRTest", "datasets", "MelsmInputError",
+__all__ = ["Model", "MLResults", "LRTest", "datasets", "compare", "MelsmInputError",
            "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "lrtest"]
 
 

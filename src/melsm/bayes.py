@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import MelsmConvergenceWarning
-from .mcmc import conditional_deviance, draw_random_effects
+from .mcmc import conditional_deviance, draw_random_effects, marginal_group_loglik
 
 RHAT_LIMIT = 1.01
+#: Draws used for the marginal (u and v integrated) criteria: marginal DIC, WAIC, LOO.
+MARGINAL_DRAWS = 2000
 #: Smallest bulk and tail ESS before a warning (per parameter).
 ESS_LIMIT = 400
 
@@ -25,6 +27,9 @@ class MCMCResults:
 
         self.model = model
         self.info = info
+        self._positions = positions
+        self._sample_layout = sample_layout
+        self._marginal = None
         layout = model.layout
         n_draws, n_chains, _ = positions.shape
         flat = jnp.asarray(positions.reshape(n_draws * n_chains, -1))
@@ -81,6 +86,61 @@ class MCMCResults:
         d_bar = float(deviances.mean())
         p_d = d_bar - d_hat
         return {"D_bar": d_bar, "D_hat": d_hat, "p_D": p_d, "DIC": d_bar + p_d}
+
+    # ---- marginal fit criteria -------------------------------------------------------
+    def _marginal_loglik(self, max_draws: int = MARGINAL_DRAWS):
+        """Per-draw, per-group marginal log-likelihood (u and v integrated out), on draws
+        thinned evenly within each chain to at most ``max_draws`` in all."""
+        if self._marginal is None:
+            from .ml import default_quadrature
+
+            n_draws, n_chains, dim = self._positions.shape
+            step = max(1, int(np.ceil(n_draws * n_chains / max_draws)))
+            kept = self._positions[::step]  # (D', C, dim)
+            layout = self.model.layout
+            n_quad = default_quadrature(layout.q_v)
+            flat = jnp.asarray(kept.reshape(-1, dim))
+            values = np.asarray(marginal_group_loglik(flat, self.model.model_data, self._sample_layout, n_quad))
+            per_draw = values.reshape(kept.shape[0], n_chains, -1)
+            z_mean = jnp.asarray(self._positions.reshape(-1, dim).mean(axis=0))[None]
+            at_mean = np.asarray(marginal_group_loglik(z_mean, self.model.model_data, self._sample_layout,
+                                                       n_quad))[0]
+            self._marginal = (np.swapaxes(per_draw, 0, 1), at_mean)  # (C, D', J)
+        return self._marginal
+
+    def marginal_dic(self) -> dict:
+        """DIC of the marginal likelihood (u and v integrated out): D(θ) = −2 Σ_j log L_j(θ),
+        D̄ over draws, D(θ̄) at the posterior mean of the sampler's parameters."""
+        per_draw, at_mean = self._marginal_loglik()
+        deviance = -2 * per_draw.sum(axis=-1)
+        d_bar, d_hat = float(deviance.mean()), float(-2 * at_mean.sum())
+        return {"D_bar": d_bar, "D_hat": d_hat, "p_D": d_bar - d_hat, "DIC": 2 * d_bar - d_hat}
+
+    def _loglik_idata(self):
+        import arviz as az
+
+        per_draw, _ = self._marginal_loglik()
+        groups = [str(g) for g in self.model.design.group_labels]
+        return az.from_dict(posterior={"_": np.zeros(per_draw.shape[:2])},
+                            log_likelihood={"y": per_draw}, coords={"group": groups},
+                            dims={"y": ["group"]})
+
+    def waic(self):
+        """WAIC by group (a group's observations are not exchangeable given θ: the
+        pointwise unit is the group, with u and v integrated out). ArviZ's ELPDData."""
+        import arviz as az
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return az.waic(self._loglik_idata(), pointwise=True)
+
+    def loo(self):
+        """PSIS-LOO by group (leave one group out), as ``waic``. ArviZ's ELPDData."""
+        import arviz as az
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return az.loo(self._loglik_idata(), pointwise=True)
 
     def _check(self) -> None:
         t = self.params

@@ -145,6 +145,25 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
     return positions, sample_layout, info
 
 
+@partial(jax.jit, static_argnames=("sample_layout", "n_quad"))
+def marginal_group_loglik(z_batch, data, sample_layout: SampleLayout, n_quad: int):
+    """log L_j(θ) for each draw in ``z_batch`` (S, dim): both u and v integrated out
+    (v by adaptive quadrature, started from the draw's own η_v). Returns (S, J)."""
+    from .likelihood import find_nodes, group_loglik
+    from .ml import N_NEWTON
+
+    layout = sample_layout.layout
+
+    def one(z):
+        theta = sample_layout.to_theta(z)
+        if not layout.q_v:
+            return group_loglik(theta, data, None, layout, n_quad)
+        nodes = find_nodes(theta, data, sample_layout.split(z)[5], layout, N_NEWTON, implicit=False)
+        return group_loglik(theta, data, nodes, layout, n_quad)
+
+    return jax.lax.map(one, z_batch)
+
+
 def conditional_deviance(b, theta, design_arrays, layout):
     """D = −2 Σ_ij log N(y_ij; x'β + z'u_j, exp(w'α + s'v_j)) (numpy, one draw)."""
     y, X, W, Zu, Zv, group = design_arrays
