@@ -41,6 +41,9 @@ class Priors:
     scale_sd_scale: float = 1.0  # per unit covariate
     inv_gamma: tuple[float, float] = (0.001, 0.001)
     lkj: float = 2.0
+    #: Scale the priors by the data (s_y, mean and variance of y). False: s_y = 1 and
+    #: centres 0, a prior fixed before seeing the data (as simulation-based calibration needs).
+    data_scaled: bool = True
 
     @classmethod
     def default(cls) -> Priors:
@@ -168,6 +171,9 @@ def prior_scales(design, layout: ParamLayout, priors: Priors) -> dict:
     """Location and scale of every prior, from the data (numpy arrays)."""
     s_y = float(np.std(design.y)) or 1.0
     log_var = float(np.log(np.var(design.y))) if np.var(design.y) > 0 else 0.0
+    mean_y = float(np.mean(design.y))
+    if not priors.data_scaled:
+        s_y, log_var, mean_y = 1.0, 0.0, 0.0
 
     def spread(matrix, names):
         return np.array([1.0 if n == "Intercept" else (float(np.std(matrix[:, k])) or 1.0)
@@ -184,7 +190,7 @@ def prior_scales(design, layout: ParamLayout, priors: Priors) -> dict:
             k = r - layout.q_v
             sd_scale.append(priors.location_sd_scale * s_y / spread(design.Zu, layout.zu_names)[k])
     return {
-        "beta_loc": centre(layout.x_names, float(np.mean(design.y))),
+        "beta_loc": centre(layout.x_names, mean_y),
         "beta_scale": priors.fixed_scale * s_y / spread(design.X, layout.x_names),
         "alpha_loc": centre(layout.w_names, log_var),
         "alpha_scale": priors.log_variance_scale / spread(design.W, layout.w_names),
