@@ -170,3 +170,16 @@ def test_marginal_criteria_and_compare(posterior, tutorial):
     assert table.loc["Model 1", "delta"] > 100
     with pytest.raises(melsm.MelsmInputError, match="one kind"):
         melsm.compare(fits[0], melsm.Model(MODELS["1"][0], data=tutorial).fit())
+
+
+@pytest.mark.parametrize("key", list(MODELS))
+def test_default_priors_converge(tutorial, key):
+    """At the defaults (priors, chains, warm-up, draws): no divergences, R-hat < 1.01,
+    bulk and tail ESS ≥ 400 for every parameter."""
+    mean, within = MODELS[key]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", melsm.MelsmConvergenceWarning)
+        result = melsm.Model(mean, within=within, data=tutorial).sample()
+    assert result.info["divergences"] == 0
+    assert result.params.r_hat.max() < 1.01
+    assert result.params[["ess_bulk", "ess_tail"]].min().min() >= 400

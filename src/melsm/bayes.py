@@ -252,18 +252,10 @@ class MCMCResults:
         }
 
     def summary(self) -> str:
-        design = self.model.design
-        lines = [
-            "Mixed-effects location scale model (MCMC)",
-            f"Response: {design.response}    Group: {design.group_name}    Observations: {design.n_obs}"
-            f"    Groups: {design.n_groups}",
-            f"Chains: {self.info['chains']} x {self.info['draws']} draws after {self.info['warmup']} warm-up;"
-            f" {self.info['seconds']:.1f} s; divergences: {self.info['divergences']}",
-            f"DIC (conditional): {self.dic['DIC']:.1f}   D-bar: {self.dic['D_bar']:.1f}   "
-            f"pD: {self.dic['p_D']:.1f}",
-            "Converged: " + ("yes" if self.converged else "NO - " + "; ".join(self.problems)),
-            "",
-        ]
-        table = self.params.copy()
-        lines.append(table.to_string(float_format=lambda x: f"{x:.4f}"))
-        return "\n".join(lines)
+        from .summary import format_mcmc_summary
+
+        return format_mcmc_summary(self)
+
+    def __repr__(self) -> str:
+        return (f"<MCMCResults DIC={self.dic['DIC']:.1f} converged={self.converged} "
+                f"chains={self.info['chains']} draws={self.info['draws']}>")

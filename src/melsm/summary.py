@@ -89,3 +89,41 @@ def format_summary(fit) -> str:
                 lines.append(f"  {name.removeprefix('singular:')} is an exact linear combination "
                              "of the other random effects (singular covariance matrix)")
     return "\n".join(lines)
+
+
+def _label(name: str) -> str:
+    kind, rest = name.split(":", 1)
+    return f"{kind}({rest.replace(',', ', ')})" if kind in ("sd", "corr") else rest
+
+
+def format_mcmc_summary(result) -> str:
+    """Posterior summary in the same blocks and names as the ML summary."""
+    design, table, info = result.model.design, result.params, result.info
+    width = max([len(_label(n)) for n in result.names] + [12]) + 4
+    header = (f"  {'':<{width}}{'mean':>10}{'sd':>10}{'2.5%':>10}{'97.5%':>10}{'R-hat':>8}"
+              f"{'ESS bulk':>10}{'ESS tail':>10}")
+    lines = [
+        "Mixed-effects location scale model (MCMC)",
+        f"Response: {design.response}    Group: {design.group_name or '-'}    "
+        f"Observations: {design.n_obs}    Groups: {design.n_groups}",
+        f"Chains: {info['chains']} x {info['draws']} draws after {info['warmup']} warm-up    "
+        f"Time: {info['seconds']:.1f} s    Divergences: {info['divergences']}",
+        f"DIC (conditional on the random effects): {result.dic['DIC']:.1f}    "
+        f"D-bar: {result.dic['D_bar']:.1f}    pD: {result.dic['p_D']:.1f}",
+        "Converged: " + ("yes (R-hat < 1.01, ESS >= 400, no divergences)" if result.converged
+                         else "NO - " + "; ".join(result.problems)),
+    ]
+    if design.n_dropped:
+        lines.append(f"Dropped {design.n_dropped} rows with missing values")
+    blocks = list(BLOCKS) + [("sd", "Random effects (standard deviations)"), ("corr", "Random effects (correlations)")]
+    for prefix, title in blocks:
+        names = [n for n in result.names if n.startswith(prefix + ":")]
+        if not names:
+            continue
+        lines += ["", title, header]
+        for name in names:
+            row = table.loc[name]
+            lines.append(f"  {_label(name):<{width}}{_number(row['mean'])}{_number(row['sd'])}"
+                         f"{_number(row['q2.5'])}{_number(row['q97.5'])}{_number(row['r_hat'], 8, 3)}"
+                         f"{row['ess_bulk']:10.0f}{row['ess_tail']:10.0f}")
+    return "\n".join(lines)
