@@ -37,7 +37,7 @@ def mvn_logpdf(y, mean, cov):
 
 
 def package_loglik(model, theta, n_quad):
-    eta0 = jnp.zeros((model.design.n_groups, model.layout.q_v))
+    eta0 = jnp.zeros((model.model_data.G.shape[0], model.layout.q_v))  # padded groups included
     value, _, nodes = value_grad_nodes(jnp.asarray(theta), model.model_data, eta0, model.layout, n_quad,
                                        nodes_move=False)
     return float(value), nodes

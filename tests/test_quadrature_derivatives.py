@@ -31,7 +31,7 @@ def test_laplace_converges_near_agq(laplace, reisby):
 def test_gradient_through_nodes_matches_finite_differences(laplace):
     model = laplace.model
     theta = np.asarray(laplace.theta) + 0.05  # away from the optimum: a non-zero gradient
-    eta0 = np.zeros((model.design.n_groups, 1))
+    eta0 = np.zeros((model.model_data.G.shape[0], 1))  # padded groups included
 
     def value(t):
         return float(value_grad_nodes(jnp.asarray(t), model.model_data, eta0, model.layout, 1, nodes_move=True)[0])

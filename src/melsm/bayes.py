@@ -34,7 +34,7 @@ class MCMCResults:
         n_draws, n_chains, _ = positions.shape
         flat = jnp.asarray(positions.reshape(n_draws * n_chains, -1))
         keys = jax.random.split(jax.random.PRNGKey(info["seed"] + 1), flat.shape[0])
-        b, theta = jax.lax.map(lambda a: draw_random_effects(a[0], a[1], model.model_data, sample_layout),
+        b, theta = jax.lax.map(lambda a: draw_random_effects(a[0], a[1], model.sampler_data, sample_layout),
                                (keys, flat))
         reported = jax.vmap(layout.report)(theta)
         self.names = layout.reported_names()
@@ -100,10 +100,10 @@ class MCMCResults:
             layout = self.model.layout
             n_quad = default_quadrature(layout.q_v)
             flat = jnp.asarray(kept.reshape(-1, dim))
-            values = np.asarray(marginal_group_loglik(flat, self.model.model_data, self._sample_layout, n_quad))
+            values = np.asarray(marginal_group_loglik(flat, self.model.sampler_data, self._sample_layout, n_quad))
             per_draw = values.reshape(kept.shape[0], n_chains, -1)
             z_mean = jnp.asarray(self._positions.reshape(-1, dim).mean(axis=0))[None]
-            at_mean = np.asarray(marginal_group_loglik(z_mean, self.model.model_data, self._sample_layout,
+            at_mean = np.asarray(marginal_group_loglik(z_mean, self.model.sampler_data, self._sample_layout,
                                                        n_quad))[0]
             self._marginal = (np.swapaxes(per_draw, 0, 1), at_mean)  # (C, D', J)
         return self._marginal

@@ -110,7 +110,7 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
     sample_layout = SampleLayout(layout, design.n_groups)
     scales = {k: jnp.asarray(v) for k, v in prior_scales(design, layout, priors).items()}
     ml_fit = start if start is not None else model.fit()
-    eta_hat = (np.asarray(ml_fit._opt.nodes.mode) if layout.q_v
+    eta_hat = (np.asarray(ml_fit._opt.nodes.mode)[:design.n_groups] if layout.q_v
                else np.zeros((design.n_groups, 0)))
     centre = sample_layout.from_theta(ml_fit.theta, eta_hat)
     rng = np.random.default_rng(seed)
@@ -129,7 +129,7 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
     report_every = max(1, draws // 20) if progress else 0
     started = time.perf_counter()
     positions, accept, divergent, n_steps, step_size = run_chains(
-        key, jnp.asarray(z0), model.model_data, scales, sample_layout, priors, chains, warmup, draws,
+        key, jnp.asarray(z0), model.sampler_data, scales, sample_layout, priors, chains, warmup, draws,
         report_every)
     positions = np.asarray(positions)
     info = {

@@ -609,7 +609,7 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
                 np.log(L0[small.between_row, small.between_row] ** 2)
         theta_small = small.pack(beta, alpha, kappa, L0)
         if layout.q_v:
-            stage = maximise(theta_small, data, small, 1, design.n_groups,
+            stage = maximise(theta_small, data, small, 1, data.G.shape[0],
                              boundary_floors(design, small), max_iter=max_iter)
             info["stages"].append({"name": "without random scale effects",
                                    "loglik": stage.loglik, "iterations": stage.iterations})
@@ -625,7 +625,7 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
             inverse_hessian0 = None if stage.pivots else embed_inverse_hessian(stage, small, layout)
         else:
             theta0 = theta_small
-    opt = maximise(np.asarray(theta0, float), data, layout, n_quad, design.n_groups,
+    opt = maximise(np.asarray(theta0, float), data, layout, n_quad, data.G.shape[0],
                    boundary_floors(design, layout), inverse_hessian0, max_iter=max_iter)
     info["stages"].append({"name": "full model", "loglik": opt.loglik,
                            "iterations": opt.iterations})

@@ -59,12 +59,21 @@ class Model:
                                   tuple(d.zu_names), tuple(d.zv_names),
                                   independent_blocks=self.spec.association == "none")
         self._model_data: ModelData | None = None
+        self._sampler_data: ModelData | None = None
 
     @property
     def model_data(self) -> ModelData:
+        """Arrays for the ML likelihood, padded to bucketed sizes (``likelihood.model_data``)."""
         if self._model_data is None:
-            self._model_data = model_data(self.design)
+            self._model_data = model_data(self.design, padded=True)
         return self._model_data
+
+    @property
+    def sampler_data(self) -> ModelData:
+        """Arrays for MCMC, unpadded: every group's η_v is a sampled parameter."""
+        if self._sampler_data is None:
+            self._sampler_data = model_data(self.design)
+        return self._sampler_data
 
     def fit(self, quadrature: int | None = None, start=None, max_iter: int | None = None) -> MLResults:
         """Maximum-likelihood fit.

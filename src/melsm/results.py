@@ -239,7 +239,8 @@ class MLResults:
             model = self.model
             mean, cov = _posterior(jnp.asarray(self.theta), model.model_data, self._opt.nodes,
                                    model.layout, self.n_quad or 1)
-            self._posterior_cache = (np.asarray(mean), np.asarray(cov))
+            n_groups = model.design.n_groups  # the data may be padded with empty groups
+            self._posterior_cache = (np.asarray(mean)[:n_groups], np.asarray(cov)[:n_groups])
         return self._posterior_cache
 
     def random_effects(self) -> pd.DataFrame:
