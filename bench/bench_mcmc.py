@@ -39,8 +39,9 @@ def main() -> None:
     print(f"whole process {total:.1f} s; sampler {info['seconds']:.1f} s; "
           f"gradients per chain {info['gradients'] / args.chains:.0f} "
           f"({info['mean_leapfrog_steps']:.1f} leapfrog steps per iteration); "
-          f"cost per vectorised gradient {1000 * info['seconds'] / (info['gradients'] / args.chains):.2f} ms "
-          f"for {args.chains} chains")
+          f"upper bound per vectorised gradient {1000 * info['seconds'] / (info['gradients'] / args.chains):.2f} ms "
+          f"for {args.chains} chains (sampler time, which includes compilation and warm-up, over "
+          f"the sampling phase's gradients)")
     print(f"smallest bulk ESS {table.ess_bulk.min():.0f} ({worst}); max R-hat {table.r_hat.max():.4f}; "
           f"divergences {info['divergences']}")
     print(f"ESS/s (whole process) {table.ess_bulk.min() / total:.1f}")

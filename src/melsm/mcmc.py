@@ -137,7 +137,7 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
         "acceptance": float(np.mean(accept)),
         "divergences": int(np.sum(divergent)),
         "mean_leapfrog_steps": float(np.mean(n_steps)),
-        "gradients": int(np.sum(n_steps)) + 0,
+        "gradients": int(np.sum(n_steps)),  # leapfrog steps of the sampling phase, all chains
         "step_size": float(np.mean(step_size)),
         "priors": priors,
         "chains": chains, "warmup": warmup, "draws": draws, "seed": seed,
