@@ -80,7 +80,6 @@ class MCMCResults:
         b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
         deviances = np.array([conditional_deviance(b[k], theta[k], arrays, layout)
                               for k in range(theta.shape[0])])
-        px, pw, _, _ = layout.sizes
         mean_theta = theta.mean(axis=0)  # β and α enter linearly: their means are what counts
         d_hat = conditional_deviance(b.mean(axis=0), mean_theta, arrays, layout)
         d_bar = float(deviances.mean())

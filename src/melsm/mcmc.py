@@ -167,8 +167,5 @@ def marginal_group_loglik(z_batch, data, sample_layout: SampleLayout, n_quad: in
 def conditional_deviance(b, theta, design_arrays, layout):
     """D = −2 Σ_ij log N(y_ij; x'β + z'u_j, exp(w'α + s'v_j)) (numpy, one draw)."""
     y, X, W, Zu, Zv, group = design_arrays
-    beta, alpha, _, _ = layout.split(theta)
-    v, u = b[:, :layout.q_v], b[:, layout.q_v:]
-    mean = X @ beta + np.sum(Zu * u[group], axis=1)
-    log_var = W @ alpha + np.sum(Zv * v[group], axis=1)
+    mean, log_var = layout.predictors(theta, X, W, Zu, Zv, b[group])
     return float(np.sum(LOG_2PI + log_var + (y - mean) ** 2 / np.exp(log_var)))

@@ -188,6 +188,13 @@ class ParamLayout:
                 out[f"singular:{part}:{term}"] = float("nan")
         return list(out.items())
 
+    def predictors(self, theta, X, W, Zu, Zv, b_rows):
+        """Mean x'β + z'u and log level-1 variance w'α + s'v per row (numpy), with
+        ``b_rows`` each row's random effects (v, u) in internal order."""
+        beta, alpha, _, _ = self.split(np.asarray(theta))
+        v, u = b_rows[:, :self.q_v], b_rows[:, self.q_v:]
+        return X @ beta + np.sum(Zu * u, axis=1), W @ alpha + np.sum(Zv * v, axis=1)
+
     def log_sd_entries(self) -> list[int]:
         """Positions in θ of the log-diagonal of L (to detect variances at zero)."""
         offset = sum(self.sizes[:3])

@@ -260,11 +260,7 @@ class MLResults:
         return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
 
     def _linear_predictors(self, X, W, Zu, Zv, b):
-        layout = self.model.layout
-        beta, alpha, _, _ = layout.split(self.theta)
-        v, u = b[:, :layout.q_v], b[:, layout.q_v:]
-        mean = X @ beta + np.sum(Zu * u, axis=1)
-        log_var = W @ alpha + np.sum(Zv * v, axis=1)
+        mean, log_var = self.model.layout.predictors(self.theta, X, W, Zu, Zv, b)
         return mean, np.exp(log_var)
 
     def fitted(self) -> pd.DataFrame:

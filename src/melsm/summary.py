@@ -63,9 +63,7 @@ def format_summary(fit) -> str:
         lines += ["", "Random effects (standard deviations and correlations)", header]
         for name in sds + corrs:
             row = table.loc[name]
-            kind, rest = name.split(":", 1)
-            label = f"{kind}({rest.replace(',', ', ')})"
-            lines.append(f"  {label:<{width}}{_number(row.estimate)}{_number(row.se)}"
+            lines.append(f"  {_label(name):<{width}}{_number(row.estimate)}{_number(row.se)}"
                          f"{'':>18}   [{_number(row.ci_low, 9)}, {_number(row.ci_high, 9)}]")
         sigma = fit.covariance_matrix()
         note = " (for a group with all between covariates 0)" if design.g_names else ""
