@@ -179,3 +179,42 @@ def test_fit_summary_reports_dropped_rows(capsys, tmp_path, reisby):
     assert "Observations: 373" in out
     assert err.splitlines() == ["warning: dropped 2 of 375 rows with missing values in the model's columns "
                                 "(missing values: week: 2)"]
+
+
+# ---- demo and report --------------------------------------------------------------------
+
+def test_demo_writes_the_report(capsys, tmp_path):
+    """The ML part of the demo (the MCMC part is the same code with more fits: test_report)."""
+    out_file = tmp_path / "demo.html"
+    code, out, err = run_main(capsys, "demo", "--no-mcmc", "--out", str(out_file), "--figures", str(tmp_path / "f"))
+    assert code == 0 and out == f"Report written to {out_file.resolve()}\n"
+    steps = [line for line in err.splitlines() if line.startswith("[")]
+    assert len(steps) == 8 and steps[0].startswith("[ 1/8] Model 1, maximum likelihood ...")
+    assert all(line.endswith(" s") for line in steps)
+    html = out_file.read_text(encoding="utf-8")
+    assert html.count("<h2>") == 2 and "hamdep by id: Maximum likelihood" in html
+    assert html.count("data:image/png;base64,") == 7 + 4  # London 7, Riesby: observed + 3 caterpillars
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
+        "caterpillar_icc.png", "caterpillar_mean.png", "caterpillar_variance.png", "lines_mean.png",
+        "lines_variance.png", "observed.png", "population.png"]
+
+
+def test_report_command(capsys, tmp_path):
+    out_file = tmp_path / "r.html"
+    code, out, err = run_main(capsys, "report", "reisby", "--model", f"small = {FAST_MEAN}",
+                              "--model", f"{FAST_MEAN} ; ~ week + (1 | id)", "--out", str(out_file))
+    assert code == 0 and "Report written to" in out and "[2/2] fitting model 2" in err
+    html = out_file.read_text(encoding="utf-8")
+    assert "<th colspan=\"2\">small</th>" in html and "<th colspan=\"2\">model 2</th>" in html
+    assert "LR test model 2 vs small: chibar2(23)" in html
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("a = ", "cannot read --model 'a = '"),
+    ("hamdep ~ week ; ; ~ 1", "cannot read --model"),
+    ("m = hamdep ~ week + (1 | id) ; ~ 1 ; ~ 1 ; ~ 1", "cannot read --model"),
+    ("m = hamdep ~ wek + (1 | id)", "wek"),
+])
+def test_report_command_bad_model(capsys, spec, message, tmp_path):
+    code, out, err = run_main(capsys, "report", "reisby", "--model", spec, "--out", str(tmp_path / "x.html"))
+    assert code == 2 and message in error_line(err)

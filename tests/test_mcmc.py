@@ -110,7 +110,7 @@ def test_published_findings_model2(posterior):
     average = result.derived_draws()["icc_average"].mean()
     assert abs(average - FINDINGS["model2_icc_population_average"]) <= 0.02
     # every interval brackets its posterior mean
-    assert (groups["variance q2.5"] <= groups.variance).all() and (groups.variance <= groups["variance q97.5"]).all()
+    assert (groups["variance low"] <= groups.variance).all() and (groups.variance <= groups["variance high"]).all()
 
 
 def test_published_reductions_model2_to_3(posterior):
@@ -164,7 +164,7 @@ def test_marginal_criteria_and_compare(posterior, tutorial):
         assert abs(-2 * result.waic().elpd_waic - marginal["DIC"]) < 10
         loo = result.loo()
         assert abs(-2 * loo.elpd_loo - marginal["DIC"]) < 10 and float(loo.pareto_k.max()) < 0.7
-    table = melsm.compare(*fits, names=["Model 1", "Model 2"])
+    table = melsm.compare(*fits, names=["Model 1", "Model 2"]).criteria
     assert list(table.index) == ["Model 2", "Model 1"]
     assert table.loc["Model 1", "delta"] == pytest.approx(fits[0].dic["DIC"] - fits[1].dic["DIC"])
     assert table.loc["Model 1", "delta"] > 100

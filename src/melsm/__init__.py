@@ -12,14 +12,15 @@ from . import (
     _jax,  # noqa: F401  (float64 and the compilation cache, before any JAX use)
     datasets,
 )
-from .compare import compare
+from .compare import Comparison, compare
 from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning, MelsmInputError
 from .model import MelsmDataWarning, Model
+from .report import report
 from .results import LRTest, MLResults
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "MLResults", "LRTest", "datasets", "compare", "MelsmInputError",
+__all__ = ["Model", "MLResults", "LRTest", "datasets", "compare", "Comparison", "report", "MelsmInputError",
            "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "lrtest"]
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import MelsmConvergenceWarning
+from .groups import group_lines, mcmc_draws, mcmc_groups, mcmc_population
 from .mcmc import conditional_deviance, draw_random_effects, marginal_group_loglik
 
 RHAT_LIMIT = 1.01
@@ -164,68 +165,37 @@ class MCMCResults:
         return np.asarray(self.idata.posterior[name]).ravel()
 
     def derived_draws(self) -> dict:
-        """Per-draw quantities of the seed analysis (DESIGN §3), draws pooled over chains:
-
-        - ``group_mean`` (S, J): β0 + u_0j; ``group_variance`` (S, J): exp(α0 + v_0j);
-        - ``icc`` (S, J): σ²_u0 / (σ²_u0 + exp(α0 + v_0j));
-        - ``between_variance`` (S,): σ²_u0;
-        - ``variance_mean`` (S,): E = exp(α0 + σ²_v0/2), the population average of the
-          group variances, and ``variance_variance`` (S,): V = exp(2α0 + σ²_v0)(exp(σ²_v0) − 1);
-        - ``icc_average`` (S,): σ²_u0 / (σ²_u0 + E).
-
-        Needs random intercepts; without a random scale intercept v_0j = 0 (σ²_v0 = 0).
-        Covariates of the variance functions other than the intercepts are held at 0.
-        """
-        layout = self.model.layout
-        if "Intercept" not in layout.zu_names or "Intercept" not in layout.x_names \
-                or "Intercept" not in layout.w_names:
-            raise ValueError("group means, variances and ICCs need intercepts and a random "
-                             "location intercept")
-        if layout.between_row >= 0:
-            raise ValueError("with a between function σ²_u0 differs by group: not supported here yet")
-        theta = self.theta_draws.reshape(-1, self.theta_draws.shape[-1])
-        b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
-        beta0 = theta[:, layout.x_names.index("Intercept")]
-        alpha0 = theta[:, layout.sizes[0] + layout.w_names.index("Intercept")]
-        u0 = b[:, :, layout.q_v + layout.zu_names.index("Intercept")]
-        sigma2_u = self.draws("sd:mean:Intercept") ** 2
-        if "Intercept" in layout.zv_names:
-            v0 = b[:, :, layout.zv_names.index("Intercept")]
-            sigma2_v = self.draws("sd:within:Intercept") ** 2
-        else:
-            v0, sigma2_v = np.zeros_like(u0), np.zeros_like(sigma2_u)
-        group_variance = np.exp(alpha0[:, None] + v0)
-        mean_variance = np.exp(alpha0 + sigma2_v / 2)
-        return {
-            "group_mean": beta0[:, None] + u0,
-            "group_variance": group_variance,
-            "icc": sigma2_u[:, None] / (sigma2_u[:, None] + group_variance),
-            "between_variance": sigma2_u,
-            "variance_mean": mean_variance,
-            "variance_variance": np.exp(2 * alpha0 + sigma2_v) * np.expm1(sigma2_v),
-            "icc_average": sigma2_u / (sigma2_u + mean_variance),
-            "population_mean": beta0,
-        }
+        """Per-draw quantities of the seed analysis (``melsm.groups``), draws pooled over chains:
+        ``group_mean``, ``group_variance``, ``icc`` (S, J); ``between_variance`` σ²_u,
+        ``variance_mean`` E, ``variance_variance`` V, ``icc_average`` and ``population_mean``
+        β0 (S,). Covariates of both functions are held at 0."""
+        groups, population = mcmc_draws(self)
+        return {"group_mean": groups["mean"], "group_variance": groups["variance"], "icc": groups["icc"],
+                "between_variance": population["between_variance"], "variance_mean": population["variance_mean"],
+                "variance_variance": population["variance_variance"], "icc_average": population["icc"],
+                "population_mean": population["mean"]}
 
     def group_quantities(self) -> pd.DataFrame:
-        """Each group's mean, level-1 variance and ICC: posterior mean, 2.5% and 97.5%
-        quantiles, and whether the group differs significantly from the population average
-        (the 95% interval of its difference from the average excludes 0: u_0j for the mean,
-        exp(α0 + v_0j) − E for the variance, ICC_j − ICC(E) for the ICC)."""
-        d = self.derived_draws()
-        pairs = {"mean": (d["group_mean"], d["population_mean"]),
-                 "variance": (d["group_variance"], d["variance_mean"]),
-                 "icc": (d["icc"], d["icc_average"])}
-        columns = {}
-        for name, (values, average) in pairs.items():
-            diff = values - average[:, None]
-            columns[name] = values.mean(axis=0)
-            columns[f"{name} q2.5"] = np.quantile(values, 0.025, axis=0)
-            columns[f"{name} q97.5"] = np.quantile(values, 0.975, axis=0)
-            low, high = np.quantile(diff, [0.025, 0.975], axis=0)
-            columns[f"{name} differs"] = (low > 0) | (high < 0)
-        design = self.model.design
-        return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
+        """Each group's mean, level-1 variance and ICC: posterior mean, 95% interval
+        (``<quantity> low/high``) and ``<quantity> differs`` (the 95% interval of its
+        per-draw difference from the population average excludes 0). See ``melsm.groups``."""
+        return mcmc_groups(self)
+
+    def population_quantities(self) -> pd.DataFrame:
+        """σ²_u, mean E and variance V of the group variances, average ICC and β0:
+        posterior mean (``estimate``), SD (``se``) and 95% interval. See ``melsm.groups``."""
+        return mcmc_population(self)
+
+    def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
+        """Each group's predicted line against ``covariate`` (``melsm.groups.group_lines``)."""
+        return group_lines(self, covariate, function)
+
+    @property
+    def plot(self):
+        """Figures of this fit: ``fit.plot.caterpillar("variance")`` etc. (``melsm.plots``)."""
+        from .plots import FitPlots
+
+        return FitPlots(self)
 
     def random_effects(self) -> pd.DataFrame:
         """Posterior mean and SD of each group's random effects (same layout as ML)."""

@@ -14,15 +14,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from .demo import DEMO_MCMC, RIESBY
 from .errors import MelsmInputError
-
-RIESBY = {
-    "data": "reisby",
-    "mean": "hamdep ~ week + endog + endweek + (1 | id)",
-    "within": "~ week + endog + (1 | id)",
-    "between": "~ endog",
-    "association": "none",
-}
 
 
 def _read_data(source: str):
@@ -81,6 +74,63 @@ def _fit(args) -> int:
     return 0
 
 
+def _parse_model(text: str, index: int) -> tuple[str, dict]:
+    """``"[NAME =] MEAN [; WITHIN [; BETWEEN]]"`` → (name, formulas)."""
+    name, sep, rest = text.partition("=")
+    if not sep or "~" in name:
+        name, rest = f"model {index}", text
+    parts = [p.strip() for p in rest.split(";")]
+    if not parts[0] or len(parts) > 3 or any(not p for p in parts):
+        raise MelsmInputError(f"cannot read --model '{text}': write \"NAME = MEAN ; WITHIN ; BETWEEN\" "
+                              "(WITHIN and BETWEEN optional)")
+    formulas = {"mean": parts[0], "within": parts[1] if len(parts) > 1 else "~ 1",
+                "between": parts[2] if len(parts) > 2 else None}
+    return name.strip(), formulas
+
+
+def _report(args) -> int:
+    import melsm
+
+    from .report import report
+
+    data = _read_data(args.data)
+    models = [_parse_model(text, k + 1) for k, text in enumerate(args.model)]
+    fits, names = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # problems are shown in the report
+        # every model is checked before the first is fitted
+        built = [melsm.Model(data=data, association=args.association, **formulas) for _, formulas in models]
+        for k, ((name, _), model) in enumerate(zip(models, built, strict=True)):
+            print(f"[{k + 1}/{len(models)}] fitting {name} ...", file=sys.stderr, flush=True)
+            fits.append(model.sample(chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
+                                     priors=args.priors, progress=False) if args.method == "mcmc"
+                        else model.fit(quadrature=args.quadrature, max_iter=args.max_iter))
+            names.append(name)
+    report(fits, names, path=args.out, title=args.title)
+    print(f"Report written to {Path(args.out).resolve()}")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+
+    path, _ = run_demo(args.out, mcmc=not args.no_mcmc, chains=args.chains, warmup=args.warmup,
+                       draws=args.draws, seed=args.seed, figures=args.figures)
+    print(f"Report written to {path}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(path.as_uri())
+    return 0
+
+
+def _mcmc_options(parser, chains: int = 16, warmup: int = 1000, draws: int = 1000) -> None:
+    parser.add_argument("--chains", type=int, default=chains, help="MCMC chains (run as one vectorised program)")
+    parser.add_argument("--warmup", type=int, default=warmup, help="MCMC warm-up iterations per chain")
+    parser.add_argument("--draws", type=int, default=draws, help="MCMC draws per chain after warm-up")
+    parser.add_argument("--seed", type=int, default=0, help="MCMC random seed")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="melsm", description="Mixed-effects location scale models.")
@@ -100,14 +150,35 @@ def _parser() -> argparse.ArgumentParser:
                      help="cap on the optimiser's iterations (default 1000)")
     fit.add_argument("--method", choices=["ml", "mcmc"], default="ml",
                      help="maximum likelihood (default) or Bayesian MCMC")
-    fit.add_argument("--chains", type=int, default=16, help="MCMC chains (run as one vectorised program)")
-    fit.add_argument("--warmup", type=int, default=1000, help="MCMC warm-up iterations per chain")
-    fit.add_argument("--draws", type=int, default=1000, help="MCMC draws per chain after warm-up")
-    fit.add_argument("--seed", type=int, default=0, help="MCMC random seed")
+    _mcmc_options(fit)
     fit.add_argument("--priors", choices=["default", "diffuse"], default="default",
                      help="MCMC priors: weakly informative (default) or diffuse (Stat-JR-like)")
     fit.add_argument("--json", action="store_true", help="print one JSON object")
     fit.set_defaults(run=_fit)
+
+    demo = sub.add_parser("demo", help="fit the London schools Models 1-6 (ML and MCMC) and the Riesby "
+                          "model, and write the HTML report")
+    demo.add_argument("--out", default="melsm-demo.html", help="report file (default melsm-demo.html)")
+    demo.add_argument("--no-mcmc", action="store_true", help="maximum likelihood only (seconds)")
+    demo.add_argument("--figures", default=None, help="also write the main figures as PNG files to this folder")
+    demo.add_argument("--open", action="store_true", help="open the report in a web browser")
+    _mcmc_options(demo, **DEMO_MCMC)
+    demo.set_defaults(run=_demo)
+
+    rep = sub.add_parser("report", help="fit several models of one data set and write an HTML report")
+    rep.add_argument("data", help="CSV file, or a built-in data set: tutorial, reisby")
+    rep.add_argument("--model", action="append", required=True,
+                     help='repeat for each model: "NAME = MEAN ; WITHIN ; BETWEEN" (WITHIN, BETWEEN optional), '
+                          'e.g. "Model 2 = normexam ~ 1 + (1 | school) ; ~ 1 + (1 | school)"')
+    rep.add_argument("--method", choices=["ml", "mcmc"], default="ml")
+    rep.add_argument("--association", default="correlated", choices=["correlated", "none", "linear"])
+    rep.add_argument("--quadrature", type=int, default=None)
+    rep.add_argument("--max-iter", type=int, default=None)
+    rep.add_argument("--priors", choices=["default", "diffuse"], default="default")
+    _mcmc_options(rep)
+    rep.add_argument("--out", default="melsm-report.html", help="report file (default melsm-report.html)")
+    rep.add_argument("--title", default="melsm report")
+    rep.set_defaults(run=_report)
 
     riesby = sub.add_parser("riesby", help="fit the Riesby location-scale model on the "
                             "built-in data (MIXREGLS' example) and print its table")

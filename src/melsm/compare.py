@@ -1,47 +1,285 @@
-"""Ranking fits by their fit criteria."""
+"""Fits side by side: the comparison table of a paper, fit criteria and LR tests.
+
+``compare(fit1, fit2, ...)`` returns a ``Comparison``:
+
+- ``table``: one row per parameter, grouped as Mean function / Level-2 variance function /
+  Level-1 variance function / Cross-function (correlations between location and scale
+  effects), then Model fit; an estimate and SE (ML) or posterior mean and SD (MCMC)
+  column per fit. Random-effect variances are shown as variances, σ² (SE by the delta
+  method, 2σ·SE(σ); MCMC: mean and SD of the σ² draws) unless ``scale="sd"``.
+- ``criteria``: the fits ranked by AIC (ML) or DIC (MCMC), computed on first use.
+- ``lrtests``: LR tests between consecutive nested ML fits (``MLResults.lrtest``).
+- ``to_markdown()``, ``to_html()``, ``to_latex()`` and ``str()`` render the table.
+"""
 
 from __future__ import annotations
 
+import html
+from functools import cached_property
+
+import numpy as np
 import pandas as pd
 
 from .errors import MelsmInputError
 
+BLOCK_TITLES = {"mean": "Mean function", "between": "Level-2 variance function (log variance of the "
+                "random location intercept)", "within": "Level-1 variance function (log variance)",
+                "cross": "Cross-function", "fit": "Model fit"}
+BLOCK_ORDER = tuple(BLOCK_TITLES)
+KIND_ORDER = {"coef": 0, "sd": 1, "corr": 2, "criterion": 3}
 
-def compare(*fits, names: list[str] | None = None, by: str | None = None) -> pd.DataFrame:
-    """Fit criteria of several fits of the same data, best first.
 
-    Maximum-likelihood fits: log-likelihood, number of parameters, AIC, BIC (default
-    ranking: AIC). MCMC fits: conditional DIC as Stat-JR reports it (D̄, p_D), the
-    marginal DIC (u and v integrated out), and WAIC and PSIS-LOO by group on the deviance
-    scale (default ranking: DIC). Smaller is better for every criterion; ``delta`` is the
-    difference from the best.
+def _row_key(name: str) -> tuple[str, str, str]:
+    """(block, kind, label) of a reported parameter name."""
+    kind, _, rest = name.partition(":")
+    if kind == "sd":
+        part, term = rest.split(":", 1)
+        return part, "sd", term
+    if kind == "corr":
+        first, second = rest.split(",")
+        (part_a, term_a), (part_b, term_b) = first.split(":", 1), second.split(":", 1)
+        if part_a == part_b:
+            return part_a, "corr", f"Corr({term_a}, {term_b})"
+        word = {"mean": "mean", "within": "variance"}
+        return "cross", "corr", f"Corr({word[part_a]} {term_a}, {word[part_b]} {term_b})"
+    return kind, "coef", rest
+
+
+def _values(fit, scale: str) -> dict[str, tuple[float, float]]:
+    """name → (estimate, SE or posterior SD), SDs turned into variances if asked."""
+    ml = hasattr(fit, "loglik")
+    out = {}
+    for name in fit.names:
+        if ml:
+            est, se = fit.params.loc[name, "estimate"], fit.params.loc[name, "se"]
+        else:
+            est, se = fit.params.loc[name, "mean"], fit.params.loc[name, "sd"]
+        if name.startswith("sd:") and scale == "variance":
+            if ml:
+                est, se = est ** 2, 2 * est * se
+            else:
+                draws = fit.draws(name) ** 2
+                est, se = draws.mean(), draws.std(ddof=1)
+        out[name] = (float(est), float(se))
+    return out
+
+
+def _label(kind: str, label: str, scale: str) -> str:
+    if kind == "sd":
+        return f"Var({label})" if scale == "variance" else f"SD({label})"
+    return label
+
+
+def _nested(small, big) -> bool:
+    return (set(small.names) < set(big.names) and small.n_obs == big.n_obs
+            and small.model.design.response == big.model.design.response)
+
+
+class Comparison:
+    """Fits side by side (see the module docstring)."""
+
+    def __init__(self, fits, names: list[str], by: str | None, scale: str):
+        self.fits, self.names, self._by, self.scale = list(fits), list(names), by, scale
+        self.method = "ml" if hasattr(self.fits[0], "loglik") else "mcmc"
+        self.second = "SE" if self.method == "ml" else "SD"
+        self.lrtests = self._lrtests()
+        self.table = self._table()
+
+    # ---- contents ----------------------------------------------------------------------
+    def _lrtests(self) -> pd.DataFrame:
+        rows = []
+        if self.method == "ml":
+            for k in range(1, len(self.fits)):
+                small, big = self.fits[k - 1], self.fits[k]
+                if _nested(small, big):
+                    test = small.lrtest(big)
+                    rows.append({"restricted": self.names[k - 1], "full": self.names[k], "statistic": test.statistic,
+                                 "df": test.df, "distribution": test.distribution, "p": test.p_value,
+                                 "note": test.note})
+        return pd.DataFrame(rows, columns=["restricted", "full", "statistic", "df", "distribution", "p", "note"])
+
+    def _criteria_rows(self, fit, name) -> dict[str, tuple[float, float]]:
+        if self.method == "ml":
+            rows = {"Log-likelihood": (fit.loglik, np.nan), "Parameters": (fit.n_params, np.nan),
+                    "AIC": (fit.aic, np.nan), "BIC": (fit.bic, np.nan)}
+            tests = self.lrtests[self.lrtests["full"] == name]
+            if len(tests):
+                test = tests.iloc[0]
+                rows["LR test vs previous (statistic, p)"] = (test.statistic, test.p)
+            return rows
+        return {"DIC": (fit.dic["DIC"], np.nan), "pD": (fit.dic["p_D"], np.nan)}
+
+    def _table(self) -> pd.DataFrame:
+        order: dict[tuple[str, str, str], int] = {}
+        cells: dict[tuple[str, str], dict[tuple[str, str, str], tuple[float, float]]] = {}
+        for model, fit in zip(self.names, self.fits, strict=True):
+            values = {}
+            for name, pair in _values(fit, self.scale).items():
+                values[_row_key(name)] = pair
+            for label, pair in self._criteria_rows(fit, model).items():
+                values[("fit", "criterion", label)] = pair
+            for key in values:
+                order.setdefault(key, len(order))
+            cells[model] = values
+        keys = sorted(order, key=lambda k: (BLOCK_ORDER.index(k[0]), KIND_ORDER[k[1]], order[k]))
+        labels = [(BLOCK_TITLES[block], _label(kind, label, self.scale)) for block, kind, label in keys]
+        index = pd.MultiIndex.from_tuples(labels, names=["block", "parameter"])
+        columns = pd.MultiIndex.from_product([self.names, ["Est.", self.second]], names=["model", ""])
+        data = np.full((len(keys), 2 * len(self.fits)), np.nan)
+        for m, model in enumerate(self.names):
+            for r, key in enumerate(keys):
+                if key in cells[model]:
+                    data[r, 2 * m: 2 * m + 2] = cells[model][key]
+        return pd.DataFrame(data, index=index, columns=columns)
+
+    @cached_property
+    def criteria(self) -> pd.DataFrame:
+        """The fits ranked, best first. ML: log-likelihood, parameters, AIC, BIC (ranked by
+        AIC). MCMC: conditional DIC as Stat-JR reports it (D̄, p_D), marginal DIC (u and v
+        integrated out), WAIC and PSIS-LOO by group on the deviance scale (ranked by DIC).
+        ``delta`` is the difference from the best."""
+        rows = []
+        for name, fit in zip(self.names, self.fits, strict=True):
+            if self.method == "ml":
+                rows.append({"model": name, "loglik": fit.loglik, "n_params": fit.n_params, "AIC": fit.aic,
+                             "BIC": fit.bic, "converged": fit.converged})
+            else:
+                marginal, waic, loo = fit.marginal_dic(), fit.waic(), fit.loo()
+                rows.append({"model": name, "DIC": fit.dic["DIC"], "D_bar": fit.dic["D_bar"], "p_D": fit.dic["p_D"],
+                             "marginal_DIC": marginal["DIC"], "marginal_p_D": marginal["p_D"],
+                             "WAIC": -2 * float(waic.elpd_waic), "LOO": -2 * float(loo.elpd_loo),
+                             "converged": fit.converged})
+        table = pd.DataFrame(rows).set_index("model")
+        by = self._by or ("AIC" if self.method == "ml" else "DIC")
+        table = table.sort_values(by)
+        table.insert(0, "delta", table[by] - table[by].iloc[0])
+        return table
+
+    # ---- rendering ---------------------------------------------------------------------
+    def _text_rows(self, digits: int) -> list[tuple[str, str, list[str]]]:
+        """(block, label, cells) with numbers formatted; block rows have label ''."""
+        rows, current = [], None
+        for (block, label), values in self.table.iterrows():
+            if block != current:
+                rows.append((block, "", []))
+                current = block
+            cells = []
+            for value in values.to_numpy():
+                if not np.isfinite(value):
+                    cells.append("")
+                elif label == "Parameters":
+                    cells.append(f"{value:.0f}")
+                elif label.startswith("LR test") and len(cells) % 2 == 1:
+                    cells.append("p < 0.0001" if value < 1e-4 else f"p = {value:.4f}")
+                elif block == BLOCK_TITLES["fit"]:
+                    cells.append(f"{value:.{max(1, digits - 1)}f}")
+                else:
+                    cells.append(f"{value:.{digits}f}")
+            rows.append((block, label, cells))
+        return rows
+
+    def _footnote(self) -> str:
+        what = "estimate and standard error" if self.method == "ml" else "posterior mean and standard deviation"
+        scale = "variances" if self.scale == "variance" else "standard deviations"
+        notes = [f"Est./{self.second}: {what}. Random effects as {scale}."]
+        if self.method == "mcmc":
+            notes.append("DIC conditional on the random effects (as Stat-JR and MLwiN report it).")
+        for test in self.lrtests.itertuples():
+            notes.append(f"LR test {test.full} vs {test.restricted}: {test.distribution} = {test.statistic:.2f}"
+                         + (f" ({test.note})" if test.note else "") + ".")
+        unconverged = [n for n, f in zip(self.names, self.fits, strict=True) if not f.converged]
+        if unconverged:
+            notes.append(f"Not converged: {', '.join(unconverged)}.")
+        return " ".join(notes)
+
+    def to_markdown(self, digits: int = 2) -> str:
+        """GitHub-flavoured Markdown table (block titles in bold), with a footnote."""
+        width = 2 * len(self.names)
+        lines = ["| | " + " | ".join(f"{n} | " for n in self.names) + "|",
+                 "|:--|" + "--:|" * width,
+                 "| | " + " | ".join(f"Est. | {self.second}" for _ in self.names) + " |"]
+        for block, label, cells in self._text_rows(digits):
+            if not label:
+                lines.append(f"| **{block}** |" + " |" * width)
+            else:
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + f"\n\n{self._footnote()}\n"
+
+    def to_html(self, digits: int = 2) -> str:
+        """An HTML ``<table class="melsm-compare">`` with the footnote as its caption."""
+        esc = html.escape
+        head = "".join(f'<th colspan="2">{esc(n)}</th>' for n in self.names)
+        sub = "".join(f"<th>Est.</th><th>{self.second}</th>" for _ in self.names)
+        body = []
+        for block, label, cells in self._text_rows(digits):
+            if not label:
+                body.append(f'<tr class="block"><th colspan="{1 + 2 * len(self.names)}">{esc(block)}</th></tr>')
+            else:
+                body.append(f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        return (f'<table class="melsm-compare">\n<caption>{esc(self._footnote())}</caption>\n'
+                f"<thead><tr><th></th>{head}</tr><tr><th></th>{sub}</tr></thead>\n<tbody>\n"
+                + "\n".join(body) + "\n</tbody>\n</table>\n")
+
+    def to_latex(self, digits: int = 2) -> str:
+        """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``)."""
+        def esc(text: str) -> str:
+            for char, repl in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
+                               ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("<", r"$<$")):
+                text = text.replace(char, repl)
+            return text
+        n = len(self.names)
+        rules = "".join(rf"\cmidrule(lr){{{2 + 2 * k}-{3 + 2 * k}}}" for k in range(n))
+        lines = [rf"\begin{{tabular}}{{l{'rr' * n}}}", r"\toprule",
+                 " & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{esc(m)}}}" for m in self.names) + r" \\",
+                 rules, " & " + " & ".join(f"Est. & {self.second}" for _ in self.names) + r" \\", r"\midrule"]
+        for block, label, cells in self._text_rows(digits):
+            if not label:
+                lines.append(rf"\multicolumn{{{1 + 2 * n}}}{{l}}{{\textit{{{esc(block)}}}}} \\")
+            else:
+                lines.append(rf"\quad {esc(label)} & " + " & ".join(esc(c) for c in cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        rows = self._text_rows(3)
+        width = max([len(label) for _, label, _ in rows] + [10]) + 4
+        cell = max([len(c) for _, _, cells in rows for c in cells] + [len(n) // 2 + 1 for n in self.names] + [8]) + 2
+        lines = [" " * width + "".join(f"{n:^{2 * cell}}" for n in self.names),
+                 " " * width + "".join(f"{'Est.':>{cell}}{self.second:>{cell}}" for _ in self.names)]
+        for block, label, cells in rows:
+            lines.append(block if not label else f"  {label:<{width - 2}}" + "".join(f"{c:>{cell}}" for c in cells))
+        return "\n".join(lines) + "\n" + self._footnote()
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+    def __repr__(self) -> str:
+        return f"<Comparison of {len(self.fits)} {self.method.upper()} fits: {', '.join(self.names)}>"
+
+
+def compare(*fits, names: list[str] | None = None, by: str | None = None, scale: str = "variance") -> Comparison:
+    """Fits of the same data side by side (all ML or all MCMC): ``Comparison``.
+
+    ``names`` label the fits (default "model 1", ...); ``by`` ranks ``criteria`` by
+    another criterion (ML: AIC, BIC; MCMC: DIC, marginal_DIC, WAIC, LOO); ``scale``
+    shows random effects as "variance" (default) or "sd".
     """
     if len(fits) < 1:
         raise MelsmInputError("compare needs at least one fit")
     names = list(names) if names is not None else [f"model {k + 1}" for k in range(len(fits))]
     if len(names) != len(fits):
         raise MelsmInputError(f"{len(names)} names for {len(fits)} fits")
+    if len(set(names)) != len(names):
+        raise MelsmInputError(f"names must differ: {names}")
     methods = {type(f).__name__ for f in fits}
     if len(methods) > 1:
         raise MelsmInputError("compare fits of one kind: all maximum likelihood or all MCMC")
     n_obs = {f.model.design.n_obs for f in fits}
     if len(n_obs) > 1:
         raise MelsmInputError(f"the fits use different numbers of observations ({sorted(n_obs)})")
-    rows = []
-    for name, fit in zip(names, fits, strict=True):
-        if hasattr(fit, "aic"):
-            rows.append({"model": name, "loglik": fit.loglik, "n_params": fit.n_params, "AIC": fit.aic,
-                         "BIC": fit.bic, "converged": fit.converged})
-        else:
-            marginal, waic, loo = fit.marginal_dic(), fit.waic(), fit.loo()
-            rows.append({"model": name, "DIC": fit.dic["DIC"], "D_bar": fit.dic["D_bar"], "p_D": fit.dic["p_D"],
-                         "marginal_DIC": marginal["DIC"], "marginal_p_D": marginal["p_D"],
-                         "WAIC": -2 * float(waic.elpd_waic), "LOO": -2 * float(loo.elpd_loo),
-                         "converged": fit.converged})
-    table = pd.DataFrame(rows).set_index("model")
-    by = by or ("AIC" if "AIC" in table else "DIC")
-    if by not in table:
-        raise MelsmInputError(f"cannot rank by '{by}'; criteria: {', '.join(c for c in table if c != 'converged')}")
-    table = table.sort_values(by)
-    table.insert(0, "delta", table[by] - table[by].iloc[0])
-    return table
+    if scale not in ("variance", "sd"):
+        raise MelsmInputError(f"scale must be 'variance' or 'sd', not {scale!r}")
+    choices = ("AIC", "BIC") if hasattr(fits[0], "loglik") else ("DIC", "marginal_DIC", "WAIC", "LOO")
+    if by is not None and by not in choices:
+        raise MelsmInputError(f"cannot rank by '{by}'; criteria (smaller is better): {', '.join(choices)}")
+    return Comparison(fits, names, by, scale)

@@ -20,6 +20,7 @@ import scipy.special
 from ._compiled import compiled
 from .design import new_data_arrays
 from .errors import MelsmInputError
+from .groups import group_lines, ml_groups, ml_population
 from .likelihood import random_effect_posterior
 from .ml import Optimum, covariance
 
@@ -298,6 +299,29 @@ class MLResults:
         mean, var = self._linear_predictors(arrays["X"], arrays["W"], arrays["Zu"],
                                             arrays["Zv"], b)
         return pd.DataFrame({"mean": mean, "variance": var}, index=data.index)
+
+    # ---- group quantities and figures -------------------------------------------------
+    def group_quantities(self) -> pd.DataFrame:
+        """Each group's mean, level-1 variance and ICC with empirical-Bayes 95% intervals
+        (``<quantity> low/high``) and ``<quantity> differs`` (the interval excludes the
+        population average). See ``melsm.groups``."""
+        return ml_groups(self)
+
+    def population_quantities(self) -> pd.DataFrame:
+        """σ²_u, mean E and variance V of the group variances, average ICC and β0 with
+        delta-method SEs and 95% intervals. See ``melsm.groups``."""
+        return ml_population(self)
+
+    def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
+        """Each group's predicted line against ``covariate`` (``melsm.groups.group_lines``)."""
+        return group_lines(self, covariate, function)
+
+    @property
+    def plot(self):
+        """Figures of this fit: ``fit.plot.caterpillar("variance")`` etc. (``melsm.plots``)."""
+        from .plots import FitPlots
+
+        return FitPlots(self)
 
     # ---- output ----------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -1,0 +1,180 @@
+"""Figures of the seed analysis (matplotlib), from ML or MCMC results.
+
+Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so nothing
+depends on a display or a global state: save it with ``fig.savefig("f.png")`` or show it
+in a notebook. ML figures show empirical-Bayes 95% intervals, MCMC figures 95% posterior
+intervals (``melsm.groups`` has the formulas).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+from .errors import MelsmInputError
+from .groups import AVERAGE_OF, group_lines, observed_groups, percent_change
+
+HIGHLIGHT = "#c0392b"
+PLAIN = "#7f8c8d"
+AVERAGE = "#1f3a93"
+QUANTITY_LABELS = {"mean": "mean", "variance": "level-1 variance", "icc": "ICC"}
+POPULATION_PANELS = (("between_variance", r"Between-group variance $\sigma^2_u$"),
+                     ("variance_mean", "Mean of group variances"),
+                     ("variance_variance", "Variance of group variances"),
+                     ("icc", "Average ICC"))
+LINE_POINTS = 40
+
+
+def _method(fit, intervals: bool = True) -> str:
+    if hasattr(fit, "loglik"):
+        return "ML, empirical-Bayes 95% intervals" if intervals else "ML, empirical-Bayes predictions"
+    return "MCMC, 95% posterior intervals" if intervals else "MCMC, posterior means"
+
+
+def _group_word(fit, plural: bool = True) -> str:
+    name = fit.model.design.group_name or "group"
+    return f"{name}s" if plural else name
+
+
+def _title(ax, what: str, finding: str, name: str | None, fit, intervals: bool = True) -> None:
+    """Two lines: what the figure shows (and of which model); the finding and the method."""
+    head = f"{name}: " if name else ""
+    ax.set_title(f"{head}{what}\n{finding} ({_method(fit, intervals)})", fontsize=10, loc="left")
+
+
+def caterpillar(fit, quantity: str = "mean", name: str | None = None) -> Figure:
+    """Groups ranked by their ``quantity`` ("mean", "variance" or "icc") with 95%
+    intervals; the population average as a line; groups whose interval of the difference
+    from the average excludes 0 in red, their count in the title."""
+    if quantity not in AVERAGE_OF:
+        raise MelsmInputError(f"quantity must be one of {', '.join(AVERAGE_OF)}, not {quantity!r}")
+    groups = fit.group_quantities().sort_values(quantity)
+    average = float(fit.population_quantities().loc[AVERAGE_OF[quantity], "estimate"])
+    differs = groups[f"{quantity} differs"].to_numpy()
+    rank = np.arange(1, len(groups) + 1)
+    colours = np.where(differs, HIGHLIGHT, PLAIN)
+    fig = Figure(figsize=(7.5, 3.8), layout="constrained")
+    ax = fig.subplots()
+    ax.vlines(rank, groups[f"{quantity} low"], groups[f"{quantity} high"], colors=colours, linewidth=1.2)
+    ax.scatter(rank, groups[quantity], c=colours, s=12, zorder=3)
+    ax.axhline(average, color=AVERAGE, linewidth=1, linestyle="--", label=f"population average {average:.3g}")
+    rule = ("interval excludes the average" if hasattr(fit, "loglik")
+            else "95% interval of the difference from the average excludes 0")
+    ax.scatter([], [], c=HIGHLIGHT, s=12, label=f"differs: {rule}")
+    response = fit.model.design.response
+    label = {"mean": f"{response}: group mean", "variance": f"{response}: level-1 variance",
+             "icc": "ICC"}[quantity]
+    ax.set_ylabel(label)
+    ax.set_xlabel(f"{_group_word(fit, False)} rank")
+    ax.set_xlim(0, len(groups) + 1)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    word = _group_word(fit)
+    _title(ax, f"{word} ranked by {QUANTITY_LABELS[quantity]}",
+           f"{int(differs.sum())} of {len(groups)} differ significantly from the average", name, fit)
+    return fig
+
+
+def group_lines_figure(fit, covariate: str, function: str = "mean", name: str | None = None) -> Figure:
+    """Each group's predicted line of the mean (or level-1 variance) function against
+    ``covariate`` over the range observed in the group, other covariates at 0; the
+    average line thick; groups whose slope has the opposite sign to it in red."""
+    lines = group_lines(fit, covariate, function)
+    transform = (lambda eta: eta) if function == "mean" else np.exp
+    paths, colours = [], []
+    for row in lines.itertuples():
+        x = np.linspace(row.x_min, row.x_max, LINE_POINTS)
+        paths.append(np.column_stack([x, transform(row.intercept + row.slope * x)]))
+        colours.append(HIGHLIGHT if row.against else PLAIN)
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    order = np.argsort(lines["against"].to_numpy(), kind="stable")  # highlighted lines on top
+    ax.add_collection(LineCollection([paths[k] for k in order], colors=[colours[k] for k in order],
+                                     linewidths=[1.4 if colours[k] == HIGHLIGHT else 0.8 for k in order]))
+    part = "mean" if function == "mean" else "within"
+    estimate = fit.params.iloc[:, 0]
+    x = np.linspace(lines.x_min.min(), lines.x_max.max(), LINE_POINTS)
+    average = transform(estimate[f"{part}:Intercept"] + estimate[f"{part}:{covariate}"] * x)
+    ax.plot(x, average, color=AVERAGE, linewidth=2.5, label="average (random effects 0)")
+    ax.autoscale_view()
+    response = fit.model.design.response
+    ax.set_xlabel(f"{covariate} (other covariates at 0)")
+    ax.set_ylabel(f"predicted {response}" if function == "mean" else f"predicted level-1 variance of {response}")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    against = int(lines["against"].sum())
+    what = "mean" if function == "mean" else "level-1 variance"
+    _title(ax, f"predicted {_group_word(fit, False)} lines of the {what} function",
+           f"{against} of {len(lines)} go against the average trend", name, fit, intervals=False)
+    return fig
+
+
+def observed_figure(fit_or_design, name: str | None = None) -> Figure:
+    """Observed group means against observed within-group variances, with Pearson's r."""
+    design = getattr(getattr(fit_or_design, "model", None), "design", fit_or_design)
+    observed = observed_groups(design)
+    if len(observed) < 3:
+        raise MelsmInputError("need at least 3 groups with 2 or more observations")
+    r = float(np.corrcoef(observed["mean"], observed["variance"])[0, 1])
+    fig = Figure(figsize=(5.5, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(observed["mean"], observed["variance"], s=16, color=AVERAGE, alpha=0.8)
+    slope, intercept = np.polyfit(observed["mean"], observed["variance"], 1)
+    x = np.array([observed["mean"].min(), observed["mean"].max()])
+    ax.plot(x, intercept + slope * x, color=HIGHLIGHT, linewidth=1, label="least-squares line")
+    word = f"{design.group_name or 'group'}s"
+    ax.set_xlabel(f"observed {design.response} mean")
+    ax.set_ylabel(f"observed {design.response} variance")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    head = f"{name}: " if name else ""
+    ax.set_title(f"{head}Observed {word}: r = {r:.2f} ({len(observed)} {word})", fontsize=10, loc="left")
+    return fig
+
+
+def population_figure(fits, names: list[str] | None = None) -> Figure:
+    """Population-average quantities of several fits side by side (estimate and 95%
+    interval), with the % change from each model to the next."""
+    fits = list(fits)
+    names = list(names) if names is not None else [f"model {k + 1}" for k in range(len(fits))]
+    if len(names) != len(fits) or not fits:
+        raise MelsmInputError(f"{len(names)} names for {len(fits)} fits")
+    tables = [fit.population_quantities() for fit in fits]
+    fig = Figure(figsize=(3.0 * len(POPULATION_PANELS), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(POPULATION_PANELS))
+    position = np.arange(len(fits))
+    for ax, (key, label) in zip(axes, POPULATION_PANELS, strict=True):
+        est = np.array([t.loc[key, "estimate"] for t in tables])
+        low = np.array([t.loc[key, "low"] for t in tables])
+        high = np.array([t.loc[key, "high"] for t in tables])
+        ax.errorbar(position, est, yerr=[est - low, high - est], fmt="o", color=AVERAGE, capsize=3)
+        top = np.nanmax(high)
+        for k in range(1, len(fits)):
+            change = percent_change(tables[k - 1], tables[k])[key]
+            if np.isfinite(change):
+                text = "0%" if abs(change) < 0.5 else f"{change:+.0f}%"
+                ax.annotate(text, ((k - 0.5), top * 1.04), ha="center", fontsize=8, color=HIGHLIGHT)
+        ax.set_xticks(position, names, rotation=30 if len(fits) > 3 else 0, ha="right" if len(fits) > 3 else "center",
+                      fontsize=8)
+        ax.set_xlim(-0.5, len(fits) - 0.5)
+        ax.set_ylim(0, top * 1.15)
+        ax.set_title(label, fontsize=9)
+    fig.suptitle(f"Population averages, % change from the model before ({_method(fits[0])})", fontsize=10)
+    return fig
+
+
+class FitPlots:
+    """``fit.plot``: the figures of one fit (each returns a matplotlib Figure)."""
+
+    def __init__(self, fit):
+        self._fit = fit
+
+    def caterpillar(self, quantity: str = "mean", name: str | None = None) -> Figure:
+        """Ranked groups with 95% intervals (``melsm.plots.caterpillar``)."""
+        return caterpillar(self._fit, quantity, name)
+
+    def group_lines(self, covariate: str, function: str = "mean", name: str | None = None) -> Figure:
+        """Predicted group lines against a covariate (``melsm.plots.group_lines_figure``)."""
+        return group_lines_figure(self._fit, covariate, function, name)
+
+    def observed(self, name: str | None = None) -> Figure:
+        """Observed group means against variances (``melsm.plots.observed_figure``)."""
+        return observed_figure(self._fit, name)

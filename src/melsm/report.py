@@ -1,0 +1,144 @@
+"""One self-contained HTML report for a list of fits (figures embedded as PNG).
+
+Fits are grouped into sections by data set (response and rows) and method (ML, MCMC),
+in the order given. Each section has the comparison table (``melsm.compare``), the
+findings (``melsm.findings``) and the figures (``melsm.plots``):
+
+- observed group means against within-group variances (once per data set);
+- population averages across the fits, with % changes;
+- caterpillar plots of group means, level-1 variances and ICCs of the first fit with a
+  random scale intercept (the seed's Model 2);
+- predicted group lines against each covariate with a random slope, for the last fit
+  that has random slopes (the seed's Model 6);
+- each fit's summary, folded.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import datetime
+from pathlib import Path
+
+from .compare import compare
+from .errors import MelsmInputError
+from .findings import findings
+from .groups import has_group_quantities, random_slopes
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.7em; margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 2px solid #1f3a93; }
+h3 { margin-top: 1.5em; color: #1f3a93; } .meta { color: #666; font-size: 0.9em; }
+table.melsm-compare { border-collapse: collapse; font-size: 0.88em; margin: 1em 0; }
+table.melsm-compare caption { caption-side: bottom; text-align: left; color: #555; font-size: 0.9em;
+                              padding-top: 0.5em; max-width: 60em; }
+table.melsm-compare th, table.melsm-compare td { padding: 2px 10px; }
+table.melsm-compare td { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.melsm-compare td:first-child { text-align: left; padding-left: 1.5em; }
+table.melsm-compare thead th { border-bottom: 1px solid #999; }
+table.melsm-compare tr.block th { text-align: left; background: #eef1f8; }
+div.scroll { overflow-x: auto; } figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { color: #555; font-size: 0.9em; } ul.findings li { margin: 0.3em 0; }
+details pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+"""
+
+
+def figure_png(fig, dpi: int = 110) -> bytes:
+    """A matplotlib Figure as PNG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _figure_html(fig, caption: str) -> str:
+    data = base64.b64encode(figure_png(fig)).decode("ascii")
+    return (f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _sections(fits, names):
+    """[(data label, method, [(name, fit)])] in order of first appearance."""
+    sections: dict[tuple, list] = {}
+    for name, fit in zip(names, fits, strict=True):
+        design = fit.model.design
+        key = (design.response, design.n_obs, design.group_name, "ml" if hasattr(fit, "loglik") else "mcmc")
+        sections.setdefault(key, []).append((name, fit))
+    return sections
+
+
+def _figures(fits, names, with_observed: bool) -> list[tuple]:
+    """(figure, caption) pairs chosen for a section (see the module docstring)."""
+    from . import plots
+
+    out = []
+    if with_observed:
+        out.append((plots.observed_figure(fits[0]), "Observed group means against observed within-group variances."))
+    supported = [(n, f) for n, f in zip(names, fits, strict=True) if has_group_quantities(f.model.layout)]
+    if len(supported) >= 2:
+        out.append((plots.population_figure([f for _, f in supported], [n for n, _ in supported]),
+                    "Population averages of each model (95% intervals) and their % change from the model before."))
+    key = next(((n, f) for n, f in supported if "Intercept" in f.model.layout.zv_names), None)
+    if key is not None:
+        for quantity, what in (("mean", "means"), ("variance", "level-1 variances"), ("icc", "ICCs")):
+            out.append((plots.caterpillar(key[1], quantity, key[0]),
+                        f"{key[0]}: group {what} ranked, with 95% intervals; red: differs from the average."))
+    for name, fit in reversed(list(zip(names, fits, strict=True))):
+        slopes = random_slopes(fit.model.layout)
+        if slopes:
+            for function, term in slopes:
+                out.append((plots.group_lines_figure(fit, term, function, name),
+                            f"{name}: predicted group lines of the {function} function against {term}; "
+                            "red: against the average trend."))
+            break
+    return out
+
+
+def report(fits, names: list[str] | None = None, path: str | Path | None = None,
+           title: str = "melsm report", intro: str | None = None) -> str:
+    """Write (if ``path``) and return one self-contained HTML report of ``fits``.
+
+    ``names`` label the fits (default "model 1", ...; they must differ within a section,
+    so "Model 1" may name both an ML and an MCMC fit); ``intro`` is a paragraph shown
+    under the title (plain text).
+    """
+    fits = list(fits)
+    if not fits:
+        raise MelsmInputError("report needs at least one fit")
+    names = list(names) if names is not None else [f"model {k + 1}" for k in range(len(fits))]
+    if len(names) != len(fits):
+        raise MelsmInputError(f"{len(names)} names for {len(fits)} fits")
+    esc = html.escape
+    parts = [f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
+             f"<style>{CSS}</style></head><body>", f"<h1>{esc(title)}</h1>",
+             f"<p class='meta'>Written by melsm on {datetime.now():%Y-%m-%d %H:%M}.</p>"]
+    if intro:
+        parts.append(f"<p>{esc(intro)}</p>")
+    seen_data = set()
+    for (response, n_obs, group, method), members in _sections(fits, names).items():
+        section_names, section_fits = [n for n, _ in members], [f for _, f in members]
+        design = section_fits[0].model.design
+        label = "Maximum likelihood" if method == "ml" else "Bayesian (MCMC)"
+        parts.append(f"<h2>{esc(response)} by {esc(group or '-')}: {label}</h2>")
+        parts.append(f"<p class='meta'>{design.n_obs} observations in {design.n_groups} groups "
+                     f"({esc(group or '-')}). Models: {esc(', '.join(section_names))}.</p>")
+        parts.append("<h3>Findings</h3><ul class='findings'>"
+                     + "".join(f"<li>{esc(s)}</li>" for s in findings(section_fits, section_names)) + "</ul>")
+        table = compare(*section_fits, names=section_names).to_html(digits=3)  # names must differ per section
+        parts.append(f"<h3>Estimates</h3><div class='scroll'>{table}</div>")
+        parts.append("<h3>Figures</h3>")
+        data_key = (response, n_obs, group)
+        for fig, caption in _figures(section_fits, section_names, data_key not in seen_data):
+            parts.append(_figure_html(fig, caption))
+        seen_data.add(data_key)
+        parts.append("<h3>Fits</h3>")
+        for name, fit in members:
+            formulas = "; ".join(f"{k}: {v}" for k, v in fit.model.spec.formulas.items() if v)
+            parts.append(f"<details><summary>{esc(name)} — {esc(formulas)}</summary>"
+                         f"<pre>{esc(fit.summary())}</pre></details>")
+    parts.append("</body></html>\n")
+    text = "\n".join(parts)
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
