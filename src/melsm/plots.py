@@ -58,7 +58,8 @@ def caterpillar(fit, quantity: str = "mean", name: str | None = None) -> Figure:
     ax = fig.subplots()
     ax.vlines(rank, groups[f"{quantity} low"], groups[f"{quantity} high"], colors=colours, linewidth=1.2)
     ax.scatter(rank, groups[quantity], c=colours, s=12, zorder=3)
-    ax.axhline(average, color=AVERAGE, linewidth=1, linestyle="--", label=f"population average {average:.3g}")
+    where = " (between covariates 0)" if fit.model.layout.g_names and quantity != "mean" else ""
+    ax.axhline(average, color=AVERAGE, linewidth=1, linestyle="--", label=f"population average{where} {average:.3g}")
     rule = ("interval excludes the average" if hasattr(fit, "loglik")
             else "95% interval of the difference from the average excludes 0")
     ax.scatter([], [], c=HIGHLIGHT, s=12, label=f"differs: {rule}")
