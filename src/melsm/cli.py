@@ -124,6 +124,18 @@ def _demo(args) -> int:
     return 0
 
 
+def _app(args) -> int:
+    from .app import serve
+
+    if not 0 <= args.port <= 65535:
+        raise MelsmInputError(f"--port must be between 0 and 65535, not {args.port}")
+    try:
+        serve(args.host, args.port, open_browser=args.open, max_upload=int(args.max_upload_mb * 2**20))
+    except OSError as err:
+        raise MelsmInputError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
+    return 0
+
+
 def _mcmc_options(parser, chains: int = 16, warmup: int = 1000, draws: int = 1000) -> None:
     parser.add_argument("--chains", type=int, default=chains, help="MCMC chains (run as one vectorised program)")
     parser.add_argument("--warmup", type=int, default=warmup, help="MCMC warm-up iterations per chain")
@@ -179,6 +191,13 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="melsm-report.html", help="report file (default melsm-report.html)")
     rep.add_argument("--title", default="melsm report")
     rep.set_defaults(run=_report)
+
+    app = sub.add_parser("app", help="start the browser app (local web server) and print its address")
+    app.add_argument("--port", type=int, default=8050, help="port (default 8050; 0: any free port)")
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    app.add_argument("--max-upload-mb", type=float, default=20, help="largest CSV upload in MB (default 20)")
+    app.add_argument("--open", action="store_true", help="open the page in a web browser")
+    app.set_defaults(run=_app)
 
     riesby = sub.add_parser("riesby", help="fit the Riesby location-scale model on the "
                             "built-in data (MIXREGLS' example) and print its table")

@@ -1,0 +1,177 @@
+"""The app's model form: checking the fields and building the formulas (pandas only).
+
+A form is a dict of fields::
+
+    data, name, response, group,
+    mean_fixed [cols], mean_random [cols], mean_random_intercept (bool),
+    within_fixed [cols], within_random [cols], within_random_intercept (bool),
+    between [cols], association, method ("ml" | "mcmc"), chains, warmup, draws, seed
+
+``build(form, data)`` returns the checked fit request or raises ``FormError`` with a
+message for each field at fault (shown next to that field). Text columns enter the
+fixed parts as ``C(col)``; they cannot have random slopes.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+ASSOCIATIONS = ("correlated", "none", "linear")
+MCMC_LIMITS = {"chains": (2, 64), "warmup": (10, 20000), "draws": (10, 20000), "seed": (0, 2**31 - 1)}
+MCMC_DEFAULTS = {"chains": 8, "warmup": 500, "draws": 500, "seed": 0}
+NAME_LENGTH = 60
+
+
+class FormError(Exception):
+    """Field → message for every field at fault."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def column_info(data: pd.DataFrame) -> list[dict]:
+    """Name, type ("numeric" or "text"), missing count, distinct values and whether the
+    name can be used in a formula, for each column."""
+    out = []
+    for name in data.columns:
+        column = data[name]
+        out.append({"name": str(name), "type": "numeric" if pd.api.types.is_numeric_dtype(column) else "text",
+                    "missing": int(column.isna().sum()), "distinct": int(column.nunique()),
+                    "usable": bool(IDENTIFIER.match(str(name)))})
+    return out
+
+
+def _term(column: str, data: pd.DataFrame) -> str:
+    return column if pd.api.types.is_numeric_dtype(data[column]) else f"C({column})"
+
+
+def _random(intercept: bool, slopes: list[str], group: str) -> str | None:
+    if not intercept and not slopes:
+        return None
+    terms = (["1"] if intercept else ["0"]) + slopes
+    return f"({' + '.join(terms)} | {group})"
+
+
+def formulas(form: dict, data: pd.DataFrame) -> dict:
+    """The mean, within and between formulas of a form (fields assumed checked)."""
+    response, group = form["response"], form["group"]
+    mean_terms = [_term(c, data) for c in form.get("mean_fixed", [])] or ["1"]
+    random = _random(bool(form.get("mean_random_intercept")), list(form.get("mean_random", [])), group)
+    mean = f"{response} ~ {' + '.join(mean_terms + ([random] if random else []))}"
+    within_terms = [_term(c, data) for c in form.get("within_fixed", [])] or ["1"]
+    random = _random(bool(form.get("within_random_intercept")), list(form.get("within_random", [])), group)
+    within = f"~ {' + '.join(within_terms + ([random] if random else []))}"
+    between = form.get("between") or []
+    return {"mean": mean, "within": within,
+            "between": f"~ {' + '.join(_term(c, data) for c in between)}" if between else None}
+
+
+def _columns(form: dict, field: str) -> list[str]:
+    value = form.get(field) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise FormError({field: "expected a list of column names"})
+    return value
+
+
+def _integer(form: dict, field: str, errors: dict) -> int | None:
+    low, high = MCMC_LIMITS[field]
+    value = form.get(field, MCMC_DEFAULTS[field])
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        errors[field] = f"{field} must be a whole number, not '{value}'"
+        return None
+    if not low <= number <= high:
+        errors[field] = f"{field} must be between {low} and {high}"
+        return None
+    return number
+
+
+def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
+    """Check every field of ``form`` against ``data``; return the fit request
+    ``{"name", "formulas", "association", "method", "options"}``."""
+    if not isinstance(form, dict):
+        raise FormError({"form": "the request is not a form"})
+    errors: dict[str, str] = {}
+    columns = {c["name"]: c for c in column_info(data)}
+
+    def known(field: str, column: str) -> bool:
+        if column not in columns:
+            errors[field] = f"no column '{column}' in the data"
+            return False
+        if not columns[column]["usable"]:
+            errors[field] = f"column '{column}' has a name a formula cannot use; rename it"
+            return False
+        return True
+
+    response, group = form.get("response") or "", form.get("group") or ""
+    if not response:
+        errors["response"] = "choose the response"
+    elif known("response", response) and columns[response]["type"] != "numeric":
+        errors["response"] = f"the response '{response}' must be numeric"
+    if not group:
+        errors["group"] = "choose the level-2 identifier (the group)"
+    elif known("group", group):
+        if group == response:
+            errors["group"] = "the group cannot be the response"
+        elif columns[group]["distinct"] < 2:
+            errors["group"] = f"'{group}' has only one value: there is nothing to group"
+    lists = {}
+    for field in ("mean_fixed", "mean_random", "within_fixed", "within_random", "between"):
+        try:
+            lists[field] = _columns(form, field)
+        except FormError as err:
+            errors.update(err.errors)
+            lists[field] = []
+        for column in lists[field]:
+            if not known(field, column):
+                break
+            if column in (response, group):
+                errors[field] = f"'{column}' is the {'response' if column == response else 'group'}"
+                break
+            if field.endswith("_random") and columns[column]["type"] != "numeric":
+                errors[field] = f"'{column}' is text: a random slope needs a numeric column"
+                break
+    if "between" not in errors and lists["between"] and group in columns and "group" not in errors:
+        varying = [c for c in lists["between"] if (data.groupby(group)[c].nunique(dropna=False) > 1).any()]
+        if varying:
+            errors["between"] = (f"'{varying[0]}' varies within {group}: between-group covariates must be "
+                                 f"constant within each group")
+    association = form.get("association") or "correlated"
+    if association not in ASSOCIATIONS:
+        errors["association"] = f"association must be one of {', '.join(ASSOCIATIONS)}"
+    if not (form.get("mean_random_intercept") or lists["mean_random"]) and not errors.get("mean_random"):
+        errors["mean_random"] = "the mean function needs a random effect (tick the random intercept)"
+    name = str(form.get("name") or "").strip()
+    if not name:
+        errors["name"] = "give the model a name"
+    elif len(name) > NAME_LENGTH:
+        errors["name"] = f"the name is longer than {NAME_LENGTH} characters"
+    elif name in taken_names:
+        errors["name"] = f"a fitted model is already called '{name}'"
+    method = form.get("method") or "ml"
+    options = {}
+    if method == "mcmc":
+        options = {field: _integer(form, field, errors) for field in MCMC_LIMITS}
+    elif method != "ml":
+        errors["method"] = "method must be ML or MCMC"
+    if errors:
+        raise FormError(errors)
+    return {"name": name, "formulas": formulas({**form, **lists}, data), "association": association,
+            "method": method, "options": options}
+
+
+def field_of(message: str) -> str:
+    """The form field an engine error message is about (for messages the checks above
+    cannot foresee, e.g. a singular design)."""
+    text = message.lower()
+    for needle, field in (("between", "between"), ("within", "within_fixed"), ("level-1 variance", "within_fixed"),
+                          ("mean formula", "mean_fixed"), ("mean function", "mean_fixed"), ("response", "response"),
+                          ("group", "group")):
+        if needle in text:
+            return field
+    return "form"
