@@ -20,14 +20,19 @@ MODEL_2 = ("normexam ~ 1 + (1 | school)", "~ 1 + (1 | school)")
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def app_server():
     server = make_server("127.0.0.1", 0, max_upload=64 * 1024)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
     server.shutdown()
     server.server_close()
     server.state.engine.shutdown()
+
+
+@pytest.fixture(scope="module")
+def app_url(app_server):
+    return f"http://127.0.0.1:{app_server.server_address[1]}"
 
 
 class Client:
@@ -116,6 +121,57 @@ def test_fit_through_the_api_equals_the_python_fit(app_url, tutorial):
     assert status == 400  # the name is taken
     other = Client(app_url)  # another browser session sees none of it
     assert other.json("/api/fits")[1] == []
+
+
+def _wait(client, job_id):
+    import time
+
+    for _ in range(1200):
+        status, job = client.json(f"/api/jobs/{job_id}")
+        if job["status"] in ("done", "error"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError("the job did not finish")
+
+
+def test_mcmc_fit_compare_and_report_through_the_api(app_url):
+    client = Client(app_url)
+    ids = []
+    for name, within in (("A", False), ("B", True)):
+        form = model_2_form(name=name, within_random_intercept=within, method="mcmc", chains=2, warmup=40,
+                            draws=40, seed=1)
+        status, started = client.json("/api/fit", form)
+        job = _wait(client, started["job"])
+        assert job["status"] == "done", job
+        fit = job["fit"]
+        assert fit["method"] == "mcmc" and fit["dic"] > 10000 and fit["options"]["chains"] == 2
+        assert "MCMC" in fit["summary"] and not fit["converged"]  # 2 x 40 draws: too short, and it says so
+        ids.append(fit["id"])
+    status, answer = client.json("/api/compare", {"ids": ids})
+    assert status == 200 and "DIC" in answer["html"] and '<th colspan="2">B</th>' in answer["html"]
+    status, page = client.request(f"/api/report.html?ids={ids[0]},{ids[1]}")
+    assert status == 200 and page.count(b"data:image/png;base64,") >= 4 and b"Bayesian (MCMC)" in page
+    status, answer = client.json("/api/compare", {"ids": [ids[0]]})
+    assert status == 400 and "two or more" in answer["errors"]["compare"]
+
+
+def test_the_app_survives_a_dead_worker(app_server, app_url):
+    """A worker killed (as by the kernel when out of memory): the job says so, the next works."""
+    import signal
+
+    client = Client(app_url)
+    status, started = client.json("/api/fit", model_2_form(name="first"))
+    assert _wait(client, started["job"])["status"] == "done"
+    for process in list(app_server.state.engine._pool._processes.values()):
+        os.kill(process.pid, signal.SIGKILL)
+    status, started = client.json("/api/fit", model_2_form(name="after crash"))
+    assert status == 200
+    job = _wait(client, started["job"])
+    if job["status"] == "error":  # the pool noticed the dead worker while running this job
+        assert "worker process stopped" in job["errors"]["form"]
+        status, started = client.json("/api/fit", model_2_form(name="after crash"))
+        job = _wait(client, started["job"])
+    assert job["status"] == "done"
 
 
 @pytest.mark.parametrize("content, message", [
