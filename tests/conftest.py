@@ -13,6 +13,14 @@ def reference(name: str) -> dict:
     return json.loads((REFERENCE / name).read_text())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_after_module():
+    """Each test file compiles its own models; XLA keeps memory maps for every compiled
+    model, and a worker that ran several files could pass Linux's per-process limit."""
+    yield
+    melsm.release_compiled()
+
+
 @pytest.fixture(scope="session")
 def tutorial():
     return melsm.datasets.load("tutorial")

@@ -320,3 +320,13 @@ def test_melsm_app_bad_address(capsys, argv, message):
     assert main(["app", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("melsm: error: ") and message in err and err.count("\n") == 1
+
+
+def test_sampler_reports_progress_to_a_callable(tutorial):
+    """The app's MCMC progress: (done, total) after warm-up, ending at total."""
+    calls = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        melsm.Model(*MODEL_2, data=tutorial).sample(chains=2, warmup=20, draws=40, progress=lambda d, t: calls.append(
+            (d, t)))
+    assert calls == [(20 + k, 60) for k in range(2, 41, 2)]

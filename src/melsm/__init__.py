@@ -12,6 +12,7 @@ from . import (
     _jax,  # noqa: F401  (float64 and the compilation cache, before any JAX use)
     datasets,
 )
+from ._compiled import release as release_compiled
 from .compare import Comparison, compare
 from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning, MelsmInputError
 from .model import MelsmDataWarning, Model
@@ -21,7 +22,8 @@ from .results import LRTest, MLResults
 __version__ = "0.1.0"
 
 __all__ = ["Model", "MLResults", "LRTest", "datasets", "compare", "Comparison", "report", "MelsmInputError",
-           "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "lrtest"]
+           "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "lrtest",
+           "release_compiled"]
 
 
 def lrtest(restricted: MLResults, full: MLResults) -> LRTest:

@@ -67,6 +67,21 @@ def _key(name: str, static: dict, args: tuple) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def release() -> None:
+    """Drop every compiled function this process holds (our in-memory exports and JAX's
+    caches); the disk caches stay, so the next use reloads instead of recompiling.
+
+    XLA's CPU runtime keeps hundreds of memory maps per compiled model and Linux allows
+    65,530 per process: a long process that meets many different models (a test suite,
+    a simulation study, a server) calls this between batches of work.
+    """
+    import gc
+
+    _memory.clear()
+    jax.clear_caches()
+    gc.collect()
+
+
 def compiled(static_argnames: tuple[str, ...]):
     """Like ``functools.partial(jax.jit, static_argnames=...)``, with lowered functions
     kept on disk between processes. Array arguments must come before static ones."""

@@ -76,10 +76,15 @@ def run_chains(key, z0, data, scales, sample_layout, priors, n_chains, n_warmup,
 
 
 _started = [0.0]
+#: Where progress goes: None (a line on standard error) or a callable (done, total).
+_reporter = [None]
 
 
 def _progress_cb(done, total):
-    _progress(done, total, _started)
+    if _reporter[0] is None:
+        _progress(done, total, _started)
+    else:
+        _reporter[0](int(done), int(total))
 
 
 @partial(jax.jit, static_argnames=("sample_layout",))
@@ -124,6 +129,7 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
     z0 = centre[None] + jitter[None] * rng.normal(size=(chains, sample_layout.size))
     key = jax.random.PRNGKey(seed)
     _started[0] = time.time()
+    _reporter[0] = progress if callable(progress) else None
     if progress is None:
         progress = sys.stderr.isatty()
     report_every = max(1, draws // 20) if progress else 0

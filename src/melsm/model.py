@@ -108,7 +108,8 @@ class Model:
 
         ``priors``: "default" (weakly informative), "diffuse" (close to Stat-JR/MLwiN) or a
         dict of ``melsm.priors.Priors`` fields. ``start``: an ML fit to start from (else one
-        is made). ``progress``: a progress line on stderr (default: when it is a terminal).
+        is made). ``progress``: a progress line on stderr (default: when it is a terminal),
+        or a callable ``(done, total)`` called with the iterations done after warm-up.
         Returns ``MCMCResults``.
         """
         from .bayes import MCMCResults

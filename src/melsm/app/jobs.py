@@ -40,8 +40,10 @@ def _figures(fit, name: str) -> list[dict]:
     return figures
 
 
-def fit_job(data: pd.DataFrame, request: dict) -> dict:
-    """Fit one model; the result record the page shows, with the pickled fit."""
+def fit_job(data: pd.DataFrame, request: dict, progress=None) -> dict:
+    """Fit one model; the result record the page shows, with the pickled fit.
+    ``progress``: a shared dict (a multiprocessing manager's) that gets ``done`` and
+    ``total`` MCMC iterations as the sampler runs."""
     import melsm
     from melsm.errors import MelsmInputError
 
@@ -53,7 +55,9 @@ def fit_job(data: pd.DataFrame, request: dict) -> dict:
             model = melsm.Model(formulas["mean"], within=formulas["within"], between=formulas["between"],
                                 data=data, association=request["association"])
             if request["method"] == "mcmc":
-                fit = model.sample(progress=False, **options)
+                report = (lambda done, total: progress.update(done=done, total=total)) if progress is not None \
+                    else False
+                fit = model.sample(progress=report, **options)
             else:
                 fit = model.fit()
         except MelsmInputError as err:

@@ -72,6 +72,14 @@ class Engine:
         self._lock = threading.Lock()
         self._pool = self._new()
         self._pool.submit(jobs.warm_up)
+        self._manager = None
+
+    def progress_dict(self):
+        """A dict shared with the worker (MCMC progress); its manager starts on first use."""
+        with self._lock:
+            if self._manager is None:
+                self._manager = multiprocessing.get_context("spawn").Manager()
+            return self._manager.dict()
 
     @staticmethod
     def _new() -> ProcessPoolExecutor:
@@ -95,6 +103,8 @@ class Engine:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._manager is not None:
+            self._manager.shutdown()
 
 
 class AppState:
@@ -326,8 +336,9 @@ class Handler(BaseHTTPRequestHandler):
             job = {"name": request["name"], "method": request["method"], "status": "queued",
                    "started": time.time(), "data": form.get("data")}
             session.jobs[job_id] = job
-        future = self.state.engine.submit(jobs.fit_job, data, request)
-        job["future"] = future
+        progress = self.state.engine.progress_dict() if request["method"] == "mcmc" else None
+        future = self.state.engine.submit(jobs.fit_job, data, request, progress)
+        job["future"], job["progress"] = future, progress
         future.add_done_callback(lambda f: self._finish(session, job, f))
         self._json({"job": job_id, "formulas": request["formulas"]})
 
@@ -359,6 +370,11 @@ class Handler(BaseHTTPRequestHandler):
             status = "running"
         out = {"status": status, "name": job["name"], "method": job["method"],
                "seconds": round(job.get("seconds", time.time() - job["started"]), 1)}
+        if status == "running" and job.get("progress") is not None:
+            try:
+                out["progress"] = dict(job["progress"])  # {"done", "total"} once warm-up is over
+            except (OSError, EOFError):  # the manager is gone: no progress, but no failure either
+                pass
         if status == "done":
             out["fit"] = _public(session.fits[job["fit"]], job["fit"])
         elif status == "error":

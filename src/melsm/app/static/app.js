@@ -140,7 +140,13 @@ async function runFit() {
   const poll = async () => {
     const { payload: job } = await api(`/api/jobs/${payload.job}`);
     if (job.status === "queued" || job.status === "running") {
-      $("#progress-text").textContent = `${job.status === "queued" ? "Waiting to fit" : "Fitting"} ${label} … ${job.seconds.toFixed(1)} s`;
+      let stage = "";
+      if (job.method === "mcmc" && job.status === "running") {
+        stage = job.progress && job.progress.total ? ` — sampling: ${job.progress.done} of ${job.progress.total} iterations`
+          : " — warming up the sampler";
+      }
+      $("#progress-text").textContent = `${job.status === "queued" ? "Waiting to fit" : "Fitting"} ${label} … ` +
+        `${job.seconds.toFixed(1)} s${stage}`;
       setTimeout(poll, 400);
       return;
     }
