@@ -22,8 +22,8 @@ import pandas as pd
 
 from .errors import MelsmInputError
 
-BLOCK_TITLES = {"mean": "Mean function", "between": "Level-2 variance function (log variance of the "
-                "random location intercept)", "within": "Level-1 variance function (log variance)",
+BLOCK_TITLES = {"mean": "Mean function", "between": "Level-2 variance functions (log variances of random "
+                "effects)", "within": "Level-1 variance function (log variance)",
                 "cross": "Cross-function", "fit": "Model fit"}
 BLOCK_ORDER = tuple(BLOCK_TITLES)
 KIND_ORDER = {"coef": 0, "sd": 1, "corr": 2, "criterion": 3}

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import MelsmInputError
-from .spec import ModelSpec
+from .spec import LOCATION_INTERCEPT, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Design:
     w_names: list[str]
     zu_names: list[str]
     zv_names: list[str]
-    g_names: list[str]
+    g_names: list[str]  # coefficient names of every level-2 function, in G's column order
     row_order: np.ndarray  # (N,) index into the caller's rows (after dropping missing)
     row_index: pd.Index  # caller's index labels of the used rows (sorted order)
     n_dropped: int
@@ -48,6 +48,7 @@ class Design:
     group_name: str | None
     y_scale: float = field(default=1.0)
     n_missing: dict = field(default_factory=dict)  # column -> missing values among the rows given
+    g_functions: list = field(default_factory=list)  # (effect, first, end column of G) per function
 
     @property
     def n_obs(self) -> int:
@@ -82,6 +83,11 @@ _PART_NAMES = {
     "within random": "random part of the within formula",
     "between": "between formula",
 }
+
+
+def _part_name(which: str) -> str:
+    """How messages name a formula part; ``"between <effect>"`` is that effect's function."""
+    return _PART_NAMES.get(which) or f"between formula of {which.removeprefix('between ')}"
 
 
 def _label(value) -> str:
@@ -132,10 +138,10 @@ def _check_columns(data: pd.DataFrame, spec: ModelSpec, used: dict[str, set[str]
                 continue
             text = formula_parts.get(which, "")
             if re.search(r"(?<![\w.])" + re.escape(name) + r"\s*\(", text):
-                raise MelsmInputError(f"unknown function or column '{name}' in the {_PART_NAMES[which]} "
+                raise MelsmInputError(f"unknown function or column '{name}' in the {_part_name(which)} "
                                       f"(columns: {available}; functions: np.log, I(...), C(...), ...)")
             raise MelsmInputError(
-                f"unknown column '{name}' in the {_PART_NAMES[which]} (columns: {available})"
+                f"unknown column '{name}' in the {_part_name(which)} (columns: {available})"
             )
     if spec.group is not None and spec.group not in data.columns:
         raise MelsmInputError(f"unknown grouping column '{spec.group}' (columns: {available})")
@@ -160,7 +166,7 @@ def _check_numeric(data: pd.DataFrame, columns: list[str], response: str,
         which = response if name == response else _used_without_c(name, formula_parts)
         if which is None:
             continue  # only used as C(name): a categorical covariate
-        where = "" if name == response else f" in the {_PART_NAMES[which]}"
+        where = "" if name == response else f" in the {_part_name(which)}"
         present = col.dropna()
         if isinstance(col.dtype, pd.CategoricalDtype):
             raise MelsmInputError(
@@ -247,8 +253,8 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         formula_parts["mean random"] = spec.mean_random
     if spec.within_random:
         formula_parts["within random"] = spec.within_random
-    if spec.between:
-        formula_parts["between"] = spec.between
+    for effect, text in spec.between or ():
+        formula_parts["between" if effect == LOCATION_INTERCEPT else f"between {effect}"] = text
     used = {which: _variables(text, which) for which, text in formula_parts.items()}
     used["mean"] = used["mean"] | {spec.response}
     _check_columns(data, spec, used, formula_parts)
@@ -308,38 +314,59 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
                               "at least an intercept")
 
     n_groups = len(labels)
-    if spec.between:
-        if "Intercept" not in zu_names:
-            raise MelsmInputError(
-                "a between formula needs a random location intercept in the mean formula"
-            )
-        G_rows, g_names = _matrix(spec.between, frame, "between")
-        _check_finite(G_rows, g_names, "between")
-        starts = np.searchsorted(codes, np.arange(n_groups))
-        G = G_rows[starts]
-        varies = np.abs(G_rows - G[codes]).max(axis=0) > 1e-12 * (1 + np.abs(G_rows).max(axis=0))
-        if np.any(varies):
-            k = int(np.argmax(varies))
-            bad = int(codes[np.argmax(np.abs(G_rows - G[codes])[:, k])])
-            values = G_rows[codes == bad, k]
-            raise MelsmInputError(
-                f"between covariate '{g_names[k]}' varies within group {_label(labels[bad])} of "
-                f"'{spec.group}' (from {values.min():g} to {values.max():g}); "
-                "level-2 covariates must be constant within each group"
-            )
-        _check_rank(G, g_names, "between")
-    else:
-        G, g_names = np.zeros((n_groups, 0)), []
+    G, g_names, g_functions = _between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names)
 
     used_rows = np.flatnonzero(complete)[order]
     return Design(
         y=y, X=X, W=W, Zu=Zu, Zv=Zv, G=G,
         group=codes.astype(np.int32), group_labels=labels,
         x_names=x_names, w_names=w_names, zu_names=zu_names, zv_names=zv_names, g_names=g_names,
+        g_functions=g_functions,
         row_order=used_rows, row_index=data.index[used_rows], n_dropped=n_dropped,
         response=spec.response, group_name=spec.group, y_scale=float(np.std(y)),
         n_missing=n_missing,
     )
+
+
+def _between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names):
+    """G (J, p_g) of every level-2 function side by side, the coefficient names, and
+    (effect, first column, end column) of each function. The random location
+    intercept's coefficients are named by covariate (``endog``), the others
+    ``<part>:<effect term>:<covariate>`` (``within:Intercept:endog``)."""
+    blocks, names, functions, start = [], [], [], 0
+    # location effects' functions first: the fit without scale effects uses a prefix of κ
+    for effect, text in sorted(spec.between or (), key=lambda item: not item[0].startswith("mean:")):
+        part, term = effect.split(":", 1)
+        random_names = zu_names if part == "mean" else zv_names
+        if term not in random_names:
+            raise MelsmInputError(
+                f"a between formula for {effect} needs {term} among the random effects of the {part} formula"
+                f" (random: {', '.join(random_names) or 'none'})" if part == "mean" else
+                f"a between formula for {effect} needs {term} among the random effects of the within formula"
+                f" (random: {', '.join(random_names) or 'none'})")
+        label = "between" if effect == LOCATION_INTERCEPT else f"between ({effect})"
+        G_rows, covariates = _matrix(text, frame, label)
+        _check_finite(G_rows, covariates, label)
+        first = np.searchsorted(codes, np.arange(n_groups))
+        G = G_rows[first]
+        varies = np.abs(G_rows - G[codes]).max(axis=0) > 1e-12 * (1 + np.abs(G_rows).max(axis=0))
+        if np.any(varies):
+            k = int(np.argmax(varies))
+            bad = int(codes[np.argmax(np.abs(G_rows - G[codes])[:, k])])
+            values = G_rows[codes == bad, k]
+            where = "" if effect == LOCATION_INTERCEPT else f" (function of {effect})"
+            raise MelsmInputError(
+                f"between covariate '{covariates[k]}'{where} varies within group {_label(labels[bad])} of "
+                f"'{spec.group}' (from {values.min():g} to {values.max():g}); "
+                "level-2 covariates must be constant within each group"
+            )
+        _check_rank(G, covariates, label)
+        blocks.append(G)
+        names += covariates if effect == LOCATION_INTERCEPT else [f"{effect}:{c}" for c in covariates]
+        functions.append((effect, start, start + len(covariates)))
+        start += len(covariates)
+    G = np.concatenate(blocks, axis=1) if blocks else np.zeros((n_groups, 0))
+    return G, names, functions
 
 
 def new_data_arrays(design: Design, spec: ModelSpec, data: pd.DataFrame) -> dict:

@@ -13,9 +13,10 @@ groups the variances are log-normal, so the population averages are
     V   = exp(2α0 + σ²_v0) (exp(σ²_v0) − 1)          (variance of the group variances)
     ICC = σ²_u / (σ²_u + E)
 
-with σ²_u at g = 0 under a between function, and σ²_v0 = 0 without a random scale
-intercept. The same formulas serve maximum likelihood (empirical-Bayes intervals for
-groups; delta-method SEs for population quantities) and MCMC (per-draw quantities).
+with σ²_u and σ²_v at g = 0 under level-2 functions, and σ²_v0 = 0 without a random
+scale intercept. Group variances include each group's own level-2 function values.
+The same formulas serve maximum likelihood (empirical-Bayes intervals for groups;
+delta-method SEs for population quantities) and MCMC (per-draw quantities).
 
 Maximum likelihood: group intervals are the empirical-Bayes posterior mean ± 1.96
 posterior SDs of u0j, and exp(α0 + v̂0j ± 1.96 sd(v0j)) for the variance (the ICC
@@ -70,23 +71,42 @@ def random_slopes(layout) -> list[tuple[str, str]]:
         for term in random if term != "Intercept" and term in fixed and "Intercept" in fixed]
 
 
+def _function(layout, effect: str) -> tuple[int, int] | None:
+    """First and end index in κ and G of ``effect``'s level-2 function, if it has one."""
+    return next(((a, b) for e, a, b in layout.g_functions if e == effect), None)
+
+
+def _variance_at_zero(p: Mapping, layout, effect: str, xp, like):
+    """σ²_k for a group whose level-2 covariates are 0: exp(intercept of its function),
+    or its SD² without a function, or 0 when ``effect`` is not random."""
+    part, term = effect.split(":", 1)
+    span = _function(layout, effect)
+    if span is not None:
+        names = layout.g_names[span[0]:span[1]]
+        intercept = next((f"between:{n}" for n in names if n.rsplit(":", 1)[-1] == "Intercept"), None)
+        return xp.exp(p[intercept]) if intercept else 1.0 + 0.0 * like
+    if term in (layout.zu_names if part == "mean" else layout.zv_names):
+        return p[f"sd:{effect}"] ** 2
+    return 0.0 * like
+
+
 def _between_variance(p: Mapping, layout, g, xp):
-    """σ²_u for groups with between covariates ``g`` (rows), or the constant σ²_u0."""
-    if layout.g_names:
-        kappa = xp.stack([p[f"between:{n}"] for n in layout.g_names], axis=-1)  # (p_g,) or (S, p_g)
-        return xp.exp(kappa @ xp.asarray(g).T)
-    return p["sd:mean:Intercept"] ** 2
+    """σ²_u0 for groups with level-2 covariates ``g`` (rows of G), or the constant σ²_u0."""
+    span = _function(layout, "mean:Intercept")
+    if span is None:
+        return p["sd:mean:Intercept"] ** 2
+    a, b = span
+    kappa = xp.stack([p[f"between:{n}"] for n in layout.g_names[a:b]], axis=-1)  # (p,) or (S, p)
+    return xp.exp(kappa @ xp.asarray(g)[:, a:b].T)
 
 
 def population_formulas(p: Mapping, layout, xp=jnp) -> dict:
     """The population averages from reported parameters ``p`` (name → value, or name →
-    draws); ``xp`` is jax.numpy (for the delta method) or numpy (for draws)."""
+    draws); ``xp`` is jax.numpy (for the delta method) or numpy (for draws). Level-2
+    functions are evaluated at covariates 0."""
     alpha0 = p["within:Intercept"]
-    s2v = p["sd:within:Intercept"] ** 2 if "Intercept" in layout.zv_names else 0.0 * alpha0
-    if layout.g_names:
-        s2u = xp.exp(p["between:Intercept"]) if "Intercept" in layout.g_names else 1.0 + 0.0 * alpha0
-    else:
-        s2u = p["sd:mean:Intercept"] ** 2
+    s2v = _variance_at_zero(p, layout, "within:Intercept", xp, alpha0)
+    s2u = _variance_at_zero(p, layout, "mean:Intercept", xp, alpha0)
     e = xp.exp(alpha0 + s2v / 2)
     return {"between_variance": s2u, "variance_mean": e,
             "variance_variance": xp.exp(2 * alpha0 + s2v) * xp.expm1(s2v),

@@ -158,19 +158,13 @@ def small_cholesky(S):
 
 # ---- the likelihood given the scale effects ------------------------------------------
 def group_factors(theta, data: ModelData, layout: ParamLayout):
-    """β, α and the blocks of L_j: L_vv (q_v,q_v), L_uv,j (J,q_u,q_v), L_uu,j (J,q_u,q_u)."""
+    """β, α and the blocks of L_j = S_j L: L_vv,j (J,q_v,q_v), L_uv,j (J,q_u,q_v),
+    L_uu,j (J,q_u,q_u), with S_j the groups' level-2 SD multipliers (``ParamLayout``)."""
     beta, alpha, kappa, _ = layout.split(theta)
     L = layout.cholesky(theta)
     qv = layout.q_v
-    L_vv, L_uv, L_uu = L[:qv, :qv], L[qv:, :qv], L[qv:, qv:]
-    n_groups = data.G.shape[0]
-    scale = jnp.ones((n_groups, layout.q_u))
-    if layout.between_row >= 0:
-        sd_u0 = jnp.exp(0.5 * data.G @ kappa)
-        scale = scale.at[:, layout.between_row - qv].set(sd_u0)
-    L_uv_j = scale[:, :, None] * L_uv[None]
-    L_uu_j = scale[:, :, None] * L_uu[None]
-    return beta, alpha, L_vv, L_uv_j, L_uu_j
+    L_j = layout.group_sd_scales(kappa, data.G)[:, :, None] * L[None]
+    return beta, alpha, L_j[:, :qv, :qv], L_j[:, qv:, :qv], L_j[:, qv:, qv:]
 
 
 def conditional_terms(theta, data: ModelData, eta_v, layout: ParamLayout):
@@ -178,11 +172,11 @@ def conditional_terms(theta, data: ModelData, eta_v, layout: ParamLayout):
 
     Returns (logp (J,), mean of η_u | η_v, y (J,q_u), covariance M⁻¹ (J,q_u,q_u)).
     """
-    beta, alpha, L_vv, L_uv_j, L_uu_j = group_factors(theta, data, layout)
+    beta, alpha, L_vv_j, L_uv_j, L_uu_j = group_factors(theta, data, layout)
     qu = layout.q_u
     n_groups = data.G.shape[0]
     g = data.chunk_group
-    v = eta_v @ L_vv.T  # (J, q_v)
+    v = jnp.sum(L_vv_j * eta_v[:, None, :], axis=-1)  # (J, q_v)
     # Tiny contractions are written as broadcast-and-sum: XLA's CPU dot kernels are
     # slow for batched products with 1–3 terms.
     mu = jnp.sum(data.X * beta, axis=-1)  # (C, c)
@@ -306,9 +300,9 @@ def random_effect_posterior(theta, data: ModelData, nodes: Nodes | None, layout:
 
     A mixture over the quadrature nodes of η_v: given η_v, η_u is Gaussian with mean
     M⁻¹c and covariance M⁻¹, so b_j | η_v has mean (L_vv η_v, L_uv η_v + G M⁻¹c) and
-    covariance blockdiag(0, G M⁻¹ Gᵀ).
+    covariance blockdiag(0, G M⁻¹ Gᵀ) (L_vv, L_uv, G: the group's own, L_j = S_j L).
     """
-    _, _, L_vv, L_uv_j, L_uu_j = group_factors(theta, data, layout)
+    _, _, L_vv_j, L_uv_j, L_uu_j = group_factors(theta, data, layout)
     n_groups = data.G.shape[0]
     if layout.q_v == 0:
         points = jnp.zeros((1, n_groups, 0))
@@ -319,7 +313,7 @@ def random_effect_posterior(theta, data: ModelData, nodes: Nodes | None, layout:
     def at_node(eta_v):
         logp, m_u, cov_u = conditional_terms(theta, data, eta_v, layout)
         h = logp - 0.5 * jnp.sum(eta_v**2, axis=1)
-        v = eta_v @ L_vv.T
+        v = jnp.einsum("jab,jb->ja", L_vv_j, eta_v)
         u = jnp.einsum("juv,jv->ju", L_uv_j, eta_v) + jnp.einsum("jab,jb->ja", L_uu_j, m_u)
         cu = jnp.einsum("jab,jbc,jdc->jad", L_uu_j, cov_u, L_uu_j)
         return h, jnp.concatenate([v, u], axis=1), cu

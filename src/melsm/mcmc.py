@@ -93,7 +93,7 @@ def draw_random_effects(key, z, data, sample_layout: SampleLayout):
     layout = sample_layout.layout
     theta = sample_layout.to_theta(z)
     eta_v = sample_layout.split(z)[5]
-    _, _, L_vv, L_uv_j, L_uu_j = group_factors(theta, data, layout)
+    _, _, L_vv_j, L_uv_j, L_uu_j = group_factors(theta, data, layout)
     _, mean, cov = conditional_terms(theta, data, eta_v, layout)
     if layout.q_u:
         chol = jnp.linalg.cholesky(cov)
@@ -101,7 +101,7 @@ def draw_random_effects(key, z, data, sample_layout: SampleLayout):
         u = jnp.einsum("juv,jv->ju", L_uv_j, eta_v) + jnp.einsum("jab,jb->ja", L_uu_j, eta_u)
     else:
         u = jnp.zeros((eta_v.shape[0], 0))
-    v = eta_v @ L_vv.T
+    v = jnp.einsum("jab,jb->ja", L_vv_j, eta_v)
     return jnp.concatenate([v, u], axis=1), theta
 
 

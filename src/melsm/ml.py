@@ -548,19 +548,38 @@ def boundary_floors(design, layout: ParamLayout) -> np.ndarray:
 
 
 def without_scale_effects(layout: ParamLayout) -> ParamLayout:
-    return replace(layout, zv_names=(), independent_blocks=False)
+    """The model without random scale effects (and without their level-2 functions,
+    whose coefficients come last in κ and G)."""
+    functions = tuple(f for f in layout.g_functions if f[0].startswith("mean:"))
+    n_kappa = functions[-1][2] if functions else 0
+    return replace(layout, zv_names=(), independent_blocks=False, g_names=layout.g_names[:n_kappa],
+                   g_functions=functions)
+
+
+def _function_intercepts(kappa: np.ndarray, layout: ParamLayout, L: np.ndarray) -> np.ndarray:
+    """κ with each level-2 function's intercept (else its first coefficient) at the log
+    variance of its row of L, log Σ_rr = log |L_r|²; other coefficients unchanged."""
+    kappa = np.array(kappa, dtype=float)
+    for row, a, b in layout.function_rows:
+        names = layout.g_names[a:b]
+        k = a + next((i for i, n in enumerate(names) if n == "Intercept" or n.endswith(":Intercept")), 0)
+        kappa[k] = np.log(max(np.sum(L[row] ** 2), 1e-12))
+    return kappa
 
 
 def embed_start(theta_small: np.ndarray, small: ParamLayout, full: ParamLayout,
                 design) -> np.ndarray:
     """Starting values for the full model from the fit without scale effects."""
-    beta, alpha, kappa, _ = small.split(theta_small)
+    beta, alpha, kappa_small, _ = small.split(theta_small)
     L_small = small.cholesky(np.asarray(theta_small), xp=np)
     L = initial_cholesky(design, full, 1.0)
     q_v = full.q_v
     L[q_v:, q_v:] = L_small
-    if full.between_row >= 0:
-        L[full.between_row] /= max(L[full.between_row, full.between_row], 1e-12)
+    # the scale effects' functions start at the initial variances, covariates at 0
+    kappa = _function_intercepts(np.zeros(len(full.g_names)), full, L)
+    kappa[:len(kappa_small)] = kappa_small
+    for b in full.between_rows:
+        L[b] /= max(L[b, b], 1e-12)
     return full.pack(beta, alpha, kappa, L)
 
 
@@ -574,10 +593,10 @@ def embed_inverse_hessian(opt_small: Optimum, small: ParamLayout, full: ParamLay
         return None
     if not np.all(np.isfinite(inv_small)) or not _is_positive_definite(inv_small):
         return None
-    n_fixed = sum(small.sizes[:3])
+    n_fixed = sum(small.sizes[:3])  # β, α and the location functions' κ: the same places in both
     index_small = list(range(n_fixed))
     index_full = list(range(n_fixed))
-    full_pos = {rc: n_fixed + k for k, rc in enumerate(full.chol_entries)}
+    full_pos = {rc: sum(full.sizes[:3]) + k for k, rc in enumerate(full.chol_entries)}
     for k, (r, c) in enumerate(small.chol_entries):
         index_small.append(n_fixed + k)
         index_full.append(full_pos[(r + full.q_v, c + full.q_v)])
@@ -603,10 +622,7 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
         beta, alpha, resid_var = least_squares_start(design)
         small = without_scale_effects(layout)
         L0 = initial_cholesky(design, small, resid_var)
-        kappa = np.zeros(len(small.g_names))
-        if small.between_row >= 0:
-            kappa[small.g_names.index("Intercept") if "Intercept" in small.g_names else 0] = \
-                np.log(L0[small.between_row, small.between_row] ** 2)
+        kappa = _function_intercepts(np.zeros(len(small.g_names)), small, L0)
         theta_small = small.pack(beta, alpha, kappa, L0)
         if layout.q_v:
             stage = maximise(theta_small, data, small, 1, data.G.shape[0],

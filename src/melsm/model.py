@@ -30,9 +30,10 @@ class Model:
         ``"y ~ x + (z | group)"``: response, fixed part and random location effects.
     within : str
         ``"~ w + (s | group)"``: log level-1 variance, fixed part and random scale effects.
-    between : str, optional
+    between : str or dict, optional
         ``"~ g"``: log variance of the random location intercept as a function of group
-        covariates (constant within group).
+        covariates (constant within group); or one such function per random effect,
+        ``{"mean:Intercept": "~ g", "within:Intercept": "~ g"}`` (log σ²_k,j = g_j'κ_k).
     data : pandas.DataFrame
     association : {"correlated", "none", "linear"}
         All random effects of a group are correlated by default; ``"none"`` makes the
@@ -43,7 +44,7 @@ class Model:
     is in the summary).
     """
 
-    def __init__(self, mean: str, within: str = "~ 1", between: str | None = None,
+    def __init__(self, mean: str, within: str = "~ 1", between: str | dict | None = None,
                  data: pd.DataFrame | None = None, association: str = "correlated"):
         if data is None:
             raise MelsmInputError("no data given (data=...)")
@@ -57,7 +58,8 @@ class Model:
                           MelsmDataWarning, stacklevel=2)
         self.layout = ParamLayout(tuple(d.x_names), tuple(d.w_names), tuple(d.g_names),
                                   tuple(d.zu_names), tuple(d.zv_names),
-                                  independent_blocks=self.spec.association == "none")
+                                  independent_blocks=self.spec.association == "none",
+                                  g_functions=tuple(tuple(f) for f in d.g_functions))
         self._model_data: ModelData | None = None
         self._sampler_data: ModelData | None = None
 

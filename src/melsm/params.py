@@ -5,11 +5,11 @@ DESIGN §2) have covariance Σ = L Lᵀ with L lower triangular; ``chol`` holds 
 entries of L, diagonal entries on the log scale. ``association="none"`` fixes the
 block of L linking u to v at zero, which makes the location and scale blocks independent.
 
-With a ``between`` function, the row of L belonging to the random location intercept u0
+With level-2 (``between``) functions, the row of L of each random effect k that has one
 is a direction only (its raw diagonal is fixed at 1 and the row is normalised to unit
-length) and its length is the group's SD, σ_u0,j = exp(½ g_jᵀκ). Σ_j = S_j L Lᵀ S_j with
-S_j = diag(1, .., σ_u0,j, .., 1): correlations are the same in every group, as in
-MIXREGLS' linear association.
+length) and its length is the group's SD, σ_k,j = exp(½ g_jᵀκ_k). So Σ_j = S_j L Lᵀ S_j
+with S_j = diag(1, .., σ_k,j, .., 1), which is positive definite for every group, and the
+correlations are the same in every group, as in MIXREGLS' linear association.
 
 Reported scale: β, α, κ as they are; random-effect SDs sqrt(Σ_rr); correlations
 Σ_rs / sqrt(Σ_rr Σ_ss). Names follow ``mean:<term>``, ``within:<term>``,
@@ -34,6 +34,8 @@ class ParamLayout:
     zu_names: tuple[str, ...]
     zv_names: tuple[str, ...]
     independent_blocks: bool  # association="none"
+    #: (effect "mean:<term>"/"within:<term>", first, end index in κ and G) per level-2 function
+    g_functions: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def q_u(self) -> int:
@@ -47,12 +49,28 @@ class ParamLayout:
     def q(self) -> int:
         return self.q_u + self.q_v
 
+    def row_of(self, effect: str) -> int:
+        """Internal row of L of a random effect named ``mean:<term>`` or ``within:<term>``."""
+        part, term = effect.split(":", 1)
+        return self.q_v + self.zu_names.index(term) if part == "mean" else self.zv_names.index(term)
+
     @property
-    def between_row(self) -> int:
-        """Row of L scaled by the between function (internal order), or -1."""
-        if not self.g_names:
-            return -1
-        return self.q_v + self.zu_names.index("Intercept")
+    def function_rows(self) -> tuple[tuple[int, int, int], ...]:
+        """(row of L, first, end index in κ and G) for each level-2 function."""
+        return tuple((self.row_of(effect), a, b) for effect, a, b in self.g_functions)
+
+    @property
+    def between_rows(self) -> tuple[int, ...]:
+        """Rows of L whose length is a level-2 function (unit directions in L)."""
+        return tuple(r for r, _, _ in self.function_rows)
+
+    def group_sd_scales(self, kappa, G, xp=jnp):
+        """(J, q): each group's SD multiplier per row of L, exp(½ g_jᵀκ_k) for rows with a
+        level-2 function, 1 elsewhere."""
+        columns = [xp.ones(G.shape[0]) for _ in range(self.q)]
+        for row, a, b in self.function_rows:
+            columns[row] = xp.exp(0.5 * (G[:, a:b] @ kappa[a:b]))
+        return xp.stack(columns, axis=1) if columns else xp.ones((G.shape[0], 0))
 
     @property
     def chol_entries(self) -> tuple[tuple[int, int], ...]:
@@ -60,7 +78,7 @@ class ParamLayout:
         entries = []
         for r in range(self.q):
             for c in range(r + 1):
-                if r == c and r == self.between_row:
+                if r == c and r in self.between_rows:
                     continue
                 if self.independent_blocks and r >= self.q_v and c < self.q_v:
                     continue
@@ -82,7 +100,7 @@ class ParamLayout:
                 theta[px + pw + pg:])
 
     def cholesky(self, theta, xp=jnp):
-        """The shared factor L (q × q); the between row is a unit-length direction.
+        """The shared factor L (q × q); rows with a level-2 function are unit-length directions.
 
         ``xp=numpy`` evaluates it eagerly without JAX (no compilation outside ``jit``).
         """
@@ -97,19 +115,18 @@ class ParamLayout:
                     value = raw[position[(r, c)]]
                     row.append(xp.exp(value) if r == c else value)
                 else:
-                    row.append(zero + (1.0 if r == c == self.between_row else 0.0))
-            if r == self.between_row:
+                    row.append(zero + (1.0 if r == c and r in self.between_rows else 0.0))
+            if r in self.between_rows:
                 norm = xp.sqrt(sum(v * v for v in row))
                 row = [v / norm for v in row]
             rows.append(xp.stack(row))
         return xp.stack(rows) if rows else xp.zeros((0, 0))
 
     def pack(self, beta, alpha, kappa, L) -> np.ndarray:
-        """Inverse of ``split``/``cholesky`` for starting values (L's between row: any scale)."""
-        L = np.asarray(L, dtype=float)
-        b = self.between_row
-        if b >= 0:
-            L = L.copy()
+        """Inverse of ``split``/``cholesky`` for starting values (rows with a level-2
+        function: any scale)."""
+        L = np.asarray(L, dtype=float).copy()
+        for b in self.between_rows:
             L[b] = L[b] / L[b, b]
         chol = [np.log(L[r, c]) if r == c else L[r, c] for r, c in self.chol_entries]
         return np.concatenate([np.asarray(beta, float), np.asarray(alpha, float),
@@ -138,7 +155,7 @@ class ParamLayout:
         names += [f"within:{n}" for n in self.w_names]
         names += [f"between:{n}" for n in self.g_names]
         names += [f"sd:{part}:{term}" for part, term, idx in self.random_effects()
-                  if idx != self.between_row]
+                  if idx not in self.between_rows]
         names += [f"corr:{a[0]}:{a[1]},{b[0]}:{b[1]}" for a, b in self.correlation_pairs()]
         return names
 
@@ -154,7 +171,7 @@ class ParamLayout:
         sigma = L @ L.T
         sds = jnp.sqrt(jnp.diag(sigma))
         out = [beta, alpha, kappa]
-        out += [sds[idx][None] for _, _, idx in self.random_effects() if idx != self.between_row]
+        out += [sds[idx][None] for _, _, idx in self.random_effects() if idx not in self.between_rows]
         for a, b in self.correlation_pairs():
             i, j = a[2], b[2]
             out.append((sigma[i, j] / (sds[i] * sds[j]))[None])

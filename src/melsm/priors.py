@@ -86,7 +86,7 @@ class SampleLayout:
 
     @property
     def sd_rows(self) -> tuple[int, ...]:
-        return tuple(r for r in range(self.layout.q) if r != self.layout.between_row)
+        return tuple(r for r in range(self.layout.q) if r not in self.layout.between_rows)
 
     @property
     def n_corr(self) -> int:
@@ -140,8 +140,7 @@ class SampleLayout:
         if self.sd_rows:
             sd = sd.at[jnp.asarray(self.sd_rows)].set(jnp.exp(log_sd))
         L = sd[:, None] * R
-        b = self.layout.between_row
-        if b >= 0:
+        for b in self.layout.between_rows:
             L = L.at[b].set(L[b] / L[b, b])
         chol = [jnp.log(L[r, c]) if r == c else L[r, c] for r, c in self.layout.chol_entries]
         parts = [beta, alpha, kappa] + ([jnp.stack(chol)] if chol else [])

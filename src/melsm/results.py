@@ -185,12 +185,12 @@ class MLResults:
         whose between covariates are ``group_covariates`` (default: all zero)."""
         layout = self.model.layout
         L = layout.cholesky(np.asarray(self.theta), xp=np)
-        if layout.between_row >= 0:
+        if layout.g_functions:
             _, _, kappa, _ = layout.split(self.theta)
-            g = np.array([1.0 if n == "Intercept" else float((group_covariates or {}).get(n, 0.0))
+            values = group_covariates or {}
+            g = np.array([1.0 if n.rsplit(":", 1)[-1] == "Intercept" else float(values.get(n.rsplit(":", 1)[-1], 0.0))
                           for n in layout.g_names])
-            L = L.copy()
-            L[layout.between_row] *= np.exp(0.5 * g @ kappa)
+            L = L * layout.group_sd_scales(np.asarray(kappa), g[None], xp=np)[0][:, None]
         sigma = L @ L.T
         effects = layout.random_effects()
         order = [idx for _, _, idx in effects]

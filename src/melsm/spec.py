@@ -5,6 +5,8 @@ Formulas use lme4 syntax for random effects::
     mean    = "y ~ x1 + x2 + (1 + x1 | group)"   # response, fixed part, random location part
     within  = "~ x1 + (1 | group)"                # log level-1 variance: fixed part, random scale part
     between = "~ g1"                              # log variance of the random location intercept
+    between = {"mean:Intercept": "~ g1",          # or one log-variance function per random effect
+               "within:Intercept": "~ g2"}
 
 Parsing here is purely textual: which terms are fixed, which are random and by which
 grouping factor. Turning the terms into arrays is ``melsm.design``'s job.
@@ -44,7 +46,7 @@ class ModelSpec:
     mean_random: str | None
     within_fixed: str
     within_random: str | None
-    between: str | None
+    between: tuple[tuple[str, str], ...] | None  # (effect "mean:<term>"/"within:<term>", fixed part)
     group: str | None
     association: str
     formulas: dict
@@ -147,23 +149,49 @@ def parse_formula(formula: str, which: str, need_response: bool) -> ParsedFormul
     )
 
 
+LOCATION_INTERCEPT = "mean:Intercept"
+
+
+def _between_functions(between) -> dict[str, str]:
+    """``between`` as {effect: formula}: a string is the random location intercept's."""
+    if isinstance(between, str):
+        return {LOCATION_INTERCEPT: between}
+    if not isinstance(between, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in between.items()):
+        raise MelsmInputError("between must be a formula, or a dict {effect: formula} with effects such as "
+                              "'mean:Intercept' or 'within:Intercept'")
+    for effect in between:
+        part, _, term = effect.partition(":")
+        if part not in ("mean", "within") or not term:
+            raise MelsmInputError(f"between: '{effect}' is not a random effect; write 'mean:<term>' or "
+                                  "'within:<term>', e.g. 'within:Intercept'")
+    return dict(between)
+
+
 def make_spec(
     mean: str,
     within: str = "~ 1",
-    between: str | None = None,
+    between: str | dict | None = None,
     association: str = "correlated",
 ) -> ModelSpec:
-    """Parse and cross-check the three formulas of a location-scale model."""
+    """Parse and cross-check the three formulas of a location-scale model.
+
+    ``between``: the log variance of the random location intercept as a function of
+    group covariates, or a dict giving such a function for any random effect, e.g.
+    ``{"within:Intercept": "~ schgend"}`` (log σ²_v0,j = g_j'γ)."""
     if not isinstance(association, str) or association not in ASSOCIATIONS:
         raise MelsmInputError(
             f"association {association!r} is not one of {', '.join(ASSOCIATIONS)}"
         )
     m = parse_formula(mean, "mean", need_response=True)
     w = parse_formula(within if within is not None else "~ 1", "within", need_response=False)
-    b = parse_formula(between, "between", need_response=False) if between else None
-    if b is not None and b.random is not None:
-        raise MelsmInputError(f"between formula '{' '.join(between.split())}' cannot have random terms "
-                              "(it describes the variance of the random location intercept)")
+    functions = _between_functions(between) if between else {}
+    parsed = {}
+    for effect, text in functions.items():
+        b = parse_formula(text, "between", need_response=False)
+        if b.random is not None:
+            raise MelsmInputError(f"between formula '{' '.join(text.split())}' cannot have random terms "
+                                  f"(it describes the variance of the random effect {effect})")
+        parsed[effect] = b.fixed
     groups = {p.group for p in (m.random, w.random) if p is not None}
     if len(groups) > 1:
         raise MelsmInputError(
@@ -171,11 +199,13 @@ def make_spec(
             " melsm fits two-level models with one grouping factor"
         )
     group = groups.pop() if groups else None
-    if b is not None and m.random is None:
-        raise MelsmInputError(
-            "a between formula models the variance of the random location intercept, "
-            "but the mean formula has no random part"
-        )
+    for effect in parsed:
+        if (m.random if effect.startswith("mean:") else w.random) is None:
+            where = "mean" if effect.startswith("mean:") else "within"
+            raise MelsmInputError(
+                f"a between formula models the variance of the random effect {effect}, "
+                f"but the {where} formula has no random part"
+            )
     if association == "linear" and (
         m.random is None or w.random is None
     ):
@@ -188,7 +218,7 @@ def make_spec(
         mean_random=m.random.terms if m.random else None,
         within_fixed=w.fixed,
         within_random=w.random.terms if w.random else None,
-        between=b.fixed if b else None,
+        between=tuple(parsed.items()) or None,
         group=group,
         association="correlated" if association == "linear" else association,
         formulas={"mean": mean, "within": within, "between": between},

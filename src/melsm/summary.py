@@ -6,7 +6,8 @@ import numpy as np
 
 BLOCKS = (
     ("mean", "Mean function"),
-    ("between", "Between-group variance function (log variance of the random location intercept)"),
+    ("between", "Level-2 variance functions (log variances of random effects; between:<covariate> is the "
+                "random location intercept's, between:<part>:<effect>:<covariate> another effect's)"),
     ("within", "Within-group (level-1) variance function (log variance)"),
 )
 

@@ -1,0 +1,190 @@
+"""Level-2 variance functions for any random effect (log σ²_k,j = g_j'κ_k): against
+brute-force integrals, reducing to the constant-Σ fit, recovery of a known truth, LR
+tests and input errors."""
+
+import warnings
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.integrate
+import scipy.stats
+from test_brute_force import package_loglik, small_data
+
+import melsm
+
+BOTH = {"mean:Intercept": "~ w", "within:Intercept": "~ w"}
+
+
+def _fit(model, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", melsm.MelsmConvergenceWarning)
+        return model.fit(**kwargs)
+
+
+def test_functions_of_both_variances_against_a_2d_brute_force():
+    """Σ_j = S_j R S_j with log σ²_u0,j and log σ²_v0,j linear in w_j, integrated by dblquad."""
+    data = small_data(4)
+    model = melsm.Model("y ~ x + (1 | g)", within="~ x + (1 | g)", between=BOTH, data=data)
+    layout = model.layout
+    assert layout.g_names == ("Intercept", "w", "within:Intercept:Intercept", "within:Intercept:w")
+    beta, alpha = np.array([0.4, 0.7]), np.array([-0.2, 0.15])
+    kappa = np.array([np.log(0.6), 0.5, np.log(0.3), -0.8])  # u0: (κ0, κ_w); v0: (γ0, γ_w)
+    rho = 0.35
+    L = np.linalg.cholesky(np.array([[1.0, rho], [rho, 1.0]]))  # (v, u) directions; lengths from κ
+    theta = layout.pack(beta, alpha, kappa, L)
+    ours, _ = package_loglik(model, theta, 30)
+    total = 0.0
+    for _, grp in data.groupby("g"):
+        y, x, w = grp.y.to_numpy(), grp.x.to_numpy(), grp.w.iloc[0]
+        sd_u, sd_v = np.exp(0.5 * (kappa[0] + kappa[1] * w)), np.exp(0.5 * (kappa[2] + kappa[3] * w))
+        prior = scipy.stats.multivariate_normal(np.zeros(2), [[sd_v**2, rho * sd_u * sd_v],
+                                                              [rho * sd_u * sd_v, sd_u**2]])
+
+        def log_integrand(u, v, y=y, x=x, prior=prior):
+            mean = beta[0] + beta[1] * x + u
+            sd = np.exp(0.5 * (alpha[0] + alpha[1] * x + v))
+            return scipy.stats.norm.logpdf(y, mean, sd).sum() + prior.logpdf([v, u])
+
+        shift = log_integrand(0.0, 0.0)
+        value, _ = scipy.integrate.dblquad(lambda u, v, shift=shift, f=log_integrand: np.exp(f(u, v) - shift),
+                                           -6, 6, -8, 8, epsabs=1e-13, epsrel=1e-11)
+        total += np.log(value) + shift
+    assert ours == pytest.approx(total, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def london(tutorial):
+    data = tutorial.assign(mixed=(tutorial.schgend == 1).astype(float))
+    constant = _fit(melsm.Model("normexam ~ standlrt + (1 | school)", "~ 1 + (1 | school)", data=data))
+    function = _fit(melsm.Model("normexam ~ standlrt + (1 | school)", "~ 1 + (1 | school)", data=data,
+                                between={"within:Intercept": "~ mixed"}))
+    return data, constant, function
+
+
+def test_reduces_to_the_constant_fit(london):
+    """With the covariate's coefficient at 0 the log-likelihood is the constant model's."""
+    data, constant, function = london
+    layout, small = function.model.layout, constant.model.layout
+    beta, alpha, _, _ = small.split(constant.theta)
+    L = small.cholesky(constant.theta, xp=np)
+    row = layout.row_of("within:Intercept")
+    theta = layout.pack(beta, alpha, [np.log(np.sum(L[row] ** 2)), 0.0], L)
+    value, _ = package_loglik(function.model, theta, function.n_quad)
+    assert value == pytest.approx(constant.loglik, abs=1e-6)
+    assert function.loglik >= constant.loglik - 1e-6
+    # the fitted function at the constant model's covariates reproduces its Σ
+    sigma = function.covariance_matrix({"mixed": 0.0})
+    gamma = function.params.estimate
+    assert sigma.loc["within:Intercept", "within:Intercept"] == pytest.approx(
+        np.exp(gamma["between:within:Intercept:Intercept"]))
+    assert function.covariance_matrix({"mixed": 1.0}).loc["within:Intercept", "within:Intercept"] == pytest.approx(
+        np.exp(gamma["between:within:Intercept:Intercept"] + gamma["between:within:Intercept:mixed"]))
+
+
+def test_lr_test_of_the_function(london):
+    _, constant, function = london
+    test = function.lrtest(constant)
+    assert test.df == 1 and test.distribution == "chi2(1)"
+    assert test.statistic == pytest.approx(2 * (function.loglik - constant.loglik))
+    assert "sd:within:Intercept" not in function.names and "between:within:Intercept:mixed" in function.names
+
+
+def simulate(seed: int, n_groups: int = 300, size: int = 25) -> tuple[pd.DataFrame, dict]:
+    """Truth: log σ²_u0 = −1.2 + 0.8 g, log σ²_v0 = −2.0 + 1.2 g, corr(u0, v0) = 0.4."""
+    rng = np.random.default_rng(seed)
+    truth = {"mean:Intercept": 0.5, "mean:x": 1.0, "within:Intercept": -0.3, "within:x": 0.2,
+             "between:Intercept": -1.2, "between:g": 0.8,
+             "between:within:Intercept:Intercept": -2.0, "between:within:Intercept:g": 1.2,
+             "corr:mean:Intercept,within:Intercept": 0.4}
+    g = rng.integers(0, 2, n_groups).astype(float)
+    sd_u = np.exp(0.5 * (truth["between:Intercept"] + truth["between:g"] * g))
+    sd_v = np.exp(0.5 * (truth["between:within:Intercept:Intercept"] + truth["between:within:Intercept:g"] * g))
+    rho = truth["corr:mean:Intercept,within:Intercept"]
+    z1, z2 = rng.normal(size=(2, n_groups))
+    u, v = sd_u * z1, sd_v * (rho * z1 + np.sqrt(1 - rho**2) * z2)
+    group = np.repeat(np.arange(n_groups), size)
+    x = rng.normal(size=group.size)
+    sd = np.exp(0.5 * (truth["within:Intercept"] + truth["within:x"] * x + v[group]))
+    y = truth["mean:Intercept"] + truth["mean:x"] * x + u[group] + sd * rng.normal(size=group.size)
+    return pd.DataFrame({"y": y, "x": x, "g": g[group], "school": group}), truth
+
+
+def test_recovers_a_known_truth():
+    data, truth = simulate(11)
+    fit = _fit(melsm.Model("y ~ x + (1 | school)", "~ x + (1 | school)", data=data,
+                           between={"mean:Intercept": "~ g", "within:Intercept": "~ g"}))
+    assert fit.converged and not fit.boundary
+    z = (fit.params.estimate[list(truth)] - pd.Series(truth)) / fit.params.se[list(truth)]
+    assert (z.abs() < 3).all(), z
+
+
+def test_mcmc_with_functions_covers_the_truth():
+    data, truth = simulate(12, n_groups=200, size=20)
+    model = melsm.Model("y ~ x + (1 | school)", "~ x + (1 | school)", data=data,
+                        between={"mean:Intercept": "~ g", "within:Intercept": "~ g"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", melsm.MelsmConvergenceWarning)
+        post = model.sample(chains=8, warmup=500, draws=500, seed=2)
+    table = post.params
+    assert post.info["divergences"] == 0 and (table.r_hat < 1.02).all(), table.r_hat
+    for name, value in truth.items():
+        assert table.loc[name, "q2.5"] < value < table.loc[name, "q97.5"], name
+    ml = model.fit()
+    gamma = "between:within:Intercept:g"
+    assert abs(table.loc[gamma, "mean"] - ml.params.loc[gamma, "estimate"]) < ml.params.loc[gamma, "se"]
+
+
+@pytest.mark.parametrize("between, message", [
+    ({"within:Intercept": "~ x"}, "between covariate 'x' (function of within:Intercept) varies within group"),
+    ({"within:x": "~ g"}, "a between formula for within:x needs x among the random effects of the within formula"),
+    ({"scale:Intercept": "~ g"}, "between: 'scale:Intercept' is not a random effect"),
+    ({"within:Intercept": "~ g + (1 | school)"}, "cannot have random terms"),
+    ({"within:Intercept": "~ nope"}, "unknown column 'nope' in the between formula of within:Intercept"),
+    (["~ g"], "between must be a formula, or a dict"),
+])
+def test_bad_functions_are_named(between, message):
+    data, _ = simulate(1, n_groups=10, size=5)
+    with pytest.raises(melsm.MelsmInputError, match=None) as caught:
+        melsm.Model("y ~ x + (1 | school)", "~ x + (1 | school)", data=data, between=between)
+    assert message in str(caught.value)
+
+
+def test_between_formula_of_a_scale_effect_needs_a_random_scale_part():
+    data, _ = simulate(1, n_groups=10, size=5)
+    with pytest.raises(melsm.MelsmInputError, match="the within formula has no random part"):
+        melsm.Model("y ~ x + (1 | school)", "~ x", data=data, between={"within:Intercept": "~ g"})
+
+
+def test_padded_groups_do_not_change_the_likelihood():
+    """Padding adds empty groups whose between covariates are 0: still exactly 0 each."""
+    data, _ = simulate(3, n_groups=37, size=6)
+    model = melsm.Model("y ~ x + (1 | school)", "~ 1 + (1 | school)", data=data,
+                        between={"within:Intercept": "~ g"})
+    assert model.model_data.G.shape[0] > 37
+    theta = model.layout.pack([0.5, 1.0], [-0.3], [np.log(0.3), 0.0, np.log(0.1), 1.0],
+                              np.linalg.cholesky(np.array([[1.0, 0.3], [0.3, 1.0]])))
+    from melsm.likelihood import model_data
+
+    padded, _ = package_loglik(model, theta, 11)
+    model._model_data = model_data(model.design)  # unpadded
+    eta0 = jnp.zeros((37, 1))
+    from melsm.ml import value_grad_nodes
+
+    unpadded = float(value_grad_nodes(jnp.asarray(theta), model.model_data, eta0, model.layout, 11,
+                                      nodes_move=False)[0])
+    assert padded == pytest.approx(unpadded, abs=1e-9)
+
+
+def test_group_quantities_use_the_functions(london):
+    """Population averages at covariates 0; each group's variance from its own function."""
+    _, _, function = london
+    p = function.params.estimate
+    pop = function.population_quantities()
+    s2v = np.exp(p["between:within:Intercept:Intercept"])
+    assert pop.loc["variance_mean", "estimate"] == pytest.approx(np.exp(p["within:Intercept"] + s2v / 2))
+    groups = function.group_quantities()
+    effects = function.random_effects()
+    np.testing.assert_allclose(np.log(groups["variance"]), p["within:Intercept"] + effects["within:Intercept"])
+    assert len(groups) == 65 and "Level-2 variance functions" in function.summary()
