@@ -243,6 +243,7 @@ def _fit_in_page(page, name: str, within_random: bool = True) -> None:
 
 def test_page_fits_london_model_2(page, tutorial):
     assert page.select_option("#data-select", "tutorial") == ["tutorial"]
+    page.wait_for_load_state("networkidle")
     assert "4059 rows" in page.inner_text("#preview")
     page.select_option("#response", "normexam")
     page.select_option("#group", "school")

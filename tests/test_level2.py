@@ -188,3 +188,111 @@ def test_group_quantities_use_the_functions(london):
     effects = function.random_effects()
     np.testing.assert_allclose(np.log(groups["variance"]), p["within:Intercept"] + effects["within:Intercept"])
     assert len(groups) == 65 and "Level-2 variance functions" in function.summary()
+
+
+# ---- correlation functions: atanh ρ_j = g_j'δ ------------------------------------------
+CORR = "corr:mean:Intercept,within:Intercept"
+
+
+def test_correlation_function_against_a_2d_brute_force():
+    data = small_data(6)
+    model = melsm.Model("y ~ x + (1 | g)", within="~ x + (1 | g)", data=data,
+                        between={"within:Intercept": "~ w", "corr:within:Intercept,mean:Intercept": "~ w"})
+    layout = model.layout
+    assert layout.g_names == ("within:Intercept:Intercept", "within:Intercept:w", f"{CORR}:Intercept", f"{CORR}:w")
+    assert f"between:{CORR}:w" in layout.reported_names() and CORR not in layout.reported_names()
+    beta, alpha = np.array([0.4, 0.7]), np.array([-0.2, 0.15])
+    kappa = np.array([np.log(0.3), -0.8, 0.3, 1.1])
+    sd_u = 0.7
+    theta = layout.pack(beta, alpha, kappa, np.diag([1.0, sd_u]))
+    ours, _ = package_loglik(model, theta, 30)
+    total = 0.0
+    for _, grp in data.groupby("g"):
+        y, x, w = grp.y.to_numpy(), grp.x.to_numpy(), grp.w.iloc[0]
+        sd_v = np.exp(0.5 * (kappa[0] + kappa[1] * w))
+        rho = np.tanh(kappa[2] + kappa[3] * w)
+        prior = scipy.stats.multivariate_normal(np.zeros(2), [[sd_v**2, rho * sd_u * sd_v],
+                                                              [rho * sd_u * sd_v, sd_u**2]])
+
+        def log_integrand(u, v, y=y, x=x, prior=prior):
+            sd = np.exp(0.5 * (alpha[0] + alpha[1] * x + v))
+            return scipy.stats.norm.logpdf(y, beta[0] + beta[1] * x + u, sd).sum() + prior.logpdf([v, u])
+
+        shift = log_integrand(0.0, 0.0)
+        value, _ = scipy.integrate.dblquad(lambda u, v, shift=shift, f=log_integrand: np.exp(f(u, v) - shift),
+                                           -6, 6, -8, 8, epsabs=1e-13, epsrel=1e-11)
+        total += np.log(value) + shift
+    assert ours == pytest.approx(total, abs=1e-6)
+
+
+def simulate_correlation(seed: int, n_groups: int = 400, size: int = 25) -> tuple[pd.DataFrame, dict]:
+    """Truth: σ²_u0 = 0.4, σ²_v0 = 0.25, atanh ρ_j = −0.3 + 1.2 g_j."""
+    rng = np.random.default_rng(seed)
+    truth = {"mean:Intercept": 0.5, "mean:x": 1.0, "within:Intercept": -0.3, "sd:mean:Intercept": np.sqrt(0.4),
+             "sd:within:Intercept": 0.5, f"between:{CORR}:Intercept": -0.3, f"between:{CORR}:g": 1.2}
+    g = rng.integers(0, 2, n_groups).astype(float)
+    rho = np.tanh(-0.3 + 1.2 * g)
+    z1, z2 = rng.normal(size=(2, n_groups))
+    u, v = np.sqrt(0.4) * z1, 0.5 * (rho * z1 + np.sqrt(1 - rho**2) * z2)
+    group = np.repeat(np.arange(n_groups), size)
+    x = rng.normal(size=group.size)
+    y = 0.5 + x + u[group] + np.exp(0.5 * (-0.3 + v[group])) * rng.normal(size=group.size)
+    return pd.DataFrame({"y": y, "x": x, "g": g[group], "school": group}), truth
+
+
+@pytest.fixture(scope="module")
+def correlation_fits():
+    data, truth = simulate_correlation(21)
+    constant = _fit(melsm.Model("y ~ x + (1 | school)", "~ 1 + (1 | school)", data=data))
+    function = _fit(melsm.Model("y ~ x + (1 | school)", "~ 1 + (1 | school)", data=data, between={CORR: "~ g"}))
+    return data, truth, constant, function
+
+
+def test_correlation_function_reduces_to_the_constant_fit(correlation_fits):
+    _, _, constant, function = correlation_fits
+    rho = constant.params.estimate["corr:mean:Intercept,within:Intercept"]
+    beta, alpha, _, _ = constant.model.layout.split(constant.theta)
+    sds = constant.params.estimate[["sd:within:Intercept", "sd:mean:Intercept"]].to_numpy()
+    theta = function.model.layout.pack(beta, alpha, [np.arctanh(rho), 0.0], np.diag(sds))
+    value, _ = package_loglik(function.model, theta, function.n_quad)
+    assert value == pytest.approx(constant.loglik, abs=1e-6)
+    test = function.lrtest(constant)
+    assert test.df == 1 and test.statistic > 10  # the truth has ρ varying with g
+
+
+def test_correlation_function_recovers_the_truth(correlation_fits):
+    _, truth, _, function = correlation_fits
+    z = (function.params.estimate[list(truth)] - pd.Series(truth)) / function.params.se[list(truth)]
+    assert (z.abs() < 3).all(), z
+    sigma = function.covariance_matrix({"g": 1.0})
+    rho = sigma.iloc[0, 1] / np.sqrt(sigma.iloc[0, 0] * sigma.iloc[1, 1])
+    p = function.params.estimate
+    assert rho == pytest.approx(np.tanh(p[f"between:{CORR}:Intercept"] + p[f"between:{CORR}:g"]))
+
+
+def test_correlation_function_by_mcmc(correlation_fits):
+    data, truth, _, function = correlation_fits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", melsm.MelsmConvergenceWarning)
+        post = function.model.sample(chains=8, warmup=500, draws=500, seed=4, start=function)
+    table = post.params
+    assert post.info["divergences"] == 0 and (table.r_hat < 1.02).all(), table.r_hat
+    for name, value in truth.items():
+        assert table.loc[name, "q2.5"] < value < table.loc[name, "q97.5"], name
+    delta = f"between:{CORR}:g"
+    assert abs(table.loc[delta, "mean"] - function.params.loc[delta, "estimate"]) < function.params.loc[delta, "se"]
+
+
+@pytest.mark.parametrize("mean, within, between, association, message", [
+    ("y ~ x + (x | school)", "~ 1 + (1 | school)", {CORR: "~ g"}, "correlated",
+     "needs exactly one random location and one random scale effect"),
+    ("y ~ x + (1 | school)", "~ 1 + (1 | school)", {CORR: "~ g"}, "none", "not association='none'"),
+    ("y ~ x + (1 | school)", "~ 1 + (1 | school)", {"corr:mean:Intercept,mean:x": "~ g"}, "correlated",
+     "is not a location-scale pair"),
+    ("y ~ x + (1 | school)", "~ 1", {CORR: "~ g"}, "correlated", "the within formula has no random part"),
+])
+def test_bad_correlation_functions(mean, within, between, association, message):
+    data, _ = simulate_correlation(1, n_groups=10, size=5)
+    with pytest.raises(melsm.MelsmInputError) as caught:
+        melsm.Model(mean, within, data=data, between=between, association=association)
+    assert message in str(caught.value)

@@ -335,10 +335,17 @@ def _between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names):
     ``<part>:<effect term>:<covariate>`` (``within:Intercept:endog``)."""
     blocks, names, functions, start = [], [], [], 0
     # location effects' functions first: the fit without scale effects uses a prefix of κ
-    for effect, text in sorted(spec.between or (), key=lambda item: not item[0].startswith("mean:")):
+    order = {"mean": 0, "within": 1, "corr": 2}
+    for effect, text in sorted(spec.between or (), key=lambda item: order[item[0].partition(":")[0]]):
         part, term = effect.split(":", 1)
         random_names = zu_names if part == "mean" else zv_names
-        if term not in random_names:
+        if part == "corr":
+            wanted = [f"mean:{n}" for n in zu_names] + [f"within:{n}" for n in zv_names]
+            if len(zu_names) != 1 or len(zv_names) != 1 or effect != f"corr:{wanted[0]},{wanted[1]}":
+                raise MelsmInputError(
+                    f"a correlation function ({effect}) needs exactly one random location and one random "
+                    f"scale effect, and those two; the model has {', '.join(wanted) or 'none'}")
+        elif term not in random_names:
             raise MelsmInputError(
                 f"a between formula for {effect} needs {term} among the random effects of the {part} formula"
                 f" (random: {', '.join(random_names) or 'none'})" if part == "mean" else

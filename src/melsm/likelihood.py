@@ -160,10 +160,9 @@ def small_cholesky(S):
 def group_factors(theta, data: ModelData, layout: ParamLayout):
     """β, α and the blocks of L_j = S_j L: L_vv,j (J,q_v,q_v), L_uv,j (J,q_u,q_v),
     L_uu,j (J,q_u,q_u), with S_j the groups' level-2 SD multipliers (``ParamLayout``)."""
-    beta, alpha, kappa, _ = layout.split(theta)
-    L = layout.cholesky(theta)
+    beta, alpha, _, _ = layout.split(theta)
     qv = layout.q_v
-    L_j = layout.group_sd_scales(kappa, data.G)[:, :, None] * L[None]
+    L_j = layout.group_cholesky(theta, data.G)
     return beta, alpha, L_j[:, :qv, :qv], L_j[:, qv:, :qv], L_j[:, qv:, qv:]
 
 

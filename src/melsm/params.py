@@ -11,6 +11,12 @@ length) and its length is the group's SD, σ_k,j = exp(½ g_jᵀκ_k). So Σ_j =
 with S_j = diag(1, .., σ_k,j, .., 1), which is positive definite for every group, and the
 correlations are the same in every group, as in MIXREGLS' linear association.
 
+A correlation function (one location and one scale random effect): atanh ρ_j = g_jᵀδ.
+Then each group's factor is L_j = [[σ_v,j, 0], [σ_u,j ρ_j, σ_u,j √(1 − ρ_j²)]] (internal
+order v, u), positive definite for any δ; the raw diagonal entries of L are log SDs (or
+fixed, for an effect with a variance function) and no off-diagonal entry is free. δ sits
+in κ, named ``between:corr:<effect>,<effect>:<covariate>``.
+
 Reported scale: β, α, κ as they are; random-effect SDs sqrt(Σ_rr); correlations
 Σ_rs / sqrt(Σ_rr Σ_ss). Names follow ``mean:<term>``, ``within:<term>``,
 ``between:<term>``, ``sd:<part>:<term>``, ``corr:<part>:<term>,<part>:<term>``.
@@ -56,13 +62,34 @@ class ParamLayout:
 
     @property
     def function_rows(self) -> tuple[tuple[int, int, int], ...]:
-        """(row of L, first, end index in κ and G) for each level-2 function."""
-        return tuple((self.row_of(effect), a, b) for effect, a, b in self.g_functions)
+        """(row of L, first, end index in κ and G) for each level-2 variance function."""
+        return tuple((self.row_of(effect), a, b) for effect, a, b in self.g_functions
+                     if not effect.startswith("corr:"))
+
+    @property
+    def corr_function(self) -> tuple[int, int] | None:
+        """First and end index in κ and G of the correlation function, if there is one."""
+        return next(((a, b) for effect, a, b in self.g_functions if effect.startswith("corr:")), None)
 
     @property
     def between_rows(self) -> tuple[int, ...]:
         """Rows of L whose length is a level-2 function (unit directions in L)."""
         return tuple(r for r, _, _ in self.function_rows)
+
+    def group_cholesky(self, theta, G, xp=jnp):
+        """(J, q, q): each group's factor L_j (Σ_j = L_j L_jᵀ) for level-2 covariates G."""
+        _, _, kappa, raw = self.split(theta)
+        L = self.cholesky(theta, xp=xp)
+        scales = self.group_sd_scales(kappa, G, xp=xp)
+        if self.corr_function is None:
+            return scales[:, :, None] * L[None]
+        a, b = self.corr_function
+        rho = xp.tanh(G[:, a:b] @ kappa[a:b])
+        length = xp.sqrt(xp.sum(L * L, axis=1))  # row lengths at g = 0: σ, or 1 for function rows
+        sd_v, sd_u = scales[:, 0] * length[0], scales[:, 1] * length[1]
+        zero = 0.0 * rho
+        return xp.stack([xp.stack([sd_v, zero], axis=-1),
+                         xp.stack([sd_u * rho, sd_u * xp.sqrt(1 - rho * rho)], axis=-1)], axis=1)
 
     def group_sd_scales(self, kappa, G, xp=jnp):
         """(J, q): each group's SD multiplier per row of L, exp(½ g_jᵀκ_k) for rows with a
@@ -82,6 +109,8 @@ class ParamLayout:
                     continue
                 if self.independent_blocks and r >= self.q_v and c < self.q_v:
                     continue
+                if r != c and self.corr_function is not None:
+                    continue  # the correlation is a level-2 function: only log SDs are free
                 entries.append((r, c))
         return tuple(entries)
 
@@ -120,12 +149,23 @@ class ParamLayout:
                 norm = xp.sqrt(sum(v * v for v in row))
                 row = [v / norm for v in row]
             rows.append(xp.stack(row))
-        return xp.stack(rows) if rows else xp.zeros((0, 0))
+        L = xp.stack(rows) if rows else xp.zeros((0, 0))
+        if self.corr_function is not None:  # (v, u) lengths with the correlation at g = 0
+            a, b = self.corr_function
+            names = self.g_names[a:b]
+            kappa = self.split(theta)[2]
+            rho = sum((xp.tanh(kappa[a + k]) for k, n in enumerate(names) if n.rsplit(":", 1)[-1] == "Intercept"),
+                      zero)
+            L = xp.stack([xp.stack([L[0, 0], zero]),
+                          xp.stack([L[1, 1] * rho, L[1, 1] * xp.sqrt(1 - rho * rho)])])
+        return L
 
     def pack(self, beta, alpha, kappa, L) -> np.ndarray:
         """Inverse of ``split``/``cholesky`` for starting values (rows with a level-2
         function: any scale)."""
         L = np.asarray(L, dtype=float).copy()
+        if self.corr_function is not None:  # only the rows' lengths are free
+            L = np.diag(np.sqrt(np.sum(L**2, axis=1)))
         for b in self.between_rows:
             L[b] = L[b] / L[b, b]
         chol = [np.log(L[r, c]) if r == c else L[r, c] for r, c in self.chol_entries]
@@ -147,6 +187,8 @@ class ParamLayout:
                 parts = {effects[a][0], effects[b][0]}
                 if self.independent_blocks and parts == {"mean", "within"}:
                     continue
+                if self.corr_function is not None:
+                    continue  # the one correlation is a level-2 function, reported in κ
                 pairs.append((effects[a], effects[b]))
         return pairs
 

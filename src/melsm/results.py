@@ -186,11 +186,10 @@ class MLResults:
         layout = self.model.layout
         L = layout.cholesky(np.asarray(self.theta), xp=np)
         if layout.g_functions:
-            _, _, kappa, _ = layout.split(self.theta)
             values = group_covariates or {}
             g = np.array([1.0 if n.rsplit(":", 1)[-1] == "Intercept" else float(values.get(n.rsplit(":", 1)[-1], 0.0))
                           for n in layout.g_names])
-            L = L * layout.group_sd_scales(np.asarray(kappa), g[None], xp=np)[0][:, None]
+            L = layout.group_cholesky(np.asarray(self.theta), g[None], xp=np)[0]
         sigma = L @ L.T
         effects = layout.random_effects()
         order = [idx for _, _, idx in effects]

@@ -159,12 +159,23 @@ def _between_functions(between) -> dict[str, str]:
     if not isinstance(between, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in between.items()):
         raise MelsmInputError("between must be a formula, or a dict {effect: formula} with effects such as "
                               "'mean:Intercept' or 'within:Intercept'")
-    for effect in between:
-        part, _, term = effect.partition(":")
-        if part not in ("mean", "within") or not term:
-            raise MelsmInputError(f"between: '{effect}' is not a random effect; write 'mean:<term>' or "
-                                  "'within:<term>', e.g. 'within:Intercept'")
-    return dict(between)
+    out = {}
+    for effect, text in between.items():
+        if effect.startswith("corr:"):
+            pair = effect.removeprefix("corr:").split(",")
+            parts = sorted(p.partition(":")[0] for p in pair)
+            if len(pair) != 2 or parts != ["mean", "within"] or not all(p.partition(":")[2] for p in pair):
+                raise MelsmInputError(f"between: '{effect}' is not a location-scale pair; write "
+                                      "'corr:mean:<term>,within:<term>', e.g. 'corr:mean:Intercept,within:Intercept'")
+            effect = "corr:" + ",".join(sorted(pair))  # mean first
+        else:
+            part, _, term = effect.partition(":")
+            if part not in ("mean", "within") or not term:
+                raise MelsmInputError(f"between: '{effect}' is not a random effect; write 'mean:<term>' or "
+                                      "'within:<term>', e.g. 'within:Intercept', or a correlation "
+                                      "'corr:mean:Intercept,within:Intercept'")
+        out[effect] = text
+    return out
 
 
 def make_spec(
@@ -177,7 +188,9 @@ def make_spec(
 
     ``between``: the log variance of the random location intercept as a function of
     group covariates, or a dict giving such a function for any random effect, e.g.
-    ``{"within:Intercept": "~ schgend"}`` (log σ²_v0,j = g_j'γ)."""
+    ``{"within:Intercept": "~ schgend"}`` (log σ²_v0,j = g_j'γ), and for the correlation of
+    one location and one scale effect, ``{"corr:mean:Intercept,within:Intercept": "~ g"}``
+    (atanh ρ_j = g_j'δ)."""
     if not isinstance(association, str) or association not in ASSOCIATIONS:
         raise MelsmInputError(
             f"association {association!r} is not one of {', '.join(ASSOCIATIONS)}"
@@ -200,12 +213,16 @@ def make_spec(
         )
     group = groups.pop() if groups else None
     for effect in parsed:
-        if (m.random if effect.startswith("mean:") else w.random) is None:
-            where = "mean" if effect.startswith("mean:") else "within"
-            raise MelsmInputError(
-                f"a between formula models the variance of the random effect {effect}, "
-                f"but the {where} formula has no random part"
-            )
+        parts = ["mean", "within"] if effect.startswith("corr:") else [effect.partition(":")[0]]
+        for where in parts:
+            if (m.random if where == "mean" else w.random) is None:
+                raise MelsmInputError(
+                    f"a between formula models the {'correlation' if len(parts) == 2 else 'variance'} of "
+                    f"{effect.removeprefix('corr:')}, but the {where} formula has no random part"
+                )
+        if effect.startswith("corr:") and association == "none":
+            raise MelsmInputError("a correlation function needs correlated location and scale effects, "
+                                  "not association='none'")
     if association == "linear" and (
         m.random is None or w.random is None
     ):

@@ -75,14 +75,21 @@ async function upload(file) {
 
 // ---- the model form ---------------------------------------------------------------------
 function fillModelForm() {
+  // Keep the choices made so far where the (re)loaded data still have those columns.
   const usable = state.columns.filter((c) => c.usable);
+  const names = usable.map((c) => c.name);
   const options = ['<option value="">—</option>'].concat(usable.map((c) => `<option value="${c.name}">${c.name}</option>`));
-  $("#response").innerHTML = options.join("");
-  $("#group").innerHTML = options.join("");
+  for (const id of ["#response", "#group"]) {
+    const previous = $(id).value;
+    $(id).innerHTML = options.join("");
+    if (names.includes(previous)) $(id).value = previous;
+  }
   renderPredictors();
 }
 
 function renderPredictors() {
+  const before = new Set([...document.querySelectorAll("#predictors tbody input:checked")]
+    .map((el) => `${el.dataset.part}|${el.dataset.col}`));
   const taken = [$("#response").value, $("#group").value];
   const rows = state.columns.filter((c) => c.usable && !taken.includes(c.name)).map((c) => {
     const box = (part) => {
@@ -93,6 +100,9 @@ function renderPredictors() {
       box("mean_fixed") + box("mean_random") + box("within_fixed") + box("within_random") + box("between") + "</tr>";
   });
   $("#predictors tbody").innerHTML = rows.join("");
+  document.querySelectorAll("#predictors tbody input").forEach((el) => {
+    if (before.has(`${el.dataset.part}|${el.dataset.col}`) && !el.disabled) el.checked = true;
+  });
   updateFormula();
 }
 
