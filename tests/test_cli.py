@@ -218,3 +218,18 @@ def test_report_command(capsys, tmp_path):
 def test_report_command_bad_model(capsys, spec, message, tmp_path):
     code, out, err = run_main(capsys, "report", "reisby", "--model", spec, "--out", str(tmp_path / "x.html"))
     assert code == 2 and message in error_line(err)
+
+
+def test_between_functions_from_the_command_line(capsys):
+    code, out, err = run_main(capsys, "fit", "reisby", "--mean", FAST_MEAN, "--within", "~ week + (1 | id)",
+                              "--between", "~ endog", "--between", "within:Intercept=~ endog", "--json")
+    assert code == 2 and "name every --between formula" in error_line(err)
+    code, out, err = run_main(capsys, "fit", "reisby", "--mean", FAST_MEAN, "--within", "~ week + (1 | id)",
+                              "--between", "mean:Intercept=~ endog", "--between", "within:Intercept=~ endog",
+                              "--json")
+    assert code == 0, err
+    names = [p["name"] for p in json.loads(out)["params"]]
+    assert {"between:endog", "between:within:Intercept:endog"} <= set(names)
+    code, out, err = run_main(capsys, "fit", "reisby", "--mean", FAST_MEAN, "--within", "~ week + (1 | id)",
+                              "--between", "within:week=~ endog")
+    assert code == 2 and "needs week among the random effects of the within formula" in error_line(err)

@@ -55,7 +55,7 @@ def _fit(args) -> int:
     data = _read_data(args.data)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = melsm.Model(mean=args.mean, within=args.within, between=args.between,
+        model = melsm.Model(mean=args.mean, within=args.within, between=_between(args.between),
                             data=data, association=args.association)
         if getattr(args, "method", "ml") == "mcmc":
             fit = model.sample(chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
@@ -72,6 +72,26 @@ def _fit(args) -> int:
         for note in notes:
             print(f"warning: {note}", file=sys.stderr)
     return 0
+
+
+def _between(values: list[str] | str | None):
+    """``--between`` values: one plain formula (the random location intercept's), or
+    ``EFFECT=FORMULA`` items (``within:Intercept=~ g``, ``corr:mean:Intercept,within:Intercept=~ g``)."""
+    if values is None or isinstance(values, str):
+        return values
+    named = [v for v in values if "=" in v.split("~", 1)[0]]
+    if not named:
+        if len(values) > 1:
+            raise MelsmInputError("give one plain --between formula, or name each one: --between "
+                                  "'mean:Intercept=~ g' --between 'within:Intercept=~ g'")
+        return values[0]
+    if len(named) != len(values):
+        raise MelsmInputError("name every --between formula once one is named (EFFECT=FORMULA)")
+    functions = {}
+    for value in values:
+        effect, _, formula = value.partition("=")
+        functions[effect.strip()] = formula.strip()
+    return functions
 
 
 def _parse_model(text: str, index: int) -> tuple[str, dict]:
@@ -152,8 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--mean", required=True, help='e.g. "y ~ x + (1 + x | group)"')
     fit.add_argument("--within", default="~ 1",
                      help='log level-1 variance, e.g. "~ x + (1 | group)" (default "~ 1")')
-    fit.add_argument("--between", default=None,
-                     help='log variance of the random location intercept, e.g. "~ g"')
+    fit.add_argument("--between", default=None, action="append",
+                     help='log variance of the random location intercept, e.g. "~ g"; or, repeated, '
+                          '"EFFECT=FORMULA" for any random effect or the location-scale correlation, e.g. '
+                          '"within:Intercept=~ g"')
     fit.add_argument("--association", default="correlated",
                      choices=["correlated", "none", "linear"])
     fit.add_argument("--quadrature", type=int, default=None,
