@@ -283,12 +283,43 @@ def test_correlation_function_by_mcmc(correlation_fits):
     assert abs(table.loc[delta, "mean"] - function.params.loc[delta, "estimate"]) < function.params.loc[delta, "se"]
 
 
+def test_correlation_functions_with_three_effects_reduce_to_the_constant_fit():
+    """q = 3 (v0, u0, u1): canonical partial correlations, one a function of g. With its
+    covariate coefficient at 0 the log-likelihood is the ordinary correlated model's."""
+    data, _ = simulate_correlation(22, n_groups=150, size=20)
+    constant = _fit(melsm.Model("y ~ x + (x | school)", "~ 1 + (1 | school)", data=data))
+    model = melsm.Model("y ~ x + (x | school)", "~ 1 + (1 | school)", data=data, between={CORR: "~ g"})
+    layout = model.layout
+    assert [(i, j) for i, j, _, _ in layout.corr_functions] == [(1, 0), (2, 0), (2, 1)]
+    assert layout.g_names == (f"{CORR}:Intercept", f"{CORR}:g", "corr:mean:x,within:Intercept:Intercept",
+                              "corr:mean:Intercept,mean:x:Intercept")
+    L = constant.model.layout.cholesky(constant.theta, xp=np)
+    sigma = L @ L.T
+    sd = np.sqrt(np.diag(sigma))
+    C = np.linalg.cholesky(sigma / np.outer(sd, sd))
+    kappa = np.zeros(len(layout.g_names))
+    for i, j, a, _ in layout.corr_functions:
+        kappa[a] = np.arctanh(C[i, j] / np.sqrt(1 - np.sum(C[i, :j] ** 2)))
+    beta, alpha, _, _ = constant.model.layout.split(constant.theta)
+    theta = layout.pack(beta, alpha, kappa, np.diag(sd))
+    value, _ = package_loglik(model, theta, constant.n_quad)
+    assert value == pytest.approx(constant.loglik, abs=1e-6)
+    fit = _fit(model)
+    assert fit.loglik >= constant.loglik - 1e-6 and fit.lrtest(constant).df == 1
+    p = fit.params.estimate
+    for g in (0.0, 1.0):
+        sigma_g = fit.covariance_matrix({"g": g}).to_numpy()
+        assert np.all(np.linalg.eigvalsh(sigma_g) > 0)
+        rho = sigma_g[0, 2] / np.sqrt(sigma_g[0, 0] * sigma_g[2, 2])  # user order: mean:Intercept, mean:x, within
+        assert rho == pytest.approx(np.tanh(p[f"between:{CORR}:Intercept"] + g * p[f"between:{CORR}:g"]))
+
+
 @pytest.mark.parametrize("mean, within, between, association, message", [
-    ("y ~ x + (x | school)", "~ 1 + (1 | school)", {CORR: "~ g"}, "correlated",
-     "needs exactly one random location and one random scale effect"),
+    ("y ~ x + (x | school)", "~ 1 + (1 | school)", {"corr:mean:x,within:x": "~ g"}, "correlated",
+     "needs a pair of the model's random effects"),
     ("y ~ x + (1 | school)", "~ 1 + (1 | school)", {CORR: "~ g"}, "none", "not association='none'"),
-    ("y ~ x + (1 | school)", "~ 1 + (1 | school)", {"corr:mean:Intercept,mean:x": "~ g"}, "correlated",
-     "is not a location-scale pair"),
+    ("y ~ x + (1 | school)", "~ 1 + (1 | school)", {"corr:mean:Intercept,mean:Intercept": "~ g"}, "correlated",
+     "is not a pair of random effects"),
     ("y ~ x + (1 | school)", "~ 1", {CORR: "~ g"}, "correlated", "the within formula has no random part"),
 ])
 def test_bad_correlation_functions(mean, within, between, association, message):

@@ -328,6 +328,22 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
     )
 
 
+def _correlation_functions(functions: dict, zu_names, zv_names) -> list[tuple[str, str]]:
+    """With any correlation function: one for every pair of random effects, in the order
+    of the canonical partial correlations (internal order: scale effects, then location
+    effects); the pairs not given one are constant ("~ 1")."""
+    given = {k: v for k, v in functions.items() if k.startswith("corr:")}
+    if not given:
+        return []
+    effects = [f"within:{n}" for n in zv_names] + [f"mean:{n}" for n in zu_names]
+    pairs = ["corr:" + ",".join(sorted((effects[i], effects[j]))) for i in range(len(effects)) for j in range(i)]
+    unknown = [k for k in given if k not in pairs]
+    if unknown:
+        raise MelsmInputError(f"a correlation function ({unknown[0]}) needs a pair of the model's random effects; "
+                              f"the pairs are {', '.join(p.removeprefix('corr:') for p in pairs) or 'none'}")
+    return [(pair, given.get(pair, "~ 1")) for pair in pairs]
+
+
 def _between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names):
     """G (J, p_g) of every level-2 function side by side, the coefficient names, and
     (effect, first column, end column) of each function. The random location
@@ -335,16 +351,14 @@ def _between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names):
     ``<part>:<effect term>:<covariate>`` (``within:Intercept:endog``)."""
     blocks, names, functions, start = [], [], [], 0
     # location effects' functions first: the fit without scale effects uses a prefix of κ
-    order = {"mean": 0, "within": 1, "corr": 2}
-    for effect, text in sorted(spec.between or (), key=lambda item: order[item[0].partition(":")[0]]):
+    given = dict(spec.between or ())
+    variance_functions = sorted((item for item in given.items() if not item[0].startswith("corr:")),
+                                key=lambda item: item[0].startswith("within:"))
+    for effect, text in variance_functions + _correlation_functions(given, zu_names, zv_names):
         part, term = effect.split(":", 1)
         random_names = zu_names if part == "mean" else zv_names
         if part == "corr":
-            wanted = [f"mean:{n}" for n in zu_names] + [f"within:{n}" for n in zv_names]
-            if len(zu_names) != 1 or len(zv_names) != 1 or effect != f"corr:{wanted[0]},{wanted[1]}":
-                raise MelsmInputError(
-                    f"a correlation function ({effect}) needs exactly one random location and one random "
-                    f"scale effect, and those two; the model has {', '.join(wanted) or 'none'}")
+            pass  # checked by _correlation_functions
         elif term not in random_names:
             raise MelsmInputError(
                 f"a between formula for {effect} needs {term} among the random effects of the {part} formula"

@@ -598,6 +598,8 @@ def embed_inverse_hessian(opt_small: Optimum, small: ParamLayout, full: ParamLay
     index_full = list(range(n_fixed))
     full_pos = {rc: sum(full.sizes[:3]) + k for k, rc in enumerate(full.chol_entries)}
     for k, (r, c) in enumerate(small.chol_entries):
+        if (r + full.q_v, c + full.q_v) not in full_pos:  # e.g. a correlation that is a function in full
+            return None
         index_small.append(n_fixed + k)
         index_full.append(full_pos[(r + full.q_v, c + full.q_v)])
     inv = np.eye(full.n_params) * new_variance

@@ -11,11 +11,16 @@ length) and its length is the group's SD, σ_k,j = exp(½ g_jᵀκ_k). So Σ_j =
 with S_j = diag(1, .., σ_k,j, .., 1), which is positive definite for every group, and the
 correlations are the same in every group, as in MIXREGLS' linear association.
 
-A correlation function (one location and one scale random effect): atanh ρ_j = g_jᵀδ.
-Then each group's factor is L_j = [[σ_v,j, 0], [σ_u,j ρ_j, σ_u,j √(1 − ρ_j²)]] (internal
-order v, u), positive definite for any δ; the raw diagonal entries of L are log SDs (or
-fixed, for an effect with a variance function) and no off-diagonal entry is free. δ sits
-in κ, named ``between:corr:<effect>,<effect>:<covariate>``.
+Correlation functions: with any, the correlations are parameterised by canonical partial
+correlations (CPCs, as in the LKJ construction), each a level-2 function
+z_ik,j = tanh(g_jᵀδ_ik) (intercept only for the pairs not given one). Each group's factor
+is L_j = diag(σ_j) C_j with C_j built from its CPCs: C_ik = z_ik √(1 − Σ_{m<k} C_im²),
+C_ii the rest of row i's unit length. Any δ gives a positive definite Σ_j. In internal
+order (scale effects first, then location effects) the pairs in the first column have
+z = ρ, so with one location and one scale effect atanh ρ_j = g_jᵀδ exactly; other pairs'
+z are partial correlations. The raw diagonal entries of L are then log SDs (or fixed, for
+an effect with a variance function) and no off-diagonal entry is free. δ sits in κ,
+named ``between:corr:<effect>,<effect>:<covariate>``.
 
 Reported scale: β, α, κ as they are; random-effect SDs sqrt(Σ_rr); correlations
 Σ_rs / sqrt(Σ_rr Σ_ss). Names follow ``mean:<term>``, ``within:<term>``,
@@ -67,9 +72,37 @@ class ParamLayout:
                      if not effect.startswith("corr:"))
 
     @property
-    def corr_function(self) -> tuple[int, int] | None:
-        """First and end index in κ and G of the correlation function, if there is one."""
-        return next(((a, b) for effect, a, b in self.g_functions if effect.startswith("corr:")), None)
+    def corr_functions(self) -> tuple[tuple[int, int, int, int], ...]:
+        """(row i, column j < i, first, end index in κ and G) of each correlation function:
+        with any, every pair of correlated effects has one (a constant pair: intercept only)."""
+        out = []
+        for effect, a, b in self.g_functions:
+            if effect.startswith("corr:"):
+                rows = sorted(self.row_of(e) for e in effect.removeprefix("corr:").split(","))
+                out.append((rows[1], rows[0], a, b))
+        return tuple(out)
+
+    @property
+    def corr_function(self) -> tuple[tuple[int, int, int, int], ...] | None:
+        """The correlation functions, or None: a model without any."""
+        return self.corr_functions or None
+
+    def _cpc_cholesky(self, z: dict, xp, batch: tuple):
+        """Cholesky factor of a correlation matrix from canonical partial correlations
+        z[(i, j)] (arrays of shape ``batch``): L_ij = z_ij √(1 − Σ_{m<j} L_im²), L_ii the rest."""
+        one, zero = xp.ones(batch), xp.zeros(batch)
+        rows = []
+        for i in range(self.q):
+            remaining, row = one, []
+            for j in range(self.q):
+                if j < i:
+                    value = z.get((i, j), zero) * xp.sqrt(remaining)
+                    remaining = remaining - value * value
+                    row.append(value)
+                else:
+                    row.append(xp.sqrt(remaining) if j == i else zero)
+            rows.append(xp.stack(row, axis=-1))
+        return xp.stack(rows, axis=-2)
 
     @property
     def between_rows(self) -> tuple[int, ...]:
@@ -83,13 +116,9 @@ class ParamLayout:
         scales = self.group_sd_scales(kappa, G, xp=xp)
         if self.corr_function is None:
             return scales[:, :, None] * L[None]
-        a, b = self.corr_function
-        rho = xp.tanh(G[:, a:b] @ kappa[a:b])
+        z = {(i, j): xp.tanh(G[:, a:b] @ kappa[a:b]) for i, j, a, b in self.corr_functions}
         length = xp.sqrt(xp.sum(L * L, axis=1))  # row lengths at g = 0: σ, or 1 for function rows
-        sd_v, sd_u = scales[:, 0] * length[0], scales[:, 1] * length[1]
-        zero = 0.0 * rho
-        return xp.stack([xp.stack([sd_v, zero], axis=-1),
-                         xp.stack([sd_u * rho, sd_u * xp.sqrt(1 - rho * rho)], axis=-1)], axis=1)
+        return (scales * length[None])[:, :, None] * self._cpc_cholesky(z, xp, (G.shape[0],))
 
     def group_sd_scales(self, kappa, G, xp=jnp):
         """(J, q): each group's SD multiplier per row of L, exp(½ g_jᵀκ_k) for rows with a
@@ -150,14 +179,15 @@ class ParamLayout:
                 row = [v / norm for v in row]
             rows.append(xp.stack(row))
         L = xp.stack(rows) if rows else xp.zeros((0, 0))
-        if self.corr_function is not None:  # (v, u) lengths with the correlation at g = 0
-            a, b = self.corr_function
-            names = self.g_names[a:b]
+        if self.corr_function is not None:  # row lengths times the correlation factor at g = 0
             kappa = self.split(theta)[2]
-            rho = sum((xp.tanh(kappa[a + k]) for k, n in enumerate(names) if n.rsplit(":", 1)[-1] == "Intercept"),
-                      zero)
-            L = xp.stack([xp.stack([L[0, 0], zero]),
-                          xp.stack([L[1, 1] * rho, L[1, 1] * xp.sqrt(1 - rho * rho)])])
+            z = {}
+            for i, j, a, b in self.corr_functions:
+                names = self.g_names[a:b]
+                z[(i, j)] = sum((xp.tanh(kappa[a + k]) for k, n in enumerate(names)
+                                 if n.rsplit(":", 1)[-1] == "Intercept"), zero)
+            lengths = xp.stack([L[r, r] for r in range(self.q)])
+            L = lengths[:, None] * self._cpc_cholesky(z, xp, ())
         return L
 
     def pack(self, beta, alpha, kappa, L) -> np.ndarray:

@@ -162,11 +162,11 @@ def _between_functions(between) -> dict[str, str]:
     out = {}
     for effect, text in between.items():
         if effect.startswith("corr:"):
-            pair = effect.removeprefix("corr:").split(",")
-            parts = sorted(p.partition(":")[0] for p in pair)
-            if len(pair) != 2 or parts != ["mean", "within"] or not all(p.partition(":")[2] for p in pair):
-                raise MelsmInputError(f"between: '{effect}' is not a location-scale pair; write "
-                                      "'corr:mean:<term>,within:<term>', e.g. 'corr:mean:Intercept,within:Intercept'")
+            pair = [p.strip() for p in effect.removeprefix("corr:").split(",")]
+            if (len(pair) != 2 or pair[0] == pair[1]
+                    or not all(p.partition(":")[0] in ("mean", "within") and p.partition(":")[2] for p in pair)):
+                raise MelsmInputError(f"between: '{effect}' is not a pair of random effects; write "
+                                      "'corr:<effect>,<effect>', e.g. 'corr:mean:Intercept,within:Intercept'")
             effect = "corr:" + ",".join(sorted(pair))  # mean first
         else:
             part, _, term = effect.partition(":")
@@ -213,11 +213,12 @@ def make_spec(
         )
     group = groups.pop() if groups else None
     for effect in parsed:
-        parts = ["mean", "within"] if effect.startswith("corr:") else [effect.partition(":")[0]]
-        for where in parts:
+        parts = ([p.partition(":")[0] for p in effect.removeprefix("corr:").split(",")]
+                 if effect.startswith("corr:") else [effect.partition(":")[0]])
+        for where in dict.fromkeys(parts):
             if (m.random if where == "mean" else w.random) is None:
                 raise MelsmInputError(
-                    f"a between formula models the {'correlation' if len(parts) == 2 else 'variance'} of "
+                    f"a between formula models the {'correlation' if effect.startswith('corr:') else 'variance'} of "
                     f"{effect.removeprefix('corr:')}, but the {where} formula has no random part"
                 )
         if effect.startswith("corr:") and association == "none":
