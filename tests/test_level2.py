@@ -83,6 +83,21 @@ def test_reduces_to_the_constant_fit(london):
         np.exp(gamma["between:within:Intercept:Intercept"] + gamma["between:within:Intercept:mixed"]))
 
 
+def test_typical_groups(london):
+    """The implied SDs for each pattern of the level-2 covariates, in the summary and JSON."""
+    _, _, function = london
+    typical = function.typical_groups()
+    assert list(typical.index) == ["mixed=0", "mixed=1"]
+    p = function.params.estimate
+    for g, label in ((0.0, "mixed=0"), (1.0, "mixed=1")):
+        expected = np.exp(0.5 * (p["between:within:Intercept:Intercept"] + g * p["between:within:Intercept:mixed"]))
+        assert typical.loc[label, "sd:within:Intercept"] == pytest.approx(expected)
+        assert typical.loc[label, "sd:mean:Intercept"] == pytest.approx(p["sd:mean:Intercept"])
+    assert "Implied random-effect SDs and correlations for typical groups" in function.summary()
+    rows = function.to_dict()["typical_groups"]
+    assert [r["group_covariates"] for r in rows] == ["mixed=0", "mixed=1"]
+
+
 def test_lr_test_of_the_function(london):
     _, constant, function = london
     test = function.lrtest(constant)

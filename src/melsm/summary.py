@@ -76,6 +76,16 @@ def format_summary(fit) -> str:
             values = "".join(f"{sigma.iloc[r, c]:>{cell}.4f}" if c <= r else " " * cell
                              for c in range(len(labels)))
             lines.append(f"  {lab:<{cell}}{values}")
+    typical = fit.typical_groups() if design.g_names else None
+    if typical is not None and len(typical):
+        lines += ["", "Implied random-effect SDs and correlations for typical groups (level-2 functions)"]
+        label_width = max(len(str(i)) for i in typical.index) + 2
+        names = [c.replace(",", ", ") for c in typical.columns]
+        widths = [max(10, len(n) + 2) for n in names]
+        lines.append(f"  {'':<{label_width}}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True)))
+        for label, row in typical.iterrows():
+            lines.append(f"  {label:<{label_width}}"
+                         + "".join(f"{v:>{w}.4f}" for v, w in zip(row.to_numpy(), widths, strict=True)))
     if fit.boundary:
         lines += ["", "Boundary: estimated on the edge of the parameter space and held there; no SEs "
                   "for these or for the correlations of the effects involved (test with lrtest):"]
