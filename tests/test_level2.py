@@ -296,6 +296,11 @@ def test_correlation_function_by_mcmc(correlation_fits):
         assert table.loc[name, "q2.5"] < value < table.loc[name, "q97.5"], name
     delta = f"between:{CORR}:g"
     assert abs(table.loc[delta, "mean"] - function.params.loc[delta, "estimate"]) < function.params.loc[delta, "se"]
+    typical = post.typical_groups()
+    assert list(typical.index) == ["g=0", "g=1"]
+    rho = np.tanh(post.draws(f"between:{CORR}:Intercept") + post.draws(delta))
+    assert typical.loc["g=1", "corr:mean:Intercept,within:Intercept"] == pytest.approx(rho.mean(), rel=1e-6)
+    assert typical.loc["g=0", "sd:within:Intercept"] == pytest.approx(post.draws("sd:within:Intercept").mean())
 
 
 def test_correlation_functions_with_three_effects_reduce_to_the_constant_fit():

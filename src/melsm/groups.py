@@ -232,6 +232,38 @@ def group_lines(fit, covariate: str, function: str = "mean") -> pd.DataFrame:
                         index=pd.Index(design.group_labels, name=design.group_name))
 
 
+def level2_patterns(layout, design, max_patterns: int = 6) -> pd.DataFrame:
+    """Typical values of the level-2 (between) covariates, one row per pattern, indexed by
+    a label such as ``endog=1``: each distinct pattern in the data when there are at most
+    ``max_patterns``, else all at their medians and each in turn at its 10th and 90th
+    percentile. Empty without level-2 functions."""
+    if not layout.g_functions:
+        return pd.DataFrame(index=pd.Index([], name="group covariates"))
+    columns = {}
+    for k, name in enumerate(layout.g_names):
+        covariate = name.rsplit(":", 1)[-1]
+        if covariate != "Intercept":
+            columns.setdefault(covariate, design.G[:, k])
+    values = pd.DataFrame(columns)
+    patterns = values.drop_duplicates().sort_values(list(columns)) if columns else pd.DataFrame([{}])
+    if len(patterns) > max_patterns:
+        median = values.median().to_dict()
+        rows = [median] + [{**median, c: float(values[c].quantile(q))} for c in columns for q in (0.1, 0.9)]
+        patterns = pd.DataFrame(rows)
+    labels = [", ".join(f"{k}={v:g}" for k, v in row.items()) or "-" for _, row in patterns.iterrows()]
+    return patterns.set_axis(pd.Index(labels, name="group covariates"))
+
+
+def implied_sd_corr(sigma: pd.DataFrame) -> dict:
+    """``sd:<effect>`` and ``corr:<a>,<b>`` of a covariance matrix with labelled rows."""
+    sd = np.sqrt(np.diag(sigma.to_numpy()))
+    out = {f"sd:{label}": s for label, s in zip(sigma.index, sd, strict=True)}
+    for a in range(len(sd)):
+        for b in range(a + 1, len(sd)):
+            out[f"corr:{sigma.index[a]},{sigma.index[b]}"] = sigma.iloc[a, b] / (sd[a] * sd[b])
+    return out
+
+
 def observed_groups(design) -> pd.DataFrame:
     """Observed mean and variance (ddof 1) of the response in each group with 2+ rows."""
     frame = pd.DataFrame({"y": design.y, "group": design.group}).groupby("group")["y"].agg(["mean", "var", "size"])

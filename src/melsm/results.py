@@ -20,7 +20,7 @@ import scipy.special
 from ._compiled import compiled
 from .design import new_data_arrays
 from .errors import MelsmInputError
-from .groups import group_lines, ml_groups, ml_population
+from .groups import group_lines, implied_sd_corr, level2_patterns, ml_groups, ml_population
 from .likelihood import random_effect_posterior
 from .ml import Optimum, covariance
 
@@ -198,37 +198,11 @@ class MLResults:
 
     def typical_groups(self, max_patterns: int = 6) -> pd.DataFrame:
         """SDs and correlations of the random effects implied by the level-2 functions for
-        typical groups: each distinct pattern of the between covariates when there are at
-        most ``max_patterns``, else all at their medians and each in turn at its 10th and
-        90th percentile. One row per pattern; empty without level-2 functions."""
-        layout, design = self.model.layout, self.model.design
-        columns = {}
-        for k, name in enumerate(layout.g_names):
-            covariate = name.rsplit(":", 1)[-1]
-            if covariate != "Intercept":
-                columns.setdefault(covariate, design.G[:, k])
-        if not layout.g_functions:
-            return pd.DataFrame()
-        values = pd.DataFrame(columns)
-        patterns = values.drop_duplicates().sort_values(list(columns)) if columns else pd.DataFrame([{}])
-        if len(patterns) > max_patterns:
-            median = values.median()
-            rows = [median.to_dict()]
-            for covariate in columns:
-                for q in (0.1, 0.9):
-                    rows.append({**median.to_dict(), covariate: float(values[covariate].quantile(q))})
-            patterns = pd.DataFrame(rows)
-        out = []
-        for _, pattern in patterns.iterrows():
-            sigma = self.covariance_matrix(pattern.to_dict())
-            sd = np.sqrt(np.diag(sigma))
-            row = {"group covariates": ", ".join(f"{k}={v:g}" for k, v in pattern.items()) or "-"}
-            row.update({f"sd:{label}": s for label, s in zip(sigma.index, sd, strict=True)})
-            for a in range(len(sd)):
-                for b in range(a + 1, len(sd)):
-                    row[f"corr:{sigma.index[a]},{sigma.index[b]}"] = sigma.iloc[a, b] / (sd[a] * sd[b])
-            out.append(row)
-        return pd.DataFrame(out).set_index("group covariates")
+        typical groups (``melsm.groups.level2_patterns``); one row per pattern, empty
+        without level-2 functions."""
+        patterns = level2_patterns(self.model.layout, self.model.design, max_patterns)
+        rows = [implied_sd_corr(self.covariance_matrix(pattern.to_dict())) for _, pattern in patterns.iterrows()]
+        return pd.DataFrame(rows, index=patterns.index)
 
     # ---- tests -----------------------------------------------------------------------
     def lrtest(self, other: MLResults) -> LRTest:
