@@ -75,6 +75,17 @@ def test_form_builds_the_london_formulas(tutorial):
                                    "between": "~ schgend"}
 
 
+def test_form_builds_level2_functions_of_both_intercepts(tutorial):
+    request = forms.build(model_2_form(between=["schgend"], between_within=["schgend", "avslrt"]), tutorial, set())
+    assert request["formulas"]["between"] == {"mean:Intercept": "~ schgend", "within:Intercept": "~ schgend + avslrt"}
+    request = forms.build(model_2_form(between_within=["schgend"]), tutorial, set())
+    assert request["formulas"]["between"] == {"within:Intercept": "~ schgend"}
+    with pytest.raises(forms.FormError) as caught:
+        forms.build(model_2_form(between_within=["schgend"], within_random_intercept=False), tutorial, set())
+    assert "needs the random scale intercept" in caught.value.errors["between_within"]
+    assert forms.field_of("between covariate 'x' (function of within:Intercept) varies") == "between_within"
+
+
 @pytest.mark.parametrize("changes, field, message", [
     ({"response": ""}, "response", "choose the response"),
     ({"group": "normexam"}, "group", "the group cannot be the response"),
@@ -82,6 +93,7 @@ def test_form_builds_the_london_formulas(tutorial):
     ({"mean_fixed": ["nope"]}, "mean_fixed", "no column 'nope'"),
     ({"mean_fixed": ["school"]}, "mean_fixed", "'school' is the group"),
     ({"between": ["standlrt"]}, "between", "'standlrt' varies within school"),
+    ({"between_within": ["girl"]}, "between_within", "'girl' varies within school"),
     ({"mean_random_intercept": False}, "mean_random", "needs a random effect"),
     ({"name": ""}, "name", "give the model a name"),
     ({"method": "mcmc", "chains": "abc"}, "chains", "chains must be a whole number, not 'abc'"),
@@ -111,6 +123,12 @@ def test_fit_through_the_api_equals_the_python_fit(app_url, tutorial):
         expected = melsm.Model(MODEL_2[0], within=MODEL_2[1], data=tutorial).fit()
     fit = job["fit"]
     assert fit["loglik"] == pytest.approx(expected.loglik, abs=1e-6)
+    status, started = client.json("/api/fit", model_2_form(name="scale by school gender", between_within=["schgend"]))
+    with_function = _wait(client, started["job"])
+    assert with_function["status"] == "done", with_function
+    status, body = client.request(f"/api/fits/{with_function['fit']['id']}/fit.json")
+    assert "between:within:Intercept:schgend" in [p["name"] for p in json.loads(body)["params"]]
+    assert "Implied random-effect SDs and correlations for typical groups" in with_function["fit"]["summary"]
     assert {f["key"] for f in fit["figures"]} == {"observed", "caterpillar_mean", "caterpillar_variance",
                                                   "caterpillar_icc"}
     status, csv = client.request(f"/api/fits/{fit['id']}/random_effects.csv")

@@ -5,7 +5,11 @@ A form is a dict of fields::
     data, name, response, group,
     mean_fixed [cols], mean_random [cols], mean_random_intercept (bool),
     within_fixed [cols], within_random [cols], within_random_intercept (bool),
-    between [cols], association, method ("ml" | "mcmc"), chains, warmup, draws, seed
+    between [cols], between_within [cols], association, method ("ml" | "mcmc"), chains,
+    warmup, draws, seed
+
+``between`` are the covariates of the log variance of the random location intercept,
+``between_within`` those of the random scale intercept's (level-2 variance functions).
 
 ``build(form, data)`` returns the checked fit request or raises ``FormError`` with a
 message for each field at fault (shown next to that field). Text columns enter the
@@ -65,9 +69,12 @@ def formulas(form: dict, data: pd.DataFrame) -> dict:
     within_terms = [_term(c, data) for c in form.get("within_fixed", [])] or ["1"]
     random = _random(bool(form.get("within_random_intercept")), list(form.get("within_random", [])), group)
     within = f"~ {' + '.join(within_terms + ([random] if random else []))}"
-    between = form.get("between") or []
-    return {"mean": mean, "within": within,
-            "between": f"~ {' + '.join(_term(c, data) for c in between)}" if between else None}
+    functions = {effect: f"~ {' + '.join(_term(c, data) for c in columns)}"
+                 for effect, columns in (("mean:Intercept", form.get("between") or []),
+                                         ("within:Intercept", form.get("between_within") or [])) if columns}
+    if set(functions) <= {"mean:Intercept"}:  # the location intercept's alone: the plain formula
+        return {"mean": mean, "within": within, "between": functions.get("mean:Intercept")}
+    return {"mean": mean, "within": within, "between": functions}
 
 
 def _columns(form: dict, field: str) -> list[str]:
@@ -121,7 +128,7 @@ def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
         elif columns[group]["distinct"] < 2:
             errors["group"] = f"'{group}' has only one value: there is nothing to group"
     lists = {}
-    for field in ("mean_fixed", "mean_random", "within_fixed", "within_random", "between"):
+    for field in ("mean_fixed", "mean_random", "within_fixed", "within_random", "between", "between_within"):
         try:
             lists[field] = _columns(form, field)
         except FormError as err:
@@ -136,11 +143,16 @@ def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
             if field.endswith("_random") and columns[column]["type"] != "numeric":
                 errors[field] = f"'{column}' is text: a random slope needs a numeric column"
                 break
-    if "between" not in errors and lists["between"] and group in columns and "group" not in errors:
-        varying = [c for c in lists["between"] if (data.groupby(group)[c].nunique(dropna=False) > 1).any()]
-        if varying:
-            errors["between"] = (f"'{varying[0]}' varies within {group}: between-group covariates must be "
+    for field in ("between", "between_within"):
+        if field not in errors and lists[field] and group in columns and "group" not in errors:
+            varying = [c for c in lists[field] if (data.groupby(group)[c].nunique(dropna=False) > 1).any()]
+            if varying:
+                errors[field] = (f"'{varying[0]}' varies within {group}: between-group covariates must be "
                                  f"constant within each group")
+    if lists["between_within"] and not form.get("within_random_intercept") and "between_within" not in errors:
+        errors["between_within"] = "a level-2 function of the scale variance needs the random scale intercept"
+    if lists["between"] and not form.get("mean_random_intercept") and "between" not in errors:
+        errors["between"] = "a level-2 function of the location variance needs the random location intercept"
     association = form.get("association") or "correlated"
     if association not in ASSOCIATIONS:
         errors["association"] = f"association must be one of {', '.join(ASSOCIATIONS)}"
@@ -169,6 +181,8 @@ def field_of(message: str) -> str:
     """The form field an engine error message is about (for messages the checks above
     cannot foresee, e.g. a singular design)."""
     text = message.lower()
+    if "between" in text and "within:intercept" in text:
+        return "between_within"
     for needle, field in (("between", "between"), ("within", "within_fixed"), ("level-1 variance", "within_fixed"),
                           ("mean formula", "mean_fixed"), ("mean function", "mean_fixed"), ("response", "response"),
                           ("group", "group")):

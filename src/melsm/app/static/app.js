@@ -97,7 +97,8 @@ function renderPredictors() {
       return `<td><input type="checkbox" data-part="${part}" data-col="${c.name}"${disabled} aria-label="${c.name} ${part}"></td>`;
     };
     return `<tr><td>${c.name}${c.type === "text" ? ' <span class="meta">(categorical)</span>' : ""}</td>` +
-      box("mean_fixed") + box("mean_random") + box("within_fixed") + box("within_random") + box("between") + "</tr>";
+      box("mean_fixed") + box("mean_random") + box("within_fixed") + box("within_random") + box("between") +
+      box("between_within") + "</tr>";
   });
   $("#predictors tbody").innerHTML = rows.join("");
   document.querySelectorAll("#predictors tbody input").forEach((el) => {
@@ -117,7 +118,7 @@ function currentForm() {
     group: $("#group").value, mean_fixed: ticked("mean_fixed"), mean_random: ticked("mean_random"),
     mean_random_intercept: $("#mean-random-intercept").checked, within_fixed: ticked("within_fixed"),
     within_random: ticked("within_random"), within_random_intercept: $("#within-random-intercept").checked,
-    between: ticked("between"), association: $("#association").value, method,
+    between: ticked("between"), between_within: ticked("between_within"), association: $("#association").value, method,
     chains: $("#chains").value, warmup: $("#warmup").value, draws: $("#draws").value, seed: $("#seed").value,
   };
 }
@@ -130,7 +131,7 @@ function updateFormula() {
     const { payload } = await postJson("/api/formula", form);
     if (payload.formulas) {
       const f = payload.formulas;
-      $("#formula-preview").textContent = `mean:    ${f.mean}\nwithin:  ${f.within}` + (f.between ? `\nbetween: ${f.between}` : "");
+      $("#formula-preview").textContent = `mean:    ${f.mean}\nwithin:  ${f.within}` + (f.between ? `\nbetween: ${betweenText(f.between)}` : "");
     } else {
       const first = Object.values(payload.errors || {})[0] || "";
       $("#formula-preview").textContent = `(incomplete: ${first})`;
@@ -175,6 +176,12 @@ function nextModelName() {
   if (match) $("#model-name").value = `${match[1]}${Number(match[2]) + 1}`;
 }
 
+function betweenText(between) {
+  // a formula, or {effect: formula} for level-2 functions of several random effects
+  if (!between) return "";
+  return typeof between === "string" ? between : Object.entries(between).map(([k, v]) => `${k} ${v}`).join("; ");
+}
+
 function number(value, digits) { return value === null || value === undefined ? "—" : Number(value).toFixed(digits); }
 
 function showFit(fit) {
@@ -182,7 +189,7 @@ function showFit(fit) {
   $("#result").hidden = false;
   $("#result-title").textContent = `${fit.name} — ${fit.method === "ml" ? "maximum likelihood" : "MCMC"}`;
   const f = fit.formulas;
-  $("#result-formulas").textContent = `mean: ${f.mean}   within: ${f.within}` + (f.between ? `   between: ${f.between}` : "") +
+  $("#result-formulas").textContent = `mean: ${f.mean}   within: ${f.within}` + (f.between ? `   between: ${betweenText(f.between)}` : "") +
     `   association: ${fit.association}   ${fit.n_obs} observations, ${fit.n_groups} groups, ${number(fit.seconds, 2)} s`;
   const converged = `<b>Converged: <span id="result-converged">${fit.converged ? "yes" : "NO"}</span></b>`;
   $("#result-numbers").innerHTML = fit.method === "ml"
@@ -209,7 +216,7 @@ async function loadFits() {
     const f = fit.formulas;
     return `<tr><td><input type="checkbox" class="fit-select" value="${fit.id}" aria-label="select ${escapeHtml(fit.name)}"></td>` +
       `<td class="name" data-id="${fit.id}">${escapeHtml(fit.name)}</td><td>${fit.method.toUpperCase()}</td><td>${value}${fit.converged ? "" : " (not converged)"}</td>` +
-      `<td class="meta">${escapeHtml(f.mean)}; ${escapeHtml(f.within)}${f.between ? "; " + escapeHtml(f.between) : ""}</td></tr>`;
+      `<td class="meta">${escapeHtml(f.mean)}; ${escapeHtml(f.within)}${f.between ? "; " + escapeHtml(betweenText(f.between)) : ""}</td></tr>`;
   }).join("");
   updateReportLink();
 }
