@@ -13,16 +13,10 @@ import pytest
 from conftest import reference
 
 import melsm
+from melsm.demo import LONDON_MODELS
 
 REF = reference("leckie2014_london.json")["models"]
-MODELS = {
-    "1": ("normexam ~ 1 + (1 | school)", "~ 1"),
-    "2": ("normexam ~ 1 + (1 | school)", "~ 1 + (1 | school)"),
-    "3": ("normexam ~ standlrt + girl + (1 | school)", "~ 1 + (1 | school)"),
-    "4": ("normexam ~ standlrt + girl + (standlrt | school)", "~ 1 + (1 | school)"),
-    "5": ("normexam ~ standlrt + girl + (standlrt | school)", "~ standlrt + girl + (1 | school)"),
-    "6": ("normexam ~ standlrt + girl + (standlrt | school)", "~ standlrt + girl + (standlrt | school)"),
-}
+MODELS = {name.removeprefix("Model "): formulas for name, formulas in LONDON_MODELS.items()}
 RHO_U0V = "corr:mean:Intercept,within:Intercept"
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import MelsmConvergenceWarning
-from .groups import group_lines, implied_sd_corr, level2_patterns, mcmc_draws, mcmc_groups, mcmc_population
+from .groups import cached, group_lines, implied_sd_corr, level2_patterns, mcmc_draws, mcmc_groups, mcmc_population
 from .mcmc import conditional_deviance, draw_random_effects, marginal_group_loglik
+from .params import level2_row
 
 RHAT_LIMIT = 1.01
 #: Draws used for the marginal (u and v integrated) criteria: marginal DIC, WAIC, LOO.
@@ -179,40 +180,28 @@ class MCMCResults:
         """Each group's mean, level-1 variance and ICC: posterior mean, 95% interval
         (``<quantity> low/high``) and ``<quantity> differs`` (the 95% interval of its
         per-draw difference from the population average excludes 0). See ``melsm.groups``."""
-        return mcmc_groups(self)
+        return cached(self, "_group_quantities", mcmc_groups)
 
     def population_quantities(self) -> pd.DataFrame:
         """σ²_u, mean E and variance V of the group variances, average ICC and β0:
         posterior mean (``estimate``), SD (``se``) and 95% interval. See ``melsm.groups``."""
-        return mcmc_population(self)
+        return cached(self, "_population_quantities", mcmc_population)
 
     def typical_groups(self, max_patterns: int = 6) -> pd.DataFrame:
         """Posterior means of the SDs and correlations implied by the level-2 functions for
-        typical groups (``melsm.groups.level2_patterns``), averaged over draws."""
+        typical groups (``melsm.groups.level2_patterns``)."""
         layout, design = self.model.layout, self.model.design
-        patterns = level2_patterns(layout, design, max_patterns)
-        if patterns.empty and not layout.g_functions:
+        if not layout.g_functions:
             return pd.DataFrame()
-        G = np.array([[1.0 if n.rsplit(":", 1)[-1] == "Intercept" else float(row.get(n.rsplit(":", 1)[-1], 0.0))
-                       for n in layout.g_names] for _, row in patterns.iterrows()])
+        patterns = level2_patterns(layout, design, max_patterns)
+        G = jnp.asarray(np.stack([level2_row(layout.g_names, row.to_dict()) for _, row in patterns.iterrows()]))
         theta = jnp.asarray(self.theta_draws.reshape(-1, self.theta_draws.shape[-1]))
-        factors = np.asarray(jax.jit(jax.vmap(lambda t: layout.group_cholesky(t, jnp.asarray(G))))(theta))
-        sigma = factors @ np.swapaxes(factors, -1, -2)  # (S, P, q, q), internal order
+        factors = np.asarray(jax.jit(jax.vmap(lambda t: layout.group_cholesky(t, G)))(theta))
         effects = layout.random_effects()
         order = [idx for _, _, idx in effects]
-        labels = [f"{part}:{term}" for part, term, _ in effects]
-        sigma = sigma[:, :, order][:, :, :, order]
-        sd = np.sqrt(np.diagonal(sigma, axis1=-2, axis2=-1))  # (S, P, q)
-        corr = sigma / (sd[..., :, None] * sd[..., None, :])
-        rows = []
-        for p in range(len(patterns)):
-            mean_sd = pd.DataFrame(np.diag(sd[:, p].mean(axis=0) ** 2), index=labels, columns=labels)
-            row = implied_sd_corr(mean_sd)  # the sd: entries (posterior means); correlations below
-            for a in range(len(labels)):
-                for b in range(a + 1, len(labels)):
-                    row[f"corr:{labels[a]},{labels[b]}"] = float(corr[:, p, a, b].mean())
-            rows.append(row)
-        return pd.DataFrame(rows, index=patterns.index)
+        sigma = (factors @ np.swapaxes(factors, -1, -2))[:, :, order][:, :, :, order]  # (S, P, q, q), user order
+        implied = implied_sd_corr(sigma, [f"{part}:{term}" for part, term, _ in effects])
+        return pd.DataFrame({k: v.mean(axis=0) for k, v in implied.items()}, index=patterns.index)
 
     def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
         """Each group's predicted line against ``covariate`` (``melsm.groups.group_lines``)."""

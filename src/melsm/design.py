@@ -357,13 +357,9 @@ def _between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names):
     for effect, text in variance_functions + _correlation_functions(given, zu_names, zv_names):
         part, term = effect.split(":", 1)
         random_names = zu_names if part == "mean" else zv_names
-        if part == "corr":
-            pass  # checked by _correlation_functions
-        elif term not in random_names:
+        if part != "corr" and term not in random_names:  # pairs are checked by _correlation_functions
             raise MelsmInputError(
                 f"a between formula for {effect} needs {term} among the random effects of the {part} formula"
-                f" (random: {', '.join(random_names) or 'none'})" if part == "mean" else
-                f"a between formula for {effect} needs {term} among the random effects of the within formula"
                 f" (random: {', '.join(random_names) or 'none'})")
         label = "between" if effect == LOCATION_INTERCEPT else f"between ({effect})"
         G_rows, covariates = _matrix(text, frame, label)

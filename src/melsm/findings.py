@@ -24,10 +24,6 @@ from .errors import MelsmInputError
 from .groups import has_group_quantities, observed_groups, percent_change, random_slopes
 
 
-def _has_quantities(fit) -> bool:
-    return has_group_quantities(fit.model.layout)
-
-
 def _interval(fit, name: str) -> str:
     row = fit.params.loc[name]
     if hasattr(fit, "loglik"):
@@ -57,7 +53,8 @@ def findings(fits, names: list[str]) -> list[str]:
         out.append(f"Observed {word} means and within-{word} variances of {design.response} correlate "
                    f"with r = {r:.2f} ({len(observed)} {word}s).")
 
-    key = next((k for k, f in enumerate(fits) if _has_quantities(f) and "Intercept" in f.model.layout.zv_names), None)
+    key = next((k for k, f in enumerate(fits)
+                if has_group_quantities(f.model.layout) and "Intercept" in f.model.layout.zv_names), None)
     if key is not None:
         fit, name = fits[key], names[key]
         groups = fit.group_quantities()
@@ -81,7 +78,7 @@ def findings(fits, names: list[str]) -> list[str]:
         added = [n.split(":", 1)[1] for n in after.names if n in _fixed(after, "mean") - _fixed(before, "mean")]
         if not (added and _fixed(before, "mean") < _fixed(after, "mean")
                 and _fixed(before, "within") == _fixed(after, "within")
-                and _has_quantities(before) and _has_quantities(after)):
+                and has_group_quantities(before.model.layout) and has_group_quantities(after.model.layout)):
             continue
         change = percent_change(before.population_quantities(), after.population_quantities())
         terms = " and ".join([", ".join(added[:-1]), added[-1]] if len(added) > 1 else added)

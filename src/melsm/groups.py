@@ -36,6 +36,7 @@ import pandas as pd
 import scipy.special
 
 from .errors import MelsmInputError
+from .params import is_intercept
 
 Z95 = float(scipy.special.ndtri(0.975))
 #: Rows of ``population_quantities``; the first four are positive (log-scale ML intervals).
@@ -43,6 +44,14 @@ POPULATION = ("between_variance", "variance_mean", "variance_variance", "icc", "
 #: Which population average each group quantity is compared with.
 AVERAGE_OF = {"mean": "mean", "variance": "variance_mean", "icc": "icc"}
 FUNCTIONS = ("mean", "variance")
+
+
+def cached(fit, key: str, compute) -> pd.DataFrame:
+    """``compute(fit)`` once per results object (the report and the figures ask for the
+    same quantities several times; ML's delta method compiles each time); a copy each call."""
+    if key not in fit.__dict__:
+        fit.__dict__[key] = compute(fit)
+    return fit.__dict__[key].copy()
 
 
 def check_supported(layout) -> None:
@@ -83,7 +92,7 @@ def _variance_at_zero(p: Mapping, layout, effect: str, xp, like):
     span = _function(layout, effect)
     if span is not None:
         names = layout.g_names[span[0]:span[1]]
-        intercept = next((f"between:{n}" for n in names if n.rsplit(":", 1)[-1] == "Intercept"), None)
+        intercept = next((f"between:{n}" for n in names if is_intercept(n)), None)
         return xp.exp(p[intercept]) if intercept else 1.0 + 0.0 * like
     if term in (layout.zu_names if part == "mean" else layout.zv_names):
         return p[f"sd:{effect}"] ** 2
@@ -254,13 +263,14 @@ def level2_patterns(layout, design, max_patterns: int = 6) -> pd.DataFrame:
     return patterns.set_axis(pd.Index(labels, name="group covariates"))
 
 
-def implied_sd_corr(sigma: pd.DataFrame) -> dict:
-    """``sd:<effect>`` and ``corr:<a>,<b>`` of a covariance matrix with labelled rows."""
-    sd = np.sqrt(np.diag(sigma.to_numpy()))
-    out = {f"sd:{label}": s for label, s in zip(sigma.index, sd, strict=True)}
-    for a in range(len(sd)):
-        for b in range(a + 1, len(sd)):
-            out[f"corr:{sigma.index[a]},{sigma.index[b]}"] = sigma.iloc[a, b] / (sd[a] * sd[b])
+def implied_sd_corr(sigma: np.ndarray, labels) -> dict:
+    """``sd:<effect>`` and ``corr:<a>,<b>`` of covariance matrices (..., q, q) whose rows
+    are the effects ``labels``: arrays of shape (...)."""
+    sd = np.sqrt(np.diagonal(sigma, axis1=-2, axis2=-1))
+    out = {f"sd:{label}": sd[..., k] for k, label in enumerate(labels)}
+    for a in range(len(labels)):
+        for b in range(a + 1, len(labels)):
+            out[f"corr:{labels[a]},{labels[b]}"] = sigma[..., a, b] / (sd[..., a] * sd[..., b])
     return out
 
 

@@ -55,7 +55,7 @@ from . import _jax  # noqa: F401  (float64, compilation cache)
 from ._compiled import compiled
 from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning
 from .likelihood import ModelData, Nodes, find_nodes, loglik
-from .params import ParamLayout
+from .params import ParamLayout, is_intercept
 
 #: Default Gauss–Hermite points per scale dimension, chosen by measured accuracy
 #: (bench/quadrature_accuracy.py): the log-likelihood is within 1e-5 of its limit.
@@ -562,7 +562,7 @@ def _function_intercepts(kappa: np.ndarray, layout: ParamLayout, L: np.ndarray) 
     kappa = np.array(kappa, dtype=float)
     for row, a, b in layout.function_rows:
         names = layout.g_names[a:b]
-        k = a + next((i for i, n in enumerate(names) if n == "Intercept" or n.endswith(":Intercept")), 0)
+        k = a + next((i for i, n in enumerate(names) if is_intercept(n)), 0)
         kappa[k] = np.log(max(np.sum(L[row] ** 2), 1e-12))
     return kappa
 

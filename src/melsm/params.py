@@ -35,6 +35,19 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def is_intercept(g_name: str) -> bool:
+    """Whether a level-2 coefficient name (``Intercept``, ``within:Intercept:Intercept``)
+    is its function's intercept."""
+    return g_name.rsplit(":", 1)[-1] == "Intercept"
+
+
+def level2_row(g_names, covariates: dict) -> np.ndarray:
+    """A row of G for a group whose level-2 covariates are ``covariates`` (name → value,
+    missing ones 0): 1 for each function's intercept."""
+    return np.array([1.0 if is_intercept(n) else float(covariates.get(n.rsplit(":", 1)[-1], 0.0))
+                     for n in g_names])
+
+
 @dataclass(frozen=True)
 class ParamLayout:
     """Where each parameter sits in θ. Hashable, so it can be a static JAX argument."""
@@ -82,11 +95,6 @@ class ParamLayout:
                 out.append((rows[1], rows[0], a, b))
         return tuple(out)
 
-    @property
-    def corr_function(self) -> tuple[tuple[int, int, int, int], ...] | None:
-        """The correlation functions, or None: a model without any."""
-        return self.corr_functions or None
-
     def _cpc_cholesky(self, z: dict, xp, batch: tuple):
         """Cholesky factor of a correlation matrix from canonical partial correlations
         z[(i, j)] (arrays of shape ``batch``): L_ij = z_ij √(1 − Σ_{m<j} L_im²), L_ii the rest."""
@@ -114,7 +122,7 @@ class ParamLayout:
         _, _, kappa, raw = self.split(theta)
         L = self.cholesky(theta, xp=xp)
         scales = self.group_sd_scales(kappa, G, xp=xp)
-        if self.corr_function is None:
+        if not self.corr_functions:
             return scales[:, :, None] * L[None]
         z = {(i, j): xp.tanh(G[:, a:b] @ kappa[a:b]) for i, j, a, b in self.corr_functions}
         length = xp.sqrt(xp.sum(L * L, axis=1))  # row lengths at g = 0: σ, or 1 for function rows
@@ -138,7 +146,7 @@ class ParamLayout:
                     continue
                 if self.independent_blocks and r >= self.q_v and c < self.q_v:
                     continue
-                if r != c and self.corr_function is not None:
+                if r != c and self.corr_functions:
                     continue  # the correlation is a level-2 function: only log SDs are free
                 entries.append((r, c))
         return tuple(entries)
@@ -179,13 +187,12 @@ class ParamLayout:
                 row = [v / norm for v in row]
             rows.append(xp.stack(row))
         L = xp.stack(rows) if rows else xp.zeros((0, 0))
-        if self.corr_function is not None:  # row lengths times the correlation factor at g = 0
+        if self.corr_functions:  # row lengths times the correlation factor at g = 0
             kappa = self.split(theta)[2]
             z = {}
             for i, j, a, b in self.corr_functions:
                 names = self.g_names[a:b]
-                z[(i, j)] = sum((xp.tanh(kappa[a + k]) for k, n in enumerate(names)
-                                 if n.rsplit(":", 1)[-1] == "Intercept"), zero)
+                z[(i, j)] = sum((xp.tanh(kappa[a + k]) for k, n in enumerate(names) if is_intercept(n)), zero)
             lengths = xp.stack([L[r, r] for r in range(self.q)])
             L = lengths[:, None] * self._cpc_cholesky(z, xp, ())
         return L
@@ -194,7 +201,7 @@ class ParamLayout:
         """Inverse of ``split``/``cholesky`` for starting values (rows with a level-2
         function: any scale)."""
         L = np.asarray(L, dtype=float).copy()
-        if self.corr_function is not None:  # only the rows' lengths are free
+        if self.corr_functions:  # only the rows' lengths are free
             L = np.diag(np.sqrt(np.sum(L**2, axis=1)))
         for b in self.between_rows:
             L[b] = L[b] / L[b, b]
@@ -217,7 +224,7 @@ class ParamLayout:
                 parts = {effects[a][0], effects[b][0]}
                 if self.independent_blocks and parts == {"mean", "within"}:
                     continue
-                if self.corr_function is not None:
+                if self.corr_functions:
                     continue  # the one correlation is a level-2 function, reported in κ
                 pairs.append((effects[a], effects[b]))
         return pairs

@@ -80,7 +80,7 @@ class SampleLayout:
     def blocks(self) -> tuple[tuple[int, ...], ...]:
         """Correlation blocks as tuples of internal random-effect indices."""
         q, qv = self.layout.q, self.layout.q_v
-        if self.layout.corr_function is not None:  # the correlation is a level-2 function (in κ)
+        if self.layout.corr_functions:  # the correlation is a level-2 function (in κ)
             return tuple((r,) for r in range(q))
         if self.layout.independent_blocks:
             return tuple(b for b in (tuple(range(qv)), tuple(range(qv, q))) if b)

@@ -20,9 +20,10 @@ import scipy.special
 from ._compiled import compiled
 from .design import new_data_arrays
 from .errors import MelsmInputError
-from .groups import group_lines, implied_sd_corr, level2_patterns, ml_groups, ml_population
+from .groups import cached, group_lines, implied_sd_corr, level2_patterns, ml_groups, ml_population
 from .likelihood import random_effect_posterior
 from .ml import Optimum, covariance
+from .params import level2_row
 
 Z95 = float(scipy.special.ndtri(0.975))
 #: LR statistics below this (log-likelihoods equal to the optimiser's accuracy) count as 0.
@@ -186,9 +187,7 @@ class MLResults:
         layout = self.model.layout
         L = layout.cholesky(np.asarray(self.theta), xp=np)
         if layout.g_functions:
-            values = group_covariates or {}
-            g = np.array([1.0 if n.rsplit(":", 1)[-1] == "Intercept" else float(values.get(n.rsplit(":", 1)[-1], 0.0))
-                          for n in layout.g_names])
+            g = level2_row(layout.g_names, group_covariates or {})
             L = layout.group_cholesky(np.asarray(self.theta), g[None], xp=np)[0]
         sigma = L @ L.T
         effects = layout.random_effects()
@@ -201,7 +200,10 @@ class MLResults:
         typical groups (``melsm.groups.level2_patterns``); one row per pattern, empty
         without level-2 functions."""
         patterns = level2_patterns(self.model.layout, self.model.design, max_patterns)
-        rows = [implied_sd_corr(self.covariance_matrix(pattern.to_dict())) for _, pattern in patterns.iterrows()]
+        rows = []
+        for _, pattern in patterns.iterrows():
+            sigma = self.covariance_matrix(pattern.to_dict())
+            rows.append({k: float(v) for k, v in implied_sd_corr(sigma.to_numpy(), list(sigma.index)).items()})
         return pd.DataFrame(rows, index=patterns.index)
 
     # ---- tests -----------------------------------------------------------------------
@@ -312,12 +314,12 @@ class MLResults:
         """Each group's mean, level-1 variance and ICC with empirical-Bayes 95% intervals
         (``<quantity> low/high``) and ``<quantity> differs`` (the interval excludes the
         population average). See ``melsm.groups``."""
-        return ml_groups(self)
+        return cached(self, "_group_quantities", ml_groups)
 
     def population_quantities(self) -> pd.DataFrame:
         """σ²_u, mean E and variance V of the group variances, average ICC and β0 with
         delta-method SEs and 95% intervals. See ``melsm.groups``."""
-        return ml_population(self)
+        return cached(self, "_population_quantities", ml_population)
 
     def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
         """Each group's predicted line against ``covariate`` (``melsm.groups.group_lines``)."""
