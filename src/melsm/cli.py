@@ -177,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
                           '"EFFECT=FORMULA" for any random effect or the location-scale correlation, e.g. '
                           '"within:Intercept=~ g"')
     fit.add_argument("--association", default="correlated",
-                     choices=["correlated", "none", "linear"])
+                     choices=["correlated", "none", "linear", "quadratic"])
     fit.add_argument("--quadrature", type=int, default=None,
                      help="Gauss-Hermite points per random scale effect")
     fit.add_argument("--max-iter", type=int, default=None,
@@ -205,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
                      help='repeat for each model: "NAME = MEAN ; WITHIN ; BETWEEN" (WITHIN, BETWEEN optional), '
                           'e.g. "Model 2 = normexam ~ 1 + (1 | school) ; ~ 1 + (1 | school)"')
     rep.add_argument("--method", choices=["ml", "mcmc"], default="ml")
-    rep.add_argument("--association", default="correlated", choices=["correlated", "none", "linear"])
+    rep.add_argument("--association", default="correlated", choices=["correlated", "none", "linear", "quadratic"])
     rep.add_argument("--quadrature", type=int, default=None)
     rep.add_argument("--max-iter", type=int, default=None)
     rep.add_argument("--priors", choices=["default", "diffuse"], default="default")
