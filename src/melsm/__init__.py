@@ -18,12 +18,19 @@ from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning, MelsmInputErr
 from .model import MelsmDataWarning, Model
 from .report import report
 from .results import LRTest, MLResults
+from .simulate import simulate
+from .study import Study, StudyResults
+from .study import builtin as builtin_study
+from .study import load as load_study
+from .study_run import read_results as read_study
+from .study_run import run_study
 
 __version__ = "0.1.0"
 
 __all__ = ["Model", "MLResults", "LRTest", "datasets", "compare", "Comparison", "report", "MelsmInputError",
            "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "lrtest",
-           "release_compiled"]
+           "release_compiled", "simulate", "Study", "StudyResults", "load_study", "builtin_study", "run_study",
+           "read_study"]
 
 
 def lrtest(restricted: MLResults, full: MLResults) -> LRTest:

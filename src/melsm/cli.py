@@ -156,6 +156,37 @@ def _app(args) -> int:
     return 0
 
 
+def _simulate(args) -> int:
+    from .study import builtin, load
+    from .study_run import Store, run_study
+
+    if (args.study is None) == (args.builtin is None):
+        raise MelsmInputError("give a study file (melsm simulate STUDY.toml) or --builtin NAME, not both")
+    study = load(args.study) if args.study is not None else builtin(args.builtin)
+    if args.replicates is not None:
+        study = study.with_replicates(args.replicates)
+    out = Path(args.out or f"melsm-study-{study.name}")
+    try:
+        results = run_study(study, out, scheduler=args.scheduler, workers=args.workers, resume=args.resume,
+                            progress=False if args.quiet else None)
+    except KeyboardInterrupt:
+        done = len(Store(out, study).done())
+        print(f"\nstopped: {done} replicates are saved in {out}; continue with --resume", file=sys.stderr)
+        return 130
+    summary = results.summary()
+    summary.to_csv(out / "summary.csv", index=False)
+    figure = Path(args.figure) if args.figure else out / "figure.png"
+    if not summary.empty:
+        results.figure().savefig(figure, dpi=110)
+    n_designs = len(study.designs())
+    print(f"{study.name}: {study.replicates} replicates x {n_designs} design(s) x {len(study.fits)} model(s), "
+          f"{results.seconds:.0f} s")
+    print(results.table(study.focus))
+    print(f"\nRows: {out / 'rows'}  summary: {out / 'summary.csv'}"
+          + (f"  figure: {figure}" if not summary.empty else ""))
+    return 0
+
+
 def _mcmc_options(parser, chains: int = 16, warmup: int = 1000, draws: int = 1000) -> None:
     parser.add_argument("--chains", type=int, default=chains, help="MCMC chains (run as one vectorised program)")
     parser.add_argument("--warmup", type=int, default=warmup, help="MCMC warm-up iterations per chain")
@@ -220,6 +251,22 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("--max-upload-mb", type=float, default=20, help="largest CSV upload in MB (default 20)")
     app.add_argument("--open", action="store_true", help="open the page in a web browser")
     app.set_defaults(run=_app)
+
+    sim = sub.add_parser("simulate", help="run a simulation study (a TOML file or a built-in one) on Dask, "
+                         "print its table and write its figure")
+    sim.add_argument("study", nargs="?", default=None, help="study file (TOML; format in the README)")
+    sim.add_argument("--builtin", default=None,
+                     help="a built-in study: ignore-scale (alias type1), coverage (alias model5)")
+    sim.add_argument("--replicates", type=int, default=None, help="replicates per design (default: the study's)")
+    sim.add_argument("--scheduler", default=None, help="address of a Dask scheduler, e.g. tcp://host:8786 "
+                     "(default: a local cluster)")
+    sim.add_argument("--workers", type=int, default=None,
+                     help="worker processes of the local cluster (default: one per core)")
+    sim.add_argument("--out", default=None, help="output folder (default melsm-study-NAME)")
+    sim.add_argument("--resume", action="store_true", help="continue a study whose output folder holds replicates")
+    sim.add_argument("--figure", default=None, help="figure file (default OUT/figure.png)")
+    sim.add_argument("--quiet", action="store_true", help="no progress line")
+    sim.set_defaults(run=_simulate)
 
     riesby = sub.add_parser("riesby", help="fit the Riesby location-scale model on the "
                             "built-in data (MIXREGLS' example) and print its table")

@@ -179,3 +179,91 @@ class FitPlots:
     def observed(self, name: str | None = None) -> Figure:
         """Observed group means against variances (``melsm.plots.observed_figure``)."""
         return observed_figure(self._fit, name)
+
+
+# ---- simulation studies (melsm.study) -------------------------------------------------
+MODEL_COLOURS = (HIGHLIGHT, AVERAGE, "#27ae60", "#8e44ad", "#d35400", PLAIN)
+
+
+def _model_colours(models) -> dict:
+    return {m: MODEL_COLOURS[k % len(MODEL_COLOURS)] for k, m in enumerate(models)}
+
+
+def rejection_figure(summary, parameters, title: str | None = None) -> Figure:
+    """A study's rejection rate of H0: parameter = 0 (5% Wald test; the Type I error where
+    the truth is 0) and SE ratio (mean SE / empirical SD) across its designs, one line per
+    fitted model, with ±1.96 Monte Carlo SE bars; one column per parameter."""
+    parameters = [parameters] if isinstance(parameters, str) else list(parameters)
+    missing = [p for p in parameters if p not in set(summary["parameter"])]
+    if missing:
+        raise MelsmInputError(f"the study's summary has no parameter '{missing[0]}'")
+    labels = list(dict.fromkeys(summary.get("label", summary["design"]).astype(str)))
+    position = {label: k for k, label in enumerate(labels)}
+    colours = _model_colours(dict.fromkeys(summary["model"]))
+    fig = Figure(figsize=(4.2 * len(parameters), 6.2), layout="constrained")
+    axes = fig.subplots(2, len(parameters), squeeze=False)
+    for col, parameter in enumerate(parameters):
+        rows = summary[summary["parameter"] == parameter]
+        top, bottom = axes[0, col], axes[1, col]
+        for model, part in rows.groupby("model", sort=False):
+            x = part.get("label", part["design"]).astype(str).map(position).to_numpy()
+            top.errorbar(x, 100 * part["rejection"], yerr=196 * part["rejection_mcse"], marker="o", capsize=3,
+                         color=colours[model], label=model)
+            bottom.plot(x, part["se_ratio"], marker="o", color=colours[model], label=model)
+        zero = bool((rows["test"] == "type I").all())
+        if zero:
+            top.axhline(5, color=PLAIN, linestyle="--", linewidth=1, label="nominal 5%")
+        top.set_ylabel("Type I error (%)" if zero else "rejection of H0: 0 (%)")
+        top.set_ylim(0, max(10.0, float(np.nanmax(100 * rows["rejection"] + 196 * rows["rejection_mcse"]))) * 1.08)
+        top.set_title(f"{parameter}: {'Type I error' if zero else 'power'}, 5% Wald test", fontsize=9, loc="left")
+        bottom.axhline(1, color=PLAIN, linestyle="--", linewidth=1)
+        bottom.set_ylabel("mean SE / empirical SD")
+        bottom.set_ylim(0, max(1.2, float(np.nanmax(rows["se_ratio"])) * 1.1))
+        bottom.set_title(f"{parameter}: SE ratio", fontsize=9, loc="left")
+        for ax in (top, bottom):
+            ax.set_xticks(range(len(labels)), labels, fontsize=8)
+            ax.set_xlim(-0.4, len(labels) - 0.6)
+        top.legend(fontsize=8, frameon=False)
+    reps = int(summary["n"].max()) if len(summary) else 0
+    fig.suptitle(f"{title + ': ' if title else ''}up to {reps} converged replicates per design and model, "
+                 "bars ±1.96 Monte Carlo SE", fontsize=10)
+    return fig
+
+
+def coverage_figure(summary, title: str | None = None, level: float = 0.95) -> Figure:
+    """Coverage of the 95% CIs of every parameter with a truth, one panel per design, one
+    colour per fitted model, ±1.96 Monte Carlo SE bars; the nominal level dashed and
+    ±2 points shaded."""
+    rows = summary[np.isfinite(summary["coverage"])]
+    if rows.empty:
+        raise MelsmInputError("no parameter with a truth has a coverage to show")
+    labels = list(dict.fromkeys(rows.get("label", rows["design"]).astype(str)))
+    parameters = list(dict.fromkeys(rows["parameter"]))
+    models = list(dict.fromkeys(rows["model"]))
+    colours = _model_colours(models)
+    columns = min(len(labels), 3)
+    fig = Figure(figsize=(4.6 * columns, 0.32 * len(parameters) * -(-len(labels) // columns) + 1.6),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(-(-len(labels) // columns), columns, squeeze=False).ravel())
+    for ax, label in zip(axes, labels, strict=False):
+        here = rows[rows.get("label", rows["design"]).astype(str) == label]
+        ax.axvspan(100 * level - 2, 100 * level + 2, color=PLAIN, alpha=0.15, linewidth=0)
+        ax.axvline(100 * level, color=PLAIN, linestyle="--", linewidth=1)
+        for k, model in enumerate(models):
+            part = here[here["model"] == model]
+            y = part["parameter"].map({p: i for i, p in enumerate(parameters)}).to_numpy()
+            offset = (k - (len(models) - 1) / 2) * 0.18
+            ax.errorbar(100 * part["coverage"], y + offset, xerr=196 * part["coverage_mcse"], fmt="o",
+                        markersize=4, capsize=2, color=colours[model], label=model)
+        ax.set_yticks(range(len(parameters)), parameters, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("coverage of 95% CIs (%)")
+        ax.set_title(label, fontsize=9, loc="left")
+        if len(models) > 1:
+            ax.legend(fontsize=7, frameon=False)
+    for ax in axes[len(labels):]:
+        ax.set_visible(False)
+    reps = int(rows["n"].max())
+    fig.suptitle(f"{title + ': ' if title else ''}95% CI coverage, up to {reps} converged replicates, "
+                 "bars ±1.96 Monte Carlo SE", fontsize=10)
+    return fig

@@ -1,0 +1,1 @@
+"""Built-in simulation studies, as TOML files (``melsm.study.builtin``)."""

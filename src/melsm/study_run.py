@@ -1,0 +1,227 @@
+"""Running a study on Dask, with a Parquet store that survives being stopped.
+
+The store is a folder: ``study.json`` (the study, to refuse mixing replicates of
+different studies) and ``rows/d<design>-r<replicate>.parquet``, one file per finished
+replicate. Files are written under a hidden temporary name and renamed into place
+(``os.replace`` is atomic on one file system), so a file exists exactly when its
+replicate is complete, whatever moment the run was stopped at. Resuming lists the files
+and submits only the missing (design, replicate) keys: nothing is lost or done twice.
+
+Replicates are Dask tasks (``_replicate_task``, a top-level function so that it pickles);
+their rows come back to this process, which writes them as they complete
+(``as_completed``), so the workers need no shared file system. A replicate whose task
+raised, or whose worker died, is recorded as failed rows and the study goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import MelsmInputError
+from .study import Study, StudyResults, failed_rows, replicate_rows
+
+#: A worker process drops its compiled functions after this many replicates: XLA keeps
+#: memory maps for every compiled model (Linux allows 65,530 per process).
+RELEASE_EVERY = 200
+_FILE = re.compile(r"^d(\d+)-r(\d+)\.parquet$")
+_done_in_process = 0
+
+
+def _replicate_task(study: Study, design_id: int, replicate: int) -> pd.DataFrame:
+    """One replicate on a worker (``replicate_rows``), releasing compiled functions now and then."""
+    global _done_in_process
+    rows = replicate_rows(study, design_id, replicate)
+    _done_in_process += 1
+    if _done_in_process % RELEASE_EVERY == 0:
+        from ._compiled import release
+
+        release()
+    return rows
+
+
+class Store:
+    """The output folder of a study (see the module docstring)."""
+
+    def __init__(self, folder: str | Path, study: Study):
+        self.folder = Path(folder)
+        self.rows_folder = self.folder / "rows"
+        self.study = study
+
+    def open(self, resume: bool = False) -> Store:
+        """Check the folder is this study's (or new), create it, clear stale temporary files."""
+        study = self.study
+        spec_path = self.folder / "study.json"
+        if self.folder.exists() and not self.folder.is_dir():
+            raise MelsmInputError(f"'{self.folder}' is a file, not a folder for the study's results")
+        if spec_path.exists():
+            stored = Study.from_dict(_read_json(spec_path))
+            if stored.identity() != study.identity():
+                raise MelsmInputError(f"'{self.folder}' holds results of a different study "
+                                      f"('{stored.name}'); choose another output folder")
+            done = len(self.done())
+            if done and not resume:
+                raise MelsmInputError(f"'{self.folder}' already holds {done} finished replicates of this study; "
+                                      "resume it (--resume, resume=True) or choose another output folder")
+        elif self.rows_folder.exists() and any(self.rows_folder.iterdir()):
+            raise MelsmInputError(f"'{self.folder}' holds rows without a study.json; choose another output folder")
+        self.rows_folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(spec_path, lambda p: p.write_text(_json(study.to_dict())))
+        for stale in self.rows_folder.glob(".*.tmp"):  # left by a run stopped mid-write
+            stale.unlink(missing_ok=True)
+        return self
+
+    def path(self, design_id: int, replicate: int) -> Path:
+        return self.rows_folder / f"d{design_id:04d}-r{replicate:06d}.parquet"
+
+    def done(self) -> set[tuple[int, int]]:
+        """(design, replicate) keys with a finished file."""
+        keys = set()
+        for path in self.rows_folder.glob("*.parquet") if self.rows_folder.exists() else ():
+            match = _FILE.match(path.name)
+            if match:
+                keys.add((int(match.group(1)), int(match.group(2))))
+        return keys
+
+    def write(self, design_id: int, replicate: int, rows: pd.DataFrame) -> None:
+        _write_atomic(self.path(design_id, replicate), lambda p: rows.to_parquet(p, index=False))
+
+    def read(self) -> pd.DataFrame:
+        """Every stored row of the study's current designs and replicates, in key order."""
+        wanted = {(d.id, r) for d in self.study.designs() for r in range(self.study.replicates)}
+        keys = sorted(self.done() & wanted)
+        if not keys:
+            return failed_rows(self.study, 0, 0, "", models=[]).iloc[:0]
+        return pd.concat([pd.read_parquet(self.path(d, r)) for d, r in keys], ignore_index=True)
+
+
+def _json(spec: dict) -> str:
+    return json.dumps(spec, indent=2, sort_keys=True)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise MelsmInputError(f"cannot read '{path}': {err}") from None
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through a hidden temporary file in the same folder, then rename into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class _Progress:
+    """``[done/total] replicates, elapsed, left, failed`` on stderr: rewritten in place on a
+    terminal, a new line every 5% otherwise (logs); or a callable ``(done, total)``."""
+
+    def __init__(self, total: int, done: int, progress: Any):
+        self.total, self.done, self.start_done = total, done, done
+        self.failed = 0
+        self.started = time.perf_counter()
+        self.callback = progress if callable(progress) else None
+        self.stream = None if progress is False or self.callback else sys.stderr
+        self.tty = self.stream is not None and self.stream.isatty()
+        self.last_step = -1
+        self.last_time = 0.0
+
+    def step(self, failed: bool) -> None:
+        self.done += 1
+        self.failed += failed
+        if self.callback:
+            self.callback(self.done, self.total)
+            return
+        if self.stream is None:
+            return
+        now = time.perf_counter()
+        step = 20 * self.done // self.total
+        if self.tty and (now - self.last_time > 0.2 or self.done == self.total):
+            print("\r" + self.line(now), end="\n" if self.done == self.total else "", file=self.stream, flush=True)
+            self.last_time = now
+        elif not self.tty and (step != self.last_step or self.done == self.total):
+            print(self.line(now), file=self.stream, flush=True)
+            self.last_step = step
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.started
+        new = self.done - self.start_done
+        left = elapsed / new * (self.total - self.done) if new else float("nan")
+        failed = f", {self.failed} failed" if self.failed else ""
+        return (f"[{self.done}/{self.total}] replicates, {elapsed:.0f} s elapsed, "
+                f"~{left:.0f} s left{failed}   ")
+
+
+def _connect(scheduler: str | None, workers: int | None):
+    """A Dask client: to ``scheduler`` if given, else to a new local cluster of ``workers``
+    single-threaded processes (default: one per core). Returns (client, cluster or None)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except (OSError, TimeoutError, ValueError) as err:
+            raise MelsmInputError(f"cannot connect to the Dask scheduler at '{scheduler}': {err}") from None
+    n = workers or os.cpu_count() or 1
+    # one thread per process: the fits are CPU-bound Python + XLA, and JAX's compiled
+    # functions are per process, so processes (not threads) are what run in parallel.
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def run_study(study: Study, out: str | Path, scheduler: str | None = None, workers: int | None = None,
+              resume: bool = False, progress: Any = None) -> StudyResults:
+    """Run every missing replicate of ``study`` on Dask, writing each to ``out`` as it finishes.
+
+    ``scheduler``: address of an existing Dask scheduler (``tcp://host:8786``); else a
+    local cluster of ``workers`` processes (default: one per core). ``resume``: continue a
+    study whose folder already holds replicates (otherwise that is an error). ``progress``:
+    a line on stderr (default), False, or a callable ``(done, total)``.
+    """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise MelsmInputError(f"workers must be a positive integer, not {workers!r}")
+    store = Store(out, study).open(resume)
+    keys = [(d.id, r) for d in study.designs() for r in range(study.replicates)]
+    done = store.done()
+    todo = [key for key in keys if key not in done]
+    started = time.perf_counter()
+    if todo:
+        from distributed import as_completed
+
+        bar = _Progress(len(keys), len(keys) - len(todo), progress)
+        client, cluster = _connect(scheduler, workers)
+        try:
+            futures = {client.submit(_replicate_task, study, d, r, pure=False): (d, r) for d, r in todo}
+            for future in as_completed(futures):
+                d, r = futures.pop(future)
+                try:
+                    rows = future.result()
+                except Exception as err:  # noqa: BLE001  (a task that raised or a worker that died)
+                    rows = failed_rows(study, d, r, f"replicate failed on the cluster: {type(err).__name__}: {err}")
+                store.write(d, r, rows)
+                future.release()
+                bar.step(bool((rows["error"] != "").any()))
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return StudyResults(study, store.read(), seconds=time.perf_counter() - started)
+
+
+def read_results(out: str | Path) -> StudyResults:
+    """The results stored in a study folder so far (no Dask needed)."""
+    folder = Path(out)
+    if not (folder / "study.json").is_file():
+        raise MelsmInputError(f"'{folder}' is not a study folder (no study.json)")
+    study = Study.from_dict(_read_json(folder / "study.json"))
+    return StudyResults(study, Store(folder, study).read())
