@@ -207,9 +207,10 @@ def rejection_figure(summary, parameters, title: str | None = None) -> Figure:
         top, bottom = axes[0, col], axes[1, col]
         for model, part in rows.groupby("model", sort=False):
             x = part.get("label", part["design"]).astype(str).map(position).to_numpy()
-            top.errorbar(x, 100 * part["rejection"], yerr=196 * part["rejection_mcse"], marker="o", capsize=3,
+            rate, half = 100 * part["rejection"].to_numpy(float), 196 * part["rejection_mcse"].to_numpy(float)
+            top.errorbar(x, rate, yerr=[np.minimum(half, rate), half], marker="o", capsize=3,  # not below 0
                          color=colours[model], label=model)
-            bottom.plot(x, part["se_ratio"], marker="o", color=colours[model], label=model)
+            bottom.plot(x, part["se_ratio"].to_numpy(float), marker="o", color=colours[model], label=model)
         zero = bool((rows["test"] == "type I").all())
         if zero:
             top.axhline(5, color=PLAIN, linestyle="--", linewidth=1, label="nominal 5%")
@@ -253,7 +254,8 @@ def coverage_figure(summary, title: str | None = None, level: float = 0.95) -> F
             part = here[here["model"] == model]
             y = part["parameter"].map({p: i for i, p in enumerate(parameters)}).to_numpy()
             offset = (k - (len(models) - 1) / 2) * 0.18
-            ax.errorbar(100 * part["coverage"], y + offset, xerr=196 * part["coverage_mcse"], fmt="o",
+            ax.errorbar(100 * part["coverage"].to_numpy(float), y + offset,
+                        xerr=196 * part["coverage_mcse"].to_numpy(float), fmt="o",
                         markersize=4, capsize=2, color=colours[model], label=model)
         ax.set_yticks(range(len(parameters)), parameters, fontsize=7)
         ax.invert_yaxis()

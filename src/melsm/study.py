@@ -270,10 +270,11 @@ def failed_rows(study: Study, design_id: int, replicate: int, message: str, mode
              "estimate": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan, "converged": False,
              "boundary": "", "loglik": np.nan, "seconds": np.nan, "error": message}
             for name in (models if models is not None else study.fits)]
-    return _typed(pd.DataFrame(rows, columns=list(ROW_COLUMNS)))
+    return typed_rows(pd.DataFrame(rows, columns=list(ROW_COLUMNS)))
 
 
-def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+def typed_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the row columns' types (``ROW_COLUMNS``; Parquet reads text back as strings)."""
     return frame.astype(ROW_COLUMNS)
 
 
@@ -314,7 +315,7 @@ def replicate_rows(study: Study, design_id: int, replicate: int) -> pd.DataFrame
             "converged": bool(fit.converged), "boundary": ",".join(fit.boundary), "loglik": float(fit.loglik),
             "seconds": time.perf_counter() - start, "error": "",
         }))
-    return _typed(pd.concat(frames, ignore_index=True))
+    return typed_rows(pd.concat(frames, ignore_index=True))
 
 
 def _rate(hits: pd.Series) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import MelsmInputError
-from .study import Study, StudyResults, failed_rows, replicate_rows
+from .study import Study, StudyResults, failed_rows, replicate_rows, typed_rows
 
 #: A worker process drops its compiled functions after this many replicates: XLA keeps
 #: memory maps for every compiled model (Linux allows 65,530 per process).
@@ -100,7 +100,7 @@ class Store:
         keys = sorted(self.done() & wanted)
         if not keys:
             return failed_rows(self.study, 0, 0, "", models=[]).iloc[:0]
-        return pd.concat([pd.read_parquet(self.path(d, r)) for d, r in keys], ignore_index=True)
+        return typed_rows(pd.concat([pd.read_parquet(self.path(d, r)) for d, r in keys], ignore_index=True))
 
 
 def _json(spec: dict) -> str:
