@@ -67,7 +67,7 @@ def row(model, parameter, truth, estimate, se, replicate, converged=True, error=
     return {"design": design, "replicate": replicate, "model": model, "parameter": parameter, "truth": truth,
             "estimate": estimate, "se": se, "ci_low": estimate - 1.959963984540054 * se,
             "ci_high": estimate + 1.959963984540054 * se, "converged": converged, "boundary": "", "loglik": -1.0,
-            "seconds": 0.1, "error": error}
+            "seconds": 0.1, "error": error, "message": ""}
 
 
 def test_summary_statistics_by_hand():

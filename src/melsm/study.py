@@ -7,9 +7,10 @@ design d draws its data with the seed ``SeedSequence([seed, d, r])``, so any rep
 be recomputed alone, in any order, on any machine (``replicate_rows``).
 
 Per replicate, model and parameter a row records the estimate, its SE and 95% CI, the
-value the estimate aims at (``truth``), convergence, the log-likelihood and, for a fit
-that failed, the error. ``summarise`` turns the rows into, per design, model and parameter
-(θ the truth, θ̂_r the R converged estimates, s_r their SEs, z = Φ⁻¹(0.975)):
+value the estimate aims at (``truth``), convergence (with the optimiser's message when
+not converged), the log-likelihood and, for a fit that failed, the error. ``summarise``
+turns the rows into, per design, model and parameter (θ the truth, θ̂_r the R converged
+estimates, s_r their SEs, z = Φ⁻¹(0.975)):
 
     bias       = mean(θ̂_r) − θ                          MC SE  sd(θ̂_r)/√R
     emp_sd     = sd(θ̂_r)            (the estimator's actual spread)
@@ -58,7 +59,7 @@ ALIASES = {"type1": "ignore-scale", "model5": "coverage"}
 ROW_COLUMNS = {"design": "int64", "replicate": "int64", "model": "object", "parameter": "object",
                "truth": "float64", "estimate": "float64", "se": "float64", "ci_low": "float64",
                "ci_high": "float64", "converged": "bool", "boundary": "object", "loglik": "float64",
-               "seconds": "float64", "error": "object"}
+               "seconds": "float64", "error": "object", "message": "object"}
 
 
 @dataclass(frozen=True)
@@ -268,14 +269,16 @@ def failed_rows(study: Study, design_id: int, replicate: int, message: str, mode
     """One row per model (``parameter`` empty) recording a replicate or fit that failed."""
     rows = [{"design": design_id, "replicate": replicate, "model": name, "parameter": "", "truth": np.nan,
              "estimate": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan, "converged": False,
-             "boundary": "", "loglik": np.nan, "seconds": np.nan, "error": message}
+             "boundary": "", "loglik": np.nan, "seconds": np.nan, "error": message, "message": ""}
             for name in (models if models is not None else study.fits)]
     return typed_rows(pd.DataFrame(rows, columns=list(ROW_COLUMNS)))
 
 
 def typed_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the row columns' types (``ROW_COLUMNS``; Parquet reads text back as strings)."""
-    return frame.astype(ROW_COLUMNS)
+    """``frame`` with the row columns' types (``ROW_COLUMNS``; Parquet reads text back as
+    strings); a text column that rows stored by an earlier version lack is empty."""
+    missing = {c: "" for c, kind in ROW_COLUMNS.items() if c not in frame.columns and kind == "object"}
+    return frame.assign(**missing).astype(ROW_COLUMNS)
 
 
 def fit_model(data: pd.DataFrame, spec: dict):
@@ -313,7 +316,7 @@ def replicate_rows(study: Study, design_id: int, replicate: int) -> pd.DataFrame
             "estimate": table["estimate"].to_numpy(), "se": table["se"].to_numpy(),
             "ci_low": table["ci_low"].to_numpy(), "ci_high": table["ci_high"].to_numpy(),
             "converged": bool(fit.converged), "boundary": ",".join(fit.boundary), "loglik": float(fit.loglik),
-            "seconds": time.perf_counter() - start, "error": "",
+            "seconds": time.perf_counter() - start, "error": "", "message": "" if fit.converged else fit.message,
         }))
     return typed_rows(pd.concat(frames, ignore_index=True))
 
