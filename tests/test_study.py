@@ -273,3 +273,22 @@ def test_study_killed_mid_way_resumes_without_losing_or_repeating_replicates(tmp
     assert (rows["error"] == "").all()
     summary = pd.read_csv(out / "summary.csv").set_index(["model", "parameter"])
     assert summary.loc[("full", "within:g"), "n"] + summary.loc[("full", "within:g"), "non_converged"] == replicates
+
+
+@pytest.mark.slow
+def test_study_on_an_existing_scheduler(tiny, tmp_path):
+    """``scheduler=ADDRESS``: the replicates run on a cluster this process did not start."""
+    from distributed import LocalCluster
+
+    calls = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
+                      scheduler_kwargs={"dashboard": False}) as cluster:
+        results = melsm.run_study(tiny.with_replicates(3), tmp_path / "out", scheduler=cluster.scheduler_address,
+                                  progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert sorted(set(results.rows["replicate"])) == [0, 1, 2]
+    expected = replicate_rows(tiny, 0, 2)  # the same seed in this process: the same estimates
+    got = results.rows[results.rows["replicate"] == 2]
+    np.testing.assert_allclose(got["estimate"], expected["estimate"], rtol=1e-6)
+    summary = results.summary().set_index(["model", "parameter"])
+    assert summary.loc[("full", "within:g"), "n"] + summary.loc[("full", "within:g"), "non_converged"] == 3

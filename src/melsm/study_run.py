@@ -168,14 +168,16 @@ def _connect(scheduler: str | None, workers: int | None):
 
     if scheduler:
         try:
-            return Client(scheduler, timeout="20s"), None
+            return Client(scheduler, timeout="10s"), None
         except (OSError, TimeoutError, ValueError) as err:
             raise MelsmInputError(f"cannot connect to the Dask scheduler at '{scheduler}': {err}") from None
     n = workers or os.cpu_count() or 1
     # one thread per process: the fits are CPU-bound Python + XLA, and JAX's compiled
     # functions are per process, so processes (not threads) are what run in parallel.
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+    # no dashboard; the scheduler's small HTTP server on a free port of this machine only
+    # (its default, 8787, is taken by any other cluster running here)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
+                           scheduler_kwargs={"dashboard": False}, silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
