@@ -243,7 +243,7 @@ def coverage_figure(summary, title: str | None = None, level: float = 0.95) -> F
     models = list(dict.fromkeys(rows["model"]))
     colours = _model_colours(models)
     columns = min(len(labels), 3)
-    fig = Figure(figsize=(4.6 * columns, 0.32 * len(parameters) * -(-len(labels) // columns) + 1.6),
+    fig = Figure(figsize=(max(7.0, 4.6 * columns), 0.32 * len(parameters) * -(-len(labels) // columns) + 1.6),
                  layout="constrained")
     axes = np.atleast_1d(fig.subplots(-(-len(labels) // columns), columns, squeeze=False).ravel())
     for ax, label in zip(axes, labels, strict=False):
@@ -266,6 +266,6 @@ def coverage_figure(summary, title: str | None = None, level: float = 0.95) -> F
     for ax in axes[len(labels):]:
         ax.set_visible(False)
     reps = int(rows["n"].max())
-    fig.suptitle(f"{title + ': ' if title else ''}95% CI coverage, up to {reps} converged replicates, "
-                 "bars ±1.96 Monte Carlo SE", fontsize=10)
+    fig.suptitle(f"{title + ': ' if title else ''}95% CI coverage, up to {reps} converged replicates\n"
+                 "bars ±1.96 Monte Carlo SE, nominal ± 2 points shaded", fontsize=10)
     return fig
