@@ -36,8 +36,9 @@ def mvn_logpdf(y, mean, cov):
     return -0.5 * (len(y) * np.log(2 * np.pi) + z @ z) - np.sum(np.log(np.diag(chol)))
 
 
-def package_loglik(model, theta, n_quad):
-    eta0 = jnp.zeros((model.model_data.G.shape[0], model.layout.q_v))  # padded groups included
+def package_loglik(model, theta, n_quad, eta0=None):
+    if eta0 is None:
+        eta0 = jnp.zeros((model.model_data.G.shape[0], model.layout.n_agq))  # padded groups included
     value, _, nodes = value_grad_nodes(jnp.asarray(theta), model.model_data, eta0, model.layout, n_quad,
                                        nodes_move=False)
     return float(value), nodes

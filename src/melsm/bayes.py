@@ -99,7 +99,7 @@ class MCMCResults:
             step = max(1, int(np.ceil(n_draws * n_chains / max_draws)))
             kept = self._positions[::step]  # (D', C, dim)
             layout = self.model.layout
-            n_quad = default_quadrature(layout.q_v)
+            n_quad = default_quadrature(layout)
             flat = jnp.asarray(kept.reshape(-1, dim))
             values = np.asarray(marginal_group_loglik(flat, self.model.sampler_data, self._sample_layout, n_quad))
             per_draw = values.reshape(kept.shape[0], n_chains, -1)

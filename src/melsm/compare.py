@@ -26,7 +26,7 @@ BLOCK_TITLES = {"mean": "Mean function", "between": "Level-2 variance functions 
                 "effects)", "within": "Level-1 variance function (log variance)",
                 "cross": "Cross-function", "fit": "Model fit"}
 BLOCK_ORDER = tuple(BLOCK_TITLES)
-KIND_ORDER = {"coef": 0, "sd": 1, "corr": 2, "criterion": 3}
+KIND_ORDER = {"coef": 0, "sd": 1, "corr": 2, "assoc": 3, "criterion": 4}
 
 
 def _row_key(name: str) -> tuple[str, str, str]:
@@ -42,6 +42,8 @@ def _row_key(name: str) -> tuple[str, str, str]:
             return part_a, "corr", f"Corr({term_a}, {term_b})"
         word = {"mean": "mean", "within": "variance"}
         return "cross", "corr", f"Corr({word[part_a]} {term_a}, {word[part_b]} {term_b})"
+    if kind == "assoc":
+        return "cross", "assoc", "Quadratic association τ_q"
     return kind, "coef", rest
 
 

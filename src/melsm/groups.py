@@ -58,6 +58,9 @@ def check_supported(layout) -> None:
     """Group quantities need intercepts in both functions and a random location intercept."""
     if has_group_quantities(layout):
         return
+    if layout.quadratic:
+        raise MelsmInputError("group means, variances and ICCs are not available under the quadratic "
+                              "association (its scale effects are not Gaussian); use association='linear'")
     missing = [what for what, ok in (
         ("an intercept in the mean function", "Intercept" in layout.x_names),
         ("an intercept in the level-1 variance function", "Intercept" in layout.w_names),
@@ -69,7 +72,8 @@ def check_supported(layout) -> None:
 
 def has_group_quantities(layout) -> bool:
     """Whether ``check_supported`` passes."""
-    return "Intercept" in layout.x_names and "Intercept" in layout.w_names and "Intercept" in layout.zu_names
+    return ("Intercept" in layout.x_names and "Intercept" in layout.w_names and "Intercept" in layout.zu_names
+            and not layout.quadratic)
 
 
 def random_slopes(layout) -> list[tuple[str, str]]:

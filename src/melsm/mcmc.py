@@ -8,7 +8,8 @@ location effects u collapsed exactly (the same per-group likelihood as the ML fi
 Sampler: jittered HMC whose step size, trajectory length and diagonal mass matrix are
 tuned by ChEES across many chains run as one vectorised program (BlackJAX), which
 amortises XLA's per-operation cost on CPUs. After sampling, each draw's location effects
-are drawn exactly from η_u | η_v, y ~ N(M⁻¹c, M⁻¹).
+are drawn exactly from η_u | η_v, y ~ N(M⁻¹c, M⁻¹). Under the quadratic association u
+enters the level-1 variance, so η = (η_v, η_u) is sampled with the rest.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _jax  # noqa: F401
-from .likelihood import LOG_2PI, conditional_terms, group_factors, log_joint
+from .likelihood import LOG_2PI, conditional_terms, group_factors, log_joint, quadratic_effects
 from .priors import Priors, SampleLayout, log_prior, prior_scales
 
 
@@ -93,6 +94,9 @@ def draw_random_effects(key, z, data, sample_layout: SampleLayout):
     layout = sample_layout.layout
     theta = sample_layout.to_theta(z)
     eta_v = sample_layout.split(z)[5]
+    if layout.quadratic:  # both effects are sampled: b is a function of the draw
+        v, u = quadratic_effects(theta, layout.group_cholesky(theta, data.G), eta_v, layout)
+        return jnp.concatenate([v, u], axis=1), theta
     _, _, L_vv_j, L_uv_j, L_uu_j = group_factors(theta, data, layout)
     _, mean, cov = conditional_terms(theta, data, eta_v, layout)
     if layout.q_u:
@@ -115,7 +119,7 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
     sample_layout = SampleLayout(layout, design.n_groups)
     scales = {k: jnp.asarray(v) for k, v in prior_scales(design, layout, priors).items()}
     ml_fit = start if start is not None else model.fit()
-    eta_hat = (np.asarray(ml_fit._opt.nodes.mode)[:design.n_groups] if layout.q_v
+    eta_hat = (np.asarray(ml_fit._opt.nodes.mode)[:design.n_groups] if layout.n_agq
                else np.zeros((design.n_groups, 0)))
     centre = sample_layout.from_theta(ml_fit.theta, eta_hat)
     rng = np.random.default_rng(seed)
@@ -156,15 +160,16 @@ def marginal_group_loglik(z_batch, data, sample_layout: SampleLayout, n_quad: in
     """log L_j(θ) for each draw in ``z_batch`` (S, dim): both u and v integrated out
     (v by adaptive quadrature, started from the draw's own η_v). Returns (S, J)."""
     from .likelihood import find_nodes, group_loglik
-    from .ml import N_NEWTON
+    from .ml import newton_steps
 
     layout = sample_layout.layout
 
     def one(z):
         theta = sample_layout.to_theta(z)
-        if not layout.q_v:
+        if not layout.n_agq:
             return group_loglik(theta, data, None, layout, n_quad)
-        nodes = find_nodes(theta, data, sample_layout.split(z)[5], layout, N_NEWTON, implicit=False)
+        nodes = find_nodes(theta, data, sample_layout.split(z)[5], layout, newton_steps(layout),
+                           implicit=False)
         return group_loglik(theta, data, nodes, layout, n_quad)
 
     return jax.lax.map(one, z_batch)

@@ -54,7 +54,7 @@ import scipy.optimize
 from . import _jax  # noqa: F401  (float64, compilation cache)
 from ._compiled import compiled
 from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning
-from .likelihood import ModelData, Nodes, find_nodes, loglik
+from .likelihood import ModelData, Nodes, find_nodes, loglik, nested_nodes
 from .params import ParamLayout, is_intercept
 
 #: Default Gauss–Hermite points per scale dimension, chosen by measured accuracy
@@ -89,8 +89,17 @@ DEFAULT_MAX_ITER = 1000
 TRUST_REGION_MAX_ITER = 200
 
 
-def default_quadrature(q_v: int) -> int:
-    return DEFAULT_QUADRATURE.get(q_v, 5)
+def default_quadrature(layout: ParamLayout) -> int:
+    """Points per dimension (``DEFAULT_QUADRATURE``); the quadratic association's nested
+    rule: 11 outer points (×41 inner), within 1e-4 of its limit on the Riesby data."""
+    return 11 if layout.quadratic else DEFAULT_QUADRATURE.get(layout.n_agq, 5)
+
+
+def newton_steps(layout: ParamLayout) -> int:
+    """Newton steps for the quadrature modes: the quadratic association's joint posterior of
+    (η_v, η_u) need not be log-concave away from the mode, and from a cold start (η = 0)
+    Newton took up to 16 steps on the Riesby data."""
+    return 2 * N_NEWTON + 4 if layout.quadratic else N_NEWTON
 
 
 def _loglik_and_nodes(theta, data: ModelData, eta_start, layout: ParamLayout, n_quad: int,
@@ -102,11 +111,13 @@ def _loglik_and_nodes(theta, data: ModelData, eta_start, layout: ParamLayout, n_
     exact derivative by the quadrature error's sensitivity to the nodes — negligible
     from ``FIXED_NODES_FROM`` points on, all of it for the Laplace approximation.
     """
-    if not layout.q_v:
+    if not layout.n_agq:
         return loglik(theta, data, None, layout, n_quad), None
     # Stopping the gradient of θ (not of the nodes) keeps autodiff out of the node search.
     at = theta if nodes_move else jax.lax.stop_gradient(theta)
-    nodes = find_nodes(at, data, eta_start, layout, N_NEWTON, implicit=nodes_move)
+    nodes = find_nodes(at, data, eta_start, layout, newton_steps(layout), implicit=nodes_move)
+    if layout.quadratic:
+        nodes = nested_nodes(at, data, nodes, layout, n_quad)
     return loglik(theta, data, nodes, layout, n_quad), nodes
 
 
@@ -153,8 +164,8 @@ class _Objective:
 
     def __init__(self, data, layout, n_quad, n_groups, nodes_move: bool):
         self.data, self.layout, self.n_quad = data, layout, n_quad
-        self.nodes_move = nodes_move and layout.q_v > 0
-        self.eta = np.zeros((n_groups, layout.q_v))
+        self.nodes_move = nodes_move and layout.n_agq > 0
+        self.eta = np.zeros((n_groups, layout.n_agq))
         self._point = None  # (θ bytes, value, grad, nodes)
         self._exact = None  # (θ bytes, value, grad, Hessian)
 
@@ -236,8 +247,10 @@ def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: i
     docstring). ``max_iter`` caps the iterations of every optimiser run (BFGS, and the
     trust-region fallback, which stops at ``TRUST_REGION_MAX_ITER`` in any case).
     """
+    # Under the quadratic association the quadrature error is larger and more sensitive
+    # to the nodes' placement, so fixed-node derivatives would not match the value.
     objective = _Objective(data, layout, n_quad, n_groups,
-                           nodes_move=n_quad < FIXED_NODES_FROM)
+                           nodes_move=n_quad < FIXED_NODES_FROM or layout.quadratic)
     if not np.isfinite(objective.fun(theta0)):
         raise FloatingPointError("the log-likelihood is not finite at the starting values")
     floors = _floors_by_row(layout, boundary_log_sd)
@@ -371,7 +384,7 @@ def _step_off(theta: np.ndarray, layout: ParamLayout, floors: dict, r: int) -> n
     beta, alpha, kappa, _ = layout.split(np.asarray(theta, float))
     L = layout.cholesky(np.asarray(theta, float), xp=np)
     L[r, r] = np.exp(floors[r][1]) * STEP_OFF_FRACTION / BOUNDARY_FRACTION
-    return layout.pack(beta, alpha, kappa, L)
+    return layout.pack(beta, alpha, kappa, L, layout.assoc(np.asarray(theta, float)))
 
 
 def _screen(objective: _Objective, base: Optimum, layout: ParamLayout, floors: dict,
@@ -423,7 +436,7 @@ def _restrict(theta: np.ndarray, layout: ParamLayout, floors: dict, pivots: froz
         L[j, j] = np.sqrt(max(d, tiny**2))
         for i in range(j + 1, q):
             L[i, j] = (sigma[i, j] - L[i, :j] @ L[j, :j]) / L[j, j]
-    return layout.pack(beta, alpha, kappa, L)
+    return layout.pack(beta, alpha, kappa, L, layout.assoc(np.asarray(theta, float)))
 
 
 def _inverse_start(opt: Optimum, layout: ParamLayout, pivots: frozenset, zero_rows: frozenset):
@@ -553,7 +566,7 @@ def without_scale_effects(layout: ParamLayout) -> ParamLayout:
     functions = tuple(f for f in layout.g_functions if f[0].startswith("mean:"))
     n_kappa = functions[-1][2] if functions else 0
     return replace(layout, zv_names=(), independent_blocks=False, g_names=layout.g_names[:n_kappa],
-                   g_functions=functions)
+                   g_functions=functions, quadratic=False)
 
 
 def _function_intercepts(kappa: np.ndarray, layout: ParamLayout, L: np.ndarray) -> np.ndarray:
@@ -616,7 +629,7 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
     ``MelsmBoundaryWarning`` (naming the parameters) when random effects sit on the boundary.
     """
     started = time.perf_counter()
-    n_quad = n_quad or default_quadrature(layout.q_v)
+    n_quad = n_quad or default_quadrature(layout)
     max_iter = DEFAULT_MAX_ITER if max_iter is None else int(max_iter)
     info: dict = {"stages": []}
     inverse_hessian0 = None

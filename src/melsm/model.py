@@ -35,10 +35,12 @@ class Model:
         covariates (constant within group); or one such function per random effect,
         ``{"mean:Intercept": "~ g", "within:Intercept": "~ g"}`` (log σ²_k,j = g_j'κ_k).
     data : pandas.DataFrame
-    association : {"correlated", "none", "linear"}
+    association : {"correlated", "none", "linear", "quadratic"}
         All random effects of a group are correlated by default; ``"none"`` makes the
         location and scale blocks independent; ``"linear"`` is MIXREGLS' name for the
-        correlated random-intercept model.
+        correlated random-intercept model; ``"quadratic"`` (one random location and one
+        random scale effect) adds τ_q θ1² to the scale effect, θ1 the standardised location
+        effect: v_j = τ_l θ1_j + τ_q θ1_j² + σ θ2_j in MIXREGLS' terms.
 
     Rows with a missing value in a used column are dropped (with a warning; the count
     is in the summary).
@@ -56,10 +58,15 @@ class Model:
             warnings.warn(f"dropped {d.n_dropped} of {d.n_dropped + d.n_obs} rows with missing values "
                           f"in the model's columns (missing values: {counts})",
                           MelsmDataWarning, stacklevel=2)
+        if association == "quadratic" and (len(d.zu_names) != 1 or len(d.zv_names) != 1):
+            raise MelsmInputError(
+                "association='quadratic' needs exactly one random effect in the mean formula and one in the "
+                f"within formula (as in MIXREGLS), not {len(d.zu_names)} and {len(d.zv_names)}")
         self.layout = ParamLayout(tuple(d.x_names), tuple(d.w_names), tuple(d.g_names),
                                   tuple(d.zu_names), tuple(d.zv_names),
                                   independent_blocks=self.spec.association == "none",
-                                  g_functions=tuple(tuple(f) for f in d.g_functions))
+                                  g_functions=tuple(tuple(f) for f in d.g_functions),
+                                  quadratic=self.spec.association == "quadratic")
         self._model_data: ModelData | None = None
         self._sampler_data: ModelData | None = None
 
@@ -81,7 +88,8 @@ class Model:
         """Maximum-likelihood fit.
 
         ``quadrature``: Gauss–Hermite points per random scale effect (default 11 for one,
-        7 for two; 1 is the Laplace approximation). ``start``: θ on the internal scale.
+        7 for two; 1 is the Laplace approximation); under the quadratic association the
+        outer points of the nested rule (default 11, with 4n − 3 inner points each). ``start``: θ on the internal scale.
         ``max_iter``: cap on the iterations of each optimiser run (default 1000).
 
         Convergence is judged by the gradient (every |∂ log L/∂θ| < 1e-3) and a

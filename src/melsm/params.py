@@ -22,6 +22,13 @@ z are partial correlations. The raw diagonal entries of L are then log SDs (or f
 an effect with a variance function) and no off-diagonal entry is free. δ sits in κ,
 named ``between:corr:<effect>,<effect>:<covariate>``.
 
+Quadratic association (MIXREGLS): with one random location effect u and one random scale
+effect v, the scale effect is v_j = b_v,j + τ_q θ1_j², θ1_j = b_u,j / σ_u,j, where b_j = (b_v, b_u)
+~ N(0, Σ_j) is parameterised as above and u_j = b_u,j. In MIXREGLS' terms
+v = τ_l θ1 + τ_q θ1² + σ θ2 with τ_l = ρ σ_bv and σ = σ_bv √(1 − ρ²); τ_q = 0 is the
+linear association (a free correlation). τ_q is the last entry of θ, reported as
+``assoc:quadratic``; ``sd:within:<term>`` is then the SD of the linear part b_v.
+
 Reported scale: β, α, κ as they are; random-effect SDs sqrt(Σ_rr); correlations
 Σ_rs / sqrt(Σ_rr Σ_ss). Names follow ``mean:<term>``, ``within:<term>``,
 ``between:<term>``, ``sd:<part>:<term>``, ``corr:<part>:<term>,<part>:<term>``.
@@ -60,6 +67,8 @@ class ParamLayout:
     independent_blocks: bool  # association="none"
     #: (effect "mean:<term>"/"within:<term>", first, end index in κ and G) per level-2 function
     g_functions: tuple[tuple[str, int, int], ...] = ()
+    #: association="quadratic": v_j = b_v,j + τ_q θ1_j² (one location and one scale effect)
+    quadratic: bool = False
 
     @property
     def q_u(self) -> int:
@@ -72,6 +81,17 @@ class ParamLayout:
     @property
     def q(self) -> int:
         return self.q_u + self.q_v
+
+    @property
+    def n_agq(self) -> int:
+        """Dimension of the adaptive quadrature: the scale effects, and under the quadratic
+        association the location effect as well (it then enters v non-linearly)."""
+        return self.q if self.quadratic else self.q_v
+
+    @property
+    def n_assoc(self) -> int:
+        """Association coefficients after the Cholesky entries in θ: τ_q, or none."""
+        return int(self.quadratic)
 
     def row_of(self, effect: str) -> int:
         """Internal row of L of a random effect named ``mean:<term>`` or ``within:<term>``."""
@@ -157,13 +177,17 @@ class ParamLayout:
 
     @property
     def n_params(self) -> int:
-        return sum(self.sizes)
+        return sum(self.sizes) + self.n_assoc
 
     def split(self, theta):
         """θ → (β, α, κ, chol-entries) as views (works for numpy and JAX arrays)."""
-        px, pw, pg, _ = self.sizes
+        px, pw, pg, pc = self.sizes
         return (theta[:px], theta[px:px + pw], theta[px + pw:px + pw + pg],
-                theta[px + pw + pg:])
+                theta[px + pw + pg:px + pw + pg + pc])
+
+    def assoc(self, theta):
+        """The association coefficients (τ_q under the quadratic association, else empty)."""
+        return theta[sum(self.sizes):]
 
     def cholesky(self, theta, xp=jnp):
         """The shared factor L (q × q); rows with a level-2 function are unit-length directions.
@@ -197,17 +221,18 @@ class ParamLayout:
             L = lengths[:, None] * self._cpc_cholesky(z, xp, ())
         return L
 
-    def pack(self, beta, alpha, kappa, L) -> np.ndarray:
-        """Inverse of ``split``/``cholesky`` for starting values (rows with a level-2
-        function: any scale)."""
+    def pack(self, beta, alpha, kappa, L, assoc=None) -> np.ndarray:
+        """Inverse of ``split``/``cholesky``/``assoc`` for starting values (rows with a
+        level-2 function: any scale; ``assoc`` None: τ_q = 0)."""
         L = np.asarray(L, dtype=float).copy()
         if self.corr_functions:  # only the rows' lengths are free
             L = np.diag(np.sqrt(np.sum(L**2, axis=1)))
         for b in self.between_rows:
             L[b] = L[b] / L[b, b]
         chol = [np.log(L[r, c]) if r == c else L[r, c] for r, c in self.chol_entries]
+        assoc = np.zeros(self.n_assoc) if assoc is None else np.asarray(assoc, float)
         return np.concatenate([np.asarray(beta, float), np.asarray(alpha, float),
-                               np.asarray(kappa, float), np.asarray(chol, float)])
+                               np.asarray(kappa, float), np.asarray(chol, float), assoc])
 
     # ---- reported scale -------------------------------------------------------------
     def random_effects(self) -> list[tuple[str, str, int]]:
@@ -236,6 +261,7 @@ class ParamLayout:
         names += [f"sd:{part}:{term}" for part, term, idx in self.random_effects()
                   if idx not in self.between_rows]
         names += [f"corr:{a[0]}:{a[1]},{b[0]}:{b[1]}" for a, b in self.correlation_pairs()]
+        names += ["assoc:quadratic"] * self.n_assoc
         return names
 
     def reported_kinds(self) -> list[str]:
@@ -254,6 +280,7 @@ class ParamLayout:
         for a, b in self.correlation_pairs():
             i, j = a[2], b[2]
             out.append((sigma[i, j] / (sds[i] * sds[j]))[None])
+        out.append(self.assoc(theta))
         return jnp.concatenate([jnp.atleast_1d(o) for o in out]) if out else jnp.zeros(0)
 
     def boundary_values(self, theta, pivots, zero_rows) -> list[tuple[str, float]]:

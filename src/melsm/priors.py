@@ -12,7 +12,7 @@ Two prior sets (``Priors.default()``, ``Priors.diffuse()``), scaled to the data:
 - default (weakly informative): β_k ~ N(0, (10·s_y/s_k)²) with s_k the SD of covariate k
   (1 for the intercept, centred on the mean of y); α_k, κ_k ~ N(0, (5/s_k)²) with the
   intercepts centred on log var(y); location SDs ~ half-t₃(0, 2.5·s_y/s_k), scale SDs
-  ~ half-t₃(0, 1/s_k); correlations LKJ(2).
+  ~ half-t₃(0, 1/s_k); correlations LKJ(2); the quadratic association's τ_q ~ N(0, 5²) (log-variance units).
 - diffuse (close to Stat-JR/MLwiN conventions): flat β, α, κ; each random-effect
   variance ~ Γ⁻¹(0.001, 0.001); correlations LKJ(1) (uniform).
 """
@@ -97,11 +97,11 @@ class SampleLayout:
     @property
     def n_theta(self) -> int:
         px, pw, pg, _ = self.layout.sizes
-        return px + pw + pg + len(self.sd_rows) + self.n_corr
+        return px + pw + pg + len(self.sd_rows) + self.n_corr + self.layout.n_assoc
 
     @property
     def n_eta(self) -> int:
-        return self.n_groups * self.layout.q_v
+        return self.n_groups * self.layout.n_agq
 
     @property
     def size(self) -> int:
@@ -111,8 +111,12 @@ class SampleLayout:
         px, pw, pg, _ = self.layout.sizes
         n_sd = len(self.sd_rows)
         o = np.cumsum([0, px, pw, pg, n_sd, self.n_corr])
-        eta = z[self.n_theta:].reshape(self.n_groups, self.layout.q_v)
+        eta = z[self.n_theta:].reshape(self.n_groups, self.layout.n_agq)
         return z[o[0]:o[1]], z[o[1]:o[2]], z[o[2]:o[3]], z[o[3]:o[4]], z[o[4]:o[5]], eta
+
+    def assoc(self, z):
+        """τ_q (quadratic association), after the correlations; empty otherwise."""
+        return z[self.n_theta - self.layout.n_assoc:self.n_theta]
 
     def correlation_cholesky(self, y):
         """Block-diagonal Cholesky factor of the correlation matrix from y, and
@@ -145,7 +149,7 @@ class SampleLayout:
         for b in self.layout.between_rows:
             L = L.at[b].set(L[b] / L[b, b])
         chol = [jnp.log(L[r, c]) if r == c else L[r, c] for r, c in self.layout.chol_entries]
-        parts = [beta, alpha, kappa] + ([jnp.stack(chol)] if chol else [])
+        parts = [beta, alpha, kappa] + ([jnp.stack(chol)] if chol else []) + [self.assoc(z)]
         return jnp.concatenate(parts)
 
     def from_theta(self, theta: np.ndarray, eta: np.ndarray) -> np.ndarray:
@@ -165,6 +169,7 @@ class SampleLayout:
                     remaining -= (z * np.sqrt(max(remaining, 1e-12))) ** 2
         log_sd = np.log(np.maximum(sd[list(self.sd_rows)], 1e-3))
         return np.concatenate([beta, alpha, kappa, log_sd, np.asarray(y, float),
+                               np.asarray(lay.assoc(np.asarray(theta, float)), float),
                                np.asarray(eta, float).ravel()])
 
 
@@ -210,6 +215,7 @@ def log_prior(z, scales: dict, sample_layout: SampleLayout, priors: Priors):
         for value, loc, scale in ((beta, "beta_loc", "beta_scale"), (alpha, "alpha_loc", "alpha_scale"),
                                   (kappa, "kappa_loc", "kappa_scale")):
             total = total - 0.5 * jnp.sum(((value - scales[loc]) / scales[scale]) ** 2)
+        total = total - 0.5 * jnp.sum((sample_layout.assoc(z) / priors.log_variance_scale) ** 2)
     sd = jnp.exp(log_sd)
     if priors.sd == "half_t":
         nu = priors.sd_df

@@ -87,7 +87,7 @@ class MLResults:
         self.message = opt.message
         self.iterations = opt.iterations
         self.seconds = info["seconds"]
-        self.n_quad = info["n_quad"] if layout.q_v else 0
+        self.n_quad = info["n_quad"] if layout.n_agq else 0
         self.stages = info["stages"]
         self.names = layout.reported_names()
         self.kinds = layout.reported_kinds()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .errors import MelsmInputError
 
-ASSOCIATIONS = ("correlated", "none", "linear")
+ASSOCIATIONS = ("correlated", "none", "linear", "quadratic")
 
 
 @dataclass(frozen=True)
@@ -224,11 +224,11 @@ def make_spec(
         if effect.startswith("corr:") and association == "none":
             raise MelsmInputError("a correlation function needs correlated location and scale effects, "
                                   "not association='none'")
-    if association == "linear" and (
+    if association in ("linear", "quadratic") and (
         m.random is None or w.random is None
     ):
         raise MelsmInputError(
-            "association='linear' needs random effects in both the mean and the within formula"
+            f"association='{association}' needs random effects in both the mean and the within formula"
         )
     return ModelSpec(
         response=m.response,

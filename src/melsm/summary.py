@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .likelihood import inner_points
+
 BLOCKS = (
     ("mean", "Mean function"),
     ("between", "Level-2 variance functions (log variances of random effects; between:<covariate> is the "
                 "random location intercept's, between:<part>:<effect>:<covariate> another effect's)"),
     ("within", "Within-group (level-1) variance function (log variance)"),
+    ("assoc", "Quadratic association: v_j = b_v,j + tau_q theta1_j^2, theta1 the standardised location "
+              "effect (MIXREGLS' tau_l = corr * sd(within), sigma = sd(within) * sqrt(1 - corr^2))"),
 )
 
 
@@ -49,7 +53,10 @@ def format_summary(fit) -> str:
         f"Converged: {'yes' if fit.converged else 'NO - ' + fit.message}    "
         f"Iterations: {fit.iterations}    Time: {fit.seconds:.2f} s",
     ]
-    if fit.n_quad:
+    if fit.n_quad and fit.model.layout.quadratic:
+        lines.append(f"Integration: location and scale effects by nested adaptive Gauss-Hermite quadrature, "
+                     f"{fit.n_quad} x {inner_points(fit.n_quad)} points")
+    elif fit.n_quad:
         lines.append(f"Integration: location effects exact; scale effects by adaptive "
                      f"Gauss-Hermite quadrature, {fit.n_quad} points per dimension")
     if design.n_dropped:
