@@ -1,4 +1,4 @@
-"""Maximum-likelihood speed: Riesby (MIXREGLS' example) and London Model 6.
+"""Maximum-likelihood speed: Riesby (MIXREGLS' example, associations none, linear and quadratic) and London Model 6.
 
 Run by hand, on a quiet machine:  python bench/bench_ml.py [--repeats 7]
 
@@ -57,7 +57,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     reisby, tutorial = melsm.datasets.load("reisby"), melsm.datasets.load("tutorial")
     rows = []
-    for association in ("none", "linear"):
+    for association in ("none", "linear", "quadratic"):
         seconds, fit = warm(reisby, RIESBY, args.repeats, association=association)
         rows.append((f"Riesby, association {association}, warm in-process", seconds, fit))
     seconds, fit = warm(tutorial, MODEL6, max(3, args.repeats // 2))

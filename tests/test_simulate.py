@@ -105,7 +105,6 @@ def test_truth_round_trip_through_the_layout():
     np.testing.assert_allclose(reported, [TRUTH[n] for n in model.layout.reported_names()], atol=1e-12)
 
 
-@pytest.mark.skipif("quadratic" not in melsm.spec.ASSOCIATIONS, reason="no quadratic association")
 def test_quadratic_association():
     """v_j = b_v,j + τ_q θ1_j², θ1_j = u_j / σ_u: with sd:within = 0, v_j = τ_q (u_j / σ_u)² exactly."""
     model = {"mean": "y ~ 1 + (1 | group)", "within": "~ 1 + (1 | group)", "association": "quadratic"}

@@ -79,6 +79,8 @@ def has_group_quantities(layout) -> bool:
 def random_slopes(layout) -> list[tuple[str, str]]:
     """(function, covariate) for each covariate with a random slope whose group lines can
     be drawn: in the fixed part too, next to an intercept; function "mean" or "variance"."""
+    if layout.quadratic:
+        return []
     return [(function, term) for function, random, fixed in (
         ("mean", layout.zu_names, layout.x_names), ("variance", layout.zv_names, layout.w_names))
         for term in random if term != "Intercept" and term in fixed and "Intercept" in fixed]

@@ -243,14 +243,9 @@ def truth_theta(layout, truth: dict) -> np.ndarray:
     except np.linalg.LinAlgError:
         raise MelsmInputError("the correlations in truth do not form a positive-definite matrix") from None
     L = sd[:, None] * chol
-    extra = {"assoc": [values["assoc:quadratic"]]} if _quadratic(layout) else {}
+    assoc = [values["assoc:quadratic"]] if layout.quadratic else None
     with np.errstate(divide="ignore"):  # an SD of 0 is log 0 = -inf in θ, exp(-inf) = 0 back
-        return layout.pack(beta, alpha, kappa, L, **extra)
-
-
-def _quadratic(layout) -> bool:
-    """MIXREGLS' quadratic association: v_j = b_v,j + τ_q θ1_j² (``melsm.params``)."""
-    return bool(getattr(layout, "quadratic", False))
+        return layout.pack(beta, alpha, kappa, L, assoc)
 
 
 def _seed(seed: Any) -> np.random.Generator:
@@ -302,7 +297,7 @@ def simulate(model: Any, truth: dict, design: dict, seed: Any = None,
     L_groups = layout.group_cholesky(theta, d.G, xp=np)  # (J, q, q)
     eta = rng.standard_normal((d.n_groups, layout.q))
     b = np.einsum("jab,jb->ja", L_groups, eta)
-    if _quadratic(layout):  # v_j = b_v,j + τ_q θ1_j², θ1_j = b_u,j / σ_u,j (one u, one v)
+    if layout.quadratic:  # v_j = b_v,j + τ_q θ1_j², θ1_j = b_u,j / σ_u,j (one u, one v)
         sd_u = np.sqrt(np.sum(L_groups[:, 1, :] ** 2, axis=1))
         with np.errstate(invalid="ignore", divide="ignore"):
             theta1 = np.where(sd_u > 0, b[:, 1] / sd_u, 0.0)

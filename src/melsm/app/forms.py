@@ -23,7 +23,7 @@ import re
 import pandas as pd
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-ASSOCIATIONS = ("correlated", "none", "linear")
+ASSOCIATIONS = ("correlated", "none", "linear", "quadratic")
 MCMC_LIMITS = {"chains": (2, 64), "warmup": (10, 20000), "draws": (10, 20000), "seed": (0, 2**31 - 1)}
 MCMC_DEFAULTS = {"chains": 8, "warmup": 500, "draws": 500, "seed": 0}
 NAME_LENGTH = 60
