@@ -48,7 +48,7 @@ def test_simulation_based_calibration():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = melsm.Model("y ~ 1 + (1 | g)", within="~ 1 + (1 | g)", data=data)
-            result = model.sample(chains=8, warmup=300, draws=200, seed=sim, priors=PRIORS, progress=False)
+            result = model.sample(chains=8, warmup=500, draws=200, seed=sim, priors=PRIORS, progress=False)
         for name in ranks:
             draws = result.draws(name)
             thinned = draws[np.linspace(0, draws.size - 1, N_RANK).astype(int)]
