@@ -98,7 +98,7 @@ def test_form_builds_level2_functions_of_both_intercepts(tutorial):
     ({"name": ""}, "name", "give the model a name"),
     ({"method": "mcmc", "chains": "abc"}, "chains", "chains must be a whole number, not 'abc'"),
     ({"method": "mcmc", "draws": 5}, "draws", "draws must be between 10 and 20000"),
-    ({"association": "quadratic"}, "association", "association must be one of"),
+    ({"association": "cubic"}, "association", "association must be one of"),
 ])
 def test_form_errors_name_their_field(tutorial, changes, field, message):
     with pytest.raises(forms.FormError) as caught:
