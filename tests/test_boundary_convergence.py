@@ -268,3 +268,21 @@ def test_lrtest_removing_two_random_effects_is_plain_chi2_and_conservative():
     assert test.statistic > 20  # the data do have random scale effects
     assert test.p_value == pytest.approx(scipy.stats.chi2.sf(test.statistic, 6))
     assert str(test).startswith("LR test: chi2(6) = ") and "conservative" in str(test)
+
+
+def test_extreme_scale_variance_does_not_crash_the_trust_region_fallback():
+    """A random-scale SD of 9 (level-1 variances e^±18 apart) gave a non-finite Hessian on
+    the way, on which scipy's trust-region subproblem raised UnboundLocalError. The fit
+    must instead end and say it did not converge."""
+    from test_sbc import draw_prior, simulate
+
+    rng = np.random.default_rng(7)
+    draw_prior(rng)
+    for _ in range(185):  # the 185th data set of this stream has sd:within:Intercept = 9.18
+        truth = draw_prior(rng)
+        data = simulate(truth, rng)
+    assert truth["sd:within:Intercept"] == pytest.approx(9.18, abs=0.01)
+    with pytest.warns(melsm.MelsmConvergenceWarning, match="did not converge"):
+        fit = melsm.Model("y ~ 1 + (1 | g)", within="~ 1 + (1 | g)", data=data).fit()
+    assert not fit.converged
+    assert np.isfinite(fit.loglik)

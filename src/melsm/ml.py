@@ -279,11 +279,16 @@ def _optimise(objective: _Objective, theta0: np.ndarray, layout: ParamLayout, fl
     if not opt.converged and opt.pivots == pivots:
         # Not where a new boundary is being approached (there the Hessian is singular
         # and Newton steps run off towards −∞; _settle_boundary holds it instead).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            result = scipy.optimize.minimize(
-                space.fun, opt.theta[free], jac=space.jac, hess=space.hess, method="trust-exact",
-                options={"gtol": 1e-8, "maxiter": min(max_iter, TRUST_REGION_MAX_ITER)})
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                result = scipy.optimize.minimize(
+                    space.fun, opt.theta[free], jac=space.jac, hess=space.hess, method="trust-exact",
+                    options={"gtol": 1e-8, "maxiter": min(max_iter, TRUST_REGION_MAX_ITER)})
+        except (UnboundLocalError, ValueError, np.linalg.LinAlgError):
+            # scipy's trust-region subproblem fails outright on a non-finite Hessian
+            # (UnboundLocalError in scipy 1.x): keep the BFGS point and its verdict.
+            return opt
         opt = _judge(space.full(result.x), objective, layout, floors, pivots, zero_rows,
                      iterations + int(result.nit), str(result.message))
     return opt
