@@ -172,13 +172,15 @@ def group_factors(theta, data: ModelData, layout: ParamLayout):
     return beta, alpha, L_j[:, :qv, :qv], L_j[:, qv:, :qv], L_j[:, qv:, qv:]
 
 
-def quadratic_effects(theta, L_j, eta, layout: ParamLayout):
-    """(v_j, u_j) under the quadratic association from η_j = (η_v, η_u) (J, 2):
-    b_j = L_j η_j, u_j = b_u,j, v_j = b_v,j + τ_q θ1_j² with θ1_j = b_u,j / σ_u,j (MIXREGLS'
+def quadratic_effects(theta, L_vv_j, L_uv_j, L_uu_j, eta, layout: ParamLayout):
+    """(v_j, u_j) under the quadratic association from η_j = (η_v, η_u) (J, 2) and the
+    blocks of the groups' factors (``group_factors``): b_v = L_vv η_v, u = b_u = L_uv η_v
+    + L_uu η_u, v_j = b_v,j + τ_q θ1_j² with θ1_j = b_u,j / σ_u,j (MIXREGLS'
     v = τ_l θ1 + τ_q θ1² + σ θ2, u = σ_u θ1; see ``params``)."""
-    b = jnp.einsum("jab,jb->ja", L_j, eta)
-    theta1 = b[:, 1] / jnp.sqrt(jnp.sum(L_j[:, 1] ** 2, axis=-1))
-    return (b[:, 0] + layout.assoc(theta)[0] * theta1**2)[:, None], b[:, 1:]
+    l_vv, l_uv, l_uu = L_vv_j[:, 0, 0], L_uv_j[:, 0, 0], L_uu_j[:, 0, 0]
+    u = l_uv * eta[:, 0] + l_uu * eta[:, 1]
+    theta1 = u / jnp.sqrt(l_uv * l_uv + l_uu * l_uu)
+    return (l_vv * eta[:, 0] + layout.assoc(theta)[0] * theta1**2)[:, None], u[:, None]
 
 
 def conditional_terms(theta, data: ModelData, eta, layout: ParamLayout):
@@ -196,7 +198,7 @@ def conditional_terms(theta, data: ModelData, eta, layout: ParamLayout):
     # slow for batched products with 1–3 terms.
     mu = jnp.sum(data.X * beta, axis=-1)  # (C, c)
     if layout.quadratic:
-        v, shift = quadratic_effects(theta, layout.group_cholesky(theta, data.G), eta, layout)
+        v, shift = quadratic_effects(theta, L_vv_j, L_uv_j, L_uu_j, eta, layout)
     else:
         v = jnp.sum(L_vv_j * eta[:, None, :], axis=-1)  # (J, q_v)
         shift = jnp.sum(L_uv_j * eta[:, None, :], axis=-1) if qu and layout.q_v else None  # (J, q_u)
@@ -362,12 +364,13 @@ def quadrature_points(theta, data: ModelData, nodes: Nodes, layout: ParamLayout,
     if nodes.nested is None:
         nodes = nested_nodes(theta, data, nodes, layout, n_quad)
     t1, t2, log_s2, log_s1 = nodes.nested
-    outer, inner = normal_rule(n_quad, 1), normal_rule(inner_points(n_quad), 1)
-    outer_term, (z, logw) = outer[1] + 0.5 * outer[0][:, 0] ** 2, inner
+    z_outer, logw_outer = normal_rule(n_quad, 1)
+    z, logw = normal_rule(inner_points(n_quad), 1)
+    outer_term = jnp.asarray(logw_outer + 0.5 * z_outer[:, 0] ** 2)
     inner_term = jnp.asarray(logw + 0.5 * z[:, 0] ** 2)
     theta2 = t2[:, None] + jnp.exp(log_s2)[:, None] * jnp.asarray(z[:, 0])[None, :, None]  # (K, M, J)
     theta1 = jnp.broadcast_to(t1[:, None], theta2.shape)
-    log_terms = (jnp.asarray(outer_term)[:, None, None] + inner_term[None, :, None] + log_s2[:, None]
+    log_terms = (outer_term[:, None, None] + inner_term[None, :, None] + log_s2[:, None]
                  + log_s1[None, None] + LOG_2PI)
     n_groups = t1.shape[1]
     return (jnp.stack([theta1, theta2], -1).reshape(-1, n_groups, 2),
@@ -411,7 +414,7 @@ def random_effect_posterior(theta, data: ModelData, nodes: Nodes | None, layout:
         logp, m_u, cov_u = conditional_terms(theta, data, eta, layout)
         h = logp - 0.5 * jnp.sum(eta**2, axis=1)
         if layout.quadratic:
-            v, u = quadratic_effects(theta, layout.group_cholesky(theta, data.G), eta, layout)
+            v, u = quadratic_effects(theta, L_vv_j, L_uv_j, L_uu_j, eta, layout)
             return h, jnp.concatenate([v, u], axis=1), jnp.zeros((n_groups, layout.q_u, layout.q_u))
         v = jnp.einsum("jab,jb->ja", L_vv_j, eta)
         u = jnp.einsum("juv,jv->ju", L_uv_j, eta) + jnp.einsum("jab,jb->ja", L_uu_j, m_u)

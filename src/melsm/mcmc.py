@@ -94,10 +94,10 @@ def draw_random_effects(key, z, data, sample_layout: SampleLayout):
     layout = sample_layout.layout
     theta = sample_layout.to_theta(z)
     eta_v = sample_layout.split(z)[5]
-    if layout.quadratic:  # both effects are sampled: b is a function of the draw
-        v, u = quadratic_effects(theta, layout.group_cholesky(theta, data.G), eta_v, layout)
-        return jnp.concatenate([v, u], axis=1), theta
     _, _, L_vv_j, L_uv_j, L_uu_j = group_factors(theta, data, layout)
+    if layout.quadratic:  # both effects are sampled: b is a function of the draw
+        v, u = quadratic_effects(theta, L_vv_j, L_uv_j, L_uu_j, eta_v, layout)
+        return jnp.concatenate([v, u], axis=1), theta
     _, mean, cov = conditional_terms(theta, data, eta_v, layout)
     if layout.q_u:
         chol = jnp.linalg.cholesky(cov)

@@ -317,9 +317,8 @@ def _polish(opt: Optimum, space: _Subspace, objective: _Objective, layout: Param
     """
     x = opt.theta[space.free]
     for _ in range(POLISH_STEPS):
-        _, grad, hess = objective.exact(space.full(x))
-        try:
-            x = x + np.linalg.solve(-hess[np.ix_(space.free, space.free)], grad[space.free])
+        try:  # the subspace's jac and hess are those of −log L
+            x = x - np.linalg.solve(space.hess(x), space.jac(x))
         except np.linalg.LinAlgError:
             return opt
         polished = _judge(space.full(x), objective, layout, floors, pivots, zero_rows, opt.iterations,

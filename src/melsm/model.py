@@ -89,7 +89,8 @@ class Model:
 
         ``quadrature``: Gauss–Hermite points per random scale effect (default 11 for one,
         7 for two; 1 is the Laplace approximation); under the quadratic association the
-        outer points of the nested rule (default 11, with 4n − 3 inner points each). ``start``: θ on the internal scale.
+        outer points of the nested rule (default 11, with 4n − 3 inner points each).
+        ``start``: θ on the internal scale.
         ``max_iter``: cap on the iterations of each optimiser run (default 1000).
 
         Convergence is judged by the gradient (every |∂ log L/∂θ| < 1e-3) and a
