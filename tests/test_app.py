@@ -21,7 +21,9 @@ MODEL_2 = ("normexam ~ 1 + (1 | school)", "~ 1 + (1 | school)")
 
 @pytest.fixture(scope="module")
 def app_server():
-    server = make_server("127.0.0.1", 0, max_upload=64 * 1024)
+    # workers retire after 4 jobs here (25 in use), so that fits, comparisons and reports
+    # cross worker replacements
+    server = make_server("127.0.0.1", 0, max_upload=64 * 1024, jobs_per_worker=4)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -36,14 +38,15 @@ def app_url(app_server):
 
 
 class Client:
-    """A browser-like HTTP client with the session cookie."""
+    """A browser-like HTTP client: the session cookie, and the page's Origin on POSTs."""
 
     def __init__(self, base: str):
         self.base = base
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
 
     def request(self, path: str, body: bytes | None = None, content_type: str = "application/json"):
-        req = urllib.request.Request(self.base + path, data=body, headers={"Content-Type": content_type})
+        headers = {"Content-Type": content_type} | ({"Origin": self.base} if body is not None else {})
+        req = urllib.request.Request(self.base + path, data=body, headers=headers)
         try:
             with self.opener.open(req, timeout=120) as response:
                 return response.status, response.read()
@@ -176,12 +179,14 @@ def test_mcmc_fit_compare_and_report_through_the_api(app_url):
 def test_the_app_survives_a_dead_worker(app_server, app_url):
     """A worker killed (as by the kernel when out of memory): the job says so, the next works."""
     import signal
+    import time
 
     client = Client(app_url)
     status, started = client.json("/api/fit", model_2_form(name="first"))
     assert _wait(client, started["job"])["status"] == "done"
-    for process in list(app_server.state.engine._pool._processes.values()):
-        os.kill(process.pid, signal.SIGKILL)
+    while (pid := app_server.state.engine.worker_pid()) is None:  # between a retired worker and the next
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
     status, started = client.json("/api/fit", model_2_form(name="after crash"))
     assert status == 200
     job = _wait(client, started["job"])
@@ -229,7 +234,7 @@ def _chromium() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
     executable = _chromium()
     try:
         from playwright.sync_api import sync_playwright
@@ -241,12 +246,35 @@ def page(app_url):
         pytest.skip("no Chromium or Playwright on this machine")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(120_000)
-        page.goto(app_url)
-        page.wait_for_selector("#preview table")
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    # wait_for_function evaluates its text, which the page's Content-Security-Policy forbids;
+    # test_page_works_under_its_content_security_policy runs the page with the policy
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, bypass_csp=True)
+    page.set_default_timeout(120_000)
+    page.goto(app_url)
+    page.wait_for_selector("#preview table")
+    return page
+
+
+def test_page_works_under_its_content_security_policy(browser, app_url):
+    page = browser.new_page()
+    refused = []
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text
+            else None)
+    page.set_default_timeout(120_000)
+    page.goto(app_url)
+    page.wait_for_selector("#preview table")
+    page.select_option("#response", "normexam")
+    page.select_option("#group", "school")
+    page.locator("#formula-preview", has_text="(1 | school)").wait_for()
+    assert page.inner_text("#formula-preview") == f"mean:    {MODEL_2[0]}\nwithin:  {MODEL_2[1]}"
+    assert refused == []
+    page.close()
 
 
 def _fit_in_page(page, name: str, within_random: bool = True) -> None:
@@ -284,6 +312,16 @@ def test_page_shows_a_bad_csv_message(page):
     page.wait_for_function("document.querySelector('#upload-error').textContent.length > 0")
     assert page.inner_text("#upload-error") == ("'scores.csv' has only one column: is it comma-separated? "
                                                 "A model needs at least a response and a group column")
+
+
+def test_page_refuses_a_file_over_the_limit_before_sending_it(page):
+    sent = []
+    page.on("request", lambda request: sent.append(request.url) if "/api/upload" in request.url else None)
+    page.set_input_files("#upload-input", files=[{"name": "big.csv", "mimeType": "text/csv",
+                                                  "buffer": b"a,b\n" + b"1,2\n" * 20000}])
+    page.wait_for_function("document.querySelector('#upload-error').textContent.length > 0")
+    assert page.inner_text("#upload-error") == "the file is 78 kB; the limit is 64 kB"
+    assert sent == []
 
 
 def test_page_shows_field_errors(page):
@@ -331,8 +369,16 @@ def test_melsm_app_prints_its_address_and_serves(tmp_path):
         process.wait(timeout=30)
 
 
-@pytest.mark.parametrize("argv, message", [(["--port", "70000"], "--port must be between 0 and 65535"),
-                                            (["--host", "256.1.1.1"], "cannot listen on 256.1.1.1:8050")])
+@pytest.mark.parametrize("argv, message", [
+    (["--port", "70000"], "--port must be between 0 and 65535"),
+    (["--host", "256.1.1.1"], "cannot listen on 256.1.1.1:8050"),
+    (["--max-upload-mb", "nan"], "--max-upload-mb must be a positive number of MB, not nan"),
+    (["--max-upload-mb", "inf"], "--max-upload-mb must be a positive number of MB, not inf"),
+    (["--max-upload-mb", "-1"], "--max-upload-mb must be a positive number of MB, not -1"),
+    (["--max-upload-mb", "0"], "--max-upload-mb must be a positive number of MB, not 0"),
+    (["--job-timeout", "nan"], "--job-timeout must be a positive number of seconds, not nan"),
+    (["--job-timeout", "0"], "--job-timeout must be a positive number of seconds, not 0"),
+])
 def test_melsm_app_bad_address(capsys, argv, message):
     from melsm.cli import main
 

@@ -144,13 +144,26 @@ def _demo(args) -> int:
     return 0
 
 
+def _positive_option(option: str, value: float, unit: str) -> float:
+    """An app option's value, or a one-line error unless it is a positive, finite number."""
+    import math
+
+    if not (math.isfinite(value) and value > 0):
+        raise MelsmInputError(f"{option} must be a positive number of {unit}, not {value:g}")
+    return value
+
+
 def _app(args) -> int:
     from .app import serve
 
     if not 0 <= args.port <= 65535:
         raise MelsmInputError(f"--port must be between 0 and 65535, not {args.port}")
+    max_upload = int(_positive_option("--max-upload-mb", args.max_upload_mb, "MB") * 2**20)
+    if max_upload < 1:
+        raise MelsmInputError(f"--max-upload-mb {args.max_upload_mb:g} is less than a byte")
+    job_timeout = _positive_option("--job-timeout", args.job_timeout, "seconds")
     try:
-        serve(args.host, args.port, open_browser=args.open, max_upload=int(args.max_upload_mb * 2**20))
+        serve(args.host, args.port, open_browser=args.open, max_upload=max_upload, job_timeout=job_timeout)
     except OSError as err:
         raise MelsmInputError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
     return 0
@@ -249,6 +262,8 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("--port", type=int, default=8050, help="port (default 8050; 0: any free port)")
     app.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     app.add_argument("--max-upload-mb", type=float, default=20, help="largest CSV upload in MB (default 20)")
+    app.add_argument("--job-timeout", type=float, default=3600,
+                     help="seconds one fit, comparison or report may run before its worker is stopped (default 3600)")
     app.add_argument("--open", action="store_true", help="open the page in a web browser")
     app.set_defaults(run=_app)
 

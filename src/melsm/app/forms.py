@@ -84,13 +84,38 @@ def _columns(form: dict, field: str) -> list[str]:
     return value
 
 
+def _text(form: dict, field: str, errors: dict) -> str:
+    """A text field ("" when missing or null); an error when it is anything but text."""
+    value = form.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        errors[field] = f"{field} must be text"
+        return ""
+    return value
+
+
+def _flag(form: dict, field: str, errors: dict) -> bool:
+    """A tick box: true or false (missing or null: false); an error for anything else,
+    since a text "false" would read as true."""
+    value = form.get(field)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        errors[field] = f"{field} must be true or false"
+        return False
+    return value
+
+
 def _integer(form: dict, field: str, errors: dict) -> int | None:
     low, high = MCMC_LIMITS[field]
     value = form.get(field, MCMC_DEFAULTS[field])
     try:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError
         number = int(str(value).strip())
-    except ValueError:
-        errors[field] = f"{field} must be a whole number, not '{value}'"
+    except ValueError:  # also a number too long to convert
+        errors[field] = f"{field} must be a whole number, not '{str(value)[:40]}'"
         return None
     if not low <= number <= high:
         errors[field] = f"{field} must be between {low} and {high}"
@@ -105,6 +130,8 @@ def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
         raise FormError({"form": "the request is not a form"})
     errors: dict[str, str] = {}
     columns = {c["name"]: c for c in column_info(data)}
+    texts = {field: _text(form, field, errors) for field in ("response", "group", "name", "association", "method")}
+    flags = {field: _flag(form, field, errors) for field in ("mean_random_intercept", "within_random_intercept")}
 
     def known(field: str, column: str) -> bool:
         if column not in columns:
@@ -115,13 +142,13 @@ def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
             return False
         return True
 
-    response, group = form.get("response") or "", form.get("group") or ""
+    response, group = texts["response"], texts["group"]
     if not response:
-        errors["response"] = "choose the response"
+        errors.setdefault("response", "choose the response")
     elif known("response", response) and columns[response]["type"] != "numeric":
         errors["response"] = f"the response '{response}' must be numeric"
     if not group:
-        errors["group"] = "choose the level-2 identifier (the group)"
+        errors.setdefault("group", "choose the level-2 identifier (the group)")
     elif known("group", group):
         if group == response:
             errors["group"] = "the group cannot be the response"
@@ -149,31 +176,32 @@ def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
             if varying:
                 errors[field] = (f"'{varying[0]}' varies within {group}: between-group covariates must be "
                                  f"constant within each group")
-    if lists["between_within"] and not form.get("within_random_intercept") and "between_within" not in errors:
+    if lists["between_within"] and not flags["within_random_intercept"] and "between_within" not in errors:
         errors["between_within"] = "a level-2 function of the scale variance needs the random scale intercept"
-    if lists["between"] and not form.get("mean_random_intercept") and "between" not in errors:
+    if lists["between"] and not flags["mean_random_intercept"] and "between" not in errors:
         errors["between"] = "a level-2 function of the location variance needs the random location intercept"
-    association = form.get("association") or "correlated"
-    if association not in ASSOCIATIONS:
+    association = texts["association"] or "correlated"
+    if association not in ASSOCIATIONS and "association" not in errors:
         errors["association"] = f"association must be one of {', '.join(ASSOCIATIONS)}"
-    if not (form.get("mean_random_intercept") or lists["mean_random"]) and not errors.get("mean_random"):
+    if not (flags["mean_random_intercept"] or lists["mean_random"]) and not errors.get("mean_random") \
+            and "mean_random_intercept" not in errors:
         errors["mean_random"] = "the mean function needs a random effect (tick the random intercept)"
-    name = str(form.get("name") or "").strip()
+    name = texts["name"].strip()
     if not name:
-        errors["name"] = "give the model a name"
+        errors.setdefault("name", "give the model a name")
     elif len(name) > NAME_LENGTH:
         errors["name"] = f"the name is longer than {NAME_LENGTH} characters"
     elif name in taken_names:
         errors["name"] = f"a fitted model is already called '{name}'"
-    method = form.get("method") or "ml"
+    method = texts["method"] or "ml"
     options = {}
     if method == "mcmc":
         options = {field: _integer(form, field, errors) for field in MCMC_LIMITS}
-    elif method != "ml":
+    elif method != "ml" and "method" not in errors:
         errors["method"] = "method must be ML or MCMC"
     if errors:
         raise FormError(errors)
-    return {"name": name, "formulas": formulas({**form, **lists}, data), "association": association,
+    return {"name": name, "formulas": formulas({**form, **lists, **flags}, data), "association": association,
             "method": method, "options": options}
 
 

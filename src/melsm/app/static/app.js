@@ -3,7 +3,10 @@
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
-const state = { columns: [], formTimer: null, currentFit: null };
+const state = { columns: [], formTimer: null, currentFit: null, maxUpload: null };
+// The server accepts changes only from this page: the browser's Origin header shows it,
+// and this token (in the page, readable only by the page) shows it where Origin is missing.
+const TOKEN = document.querySelector('meta[name="melsm-token"]').content;
 
 function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -16,9 +19,13 @@ async function api(path, options = {}) {
   return { ok: response.ok, payload };
 }
 
-function postJson(path, body) {
-  return api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+function post(path, body, contentType) {
+  return api(path, { method: "POST", headers: { "Content-Type": contentType, "X-Melsm-Token": TOKEN }, body });
 }
+
+function postJson(path, body) { return post(path, JSON.stringify(body), "application/json"); }
+
+function size(bytes) { return bytes >= 2 ** 20 ? `${(bytes / 2 ** 20).toFixed(1)} MB` : `${(bytes / 2 ** 10).toFixed(0)} kB`; }
 
 // ---- errors next to fields ------------------------------------------------------------
 const FIELD_INPUTS = { response: "#response", group: "#group", name: "#model-name", association: "#association",
@@ -42,6 +49,7 @@ function showErrors(errors) {
 // ---- data -----------------------------------------------------------------------------
 async function loadDatasets(select) {
   const { payload } = await api("/api/datasets");
+  state.maxUpload = payload.max_upload;
   const options = payload.builtin.map((n) => `<option value="${n}">${n} (built-in)</option>`)
     .concat(payload.uploaded.map((u) => `<option value="${u.key}">${escapeHtml(u.filename)} (uploaded)</option>`));
   $("#data-select").innerHTML = options.join("");
@@ -66,9 +74,12 @@ async function loadPreview() {
 
 async function upload(file) {
   clearErrors(["upload"]);
-  const { ok, payload } = await api(`/api/upload?filename=${encodeURIComponent(file.name)}`,
-    { method: "POST", headers: { "Content-Type": "text/csv" }, body: file });
   $("#upload-input").value = "";
+  if (state.maxUpload !== null && file.size > state.maxUpload) {  // the server would refuse it unread
+    showErrors({ upload: `the file is ${size(file.size)}; the limit is ${size(state.maxUpload)}` });
+    return;
+  }
+  const { ok, payload } = await post(`/api/upload?filename=${encodeURIComponent(file.name)}`, file, "text/csv");
   if (!ok) { showErrors(payload.errors); return; }
   await loadDatasets(payload.key);
 }
