@@ -34,6 +34,7 @@ import io
 import json
 import secrets
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -240,8 +241,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_error(self, code, message=None, explain=None):
         """http.server's own refusals (a malformed request line, headers too long, an
-        unknown method) as the app's one-line JSON."""
+        unknown method) as the app's one-line JSON, with a status line even when the
+        request's version could not be read (http.server then assumes HTTP/0.9, which has none)."""
         self.close_connection = True
+        self.request_version = "HTTP/1.0"
         self._json({"errors": {"form": message or HTTPStatus(code).phrase}}, code)
 
     def _handle(self, routes: dict[str, str]) -> None:
@@ -364,16 +367,17 @@ class Handler(BaseHTTPRequestHandler):
         return bytes(body)
 
     def _discard_unread_body(self) -> None:
-        """After answering a POST without reading its body: read and drop a small body (so
-        that the client reads the answer), close the connection either way."""
+        """After answering a POST without reading its body: end the answer (the client
+        sees the end at once), then read and drop at most ``DRAIN_LIMIT`` bytes of the
+        body for at most one timeout. Closing a socket with unread data resets it, and a
+        client still sending could lose the answer."""
         if self.command != "POST" or getattr(self, "_body_read", True):
             return
         self.close_connection = True
         try:
             remaining = min(self._declared_length(), DRAIN_LIMIT)
-        except Refusal:
-            return
-        if remaining >= DRAIN_LIMIT:
+            self.connection.shutdown(socket.SHUT_WR)
+        except (Refusal, OSError):
             return
         deadline = time.monotonic() + self.timeout
         try:
@@ -382,7 +386,7 @@ class Handler(BaseHTTPRequestHandler):
                 if not piece:
                     return
                 remaining -= len(piece)
-        except OSError:
+        except OSError:  # a timeout, or the client is gone
             return
 
     def _form(self) -> dict:
