@@ -13,15 +13,18 @@ Rows are sorted by group (stably) so that per-group sums are contiguous segments
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-import formulaic
 import numpy as np
 import pandas as pd
 
 from .errors import MelsmInputError
+from .grammar import Terms, parse_terms, quote
+from .matrices import model_matrix
 from .spec import LOCATION_INTERCEPT, ModelSpec
+
+#: The most columns one part of a model (a formula's fixed or random terms) may have.
+MAX_COLUMNS = 500
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,7 @@ class Design:
 
 
 def _variables(formula: str, which: str) -> set[str]:
-    try:
-        return set(formulaic.Formula(formula).required_variables)
-    except Exception as err:  # formulaic raises several exception types for syntax
-        raise MelsmInputError(f"cannot parse {which} formula term '{formula}': "
-                              f"{_first_line(err)}") from None
+    return set(parse_terms(formula, _part_name(which)).variables)
 
 
 def _first_line(err: Exception) -> str:
@@ -94,76 +93,81 @@ def _label(value) -> str:
     """A data value or index label as the user wrote it (``101``, not ``np.int64(101)``)."""
     if isinstance(value, np.generic):
         value = value.item()
-    return repr(value)
+    return quote(value) if isinstance(value, str) else repr(value)
 
 
-def _without_factor_calls(column: str, text: str) -> str:
-    """``text`` with every ``C(column, ...)`` call replaced by a placeholder name."""
-    pattern = re.compile(r"(?<![\w.])C\(\s*(`?)" + re.escape(column) + r"\1\s*[,)]")
-    pieces, pos = [], 0
-    for match in pattern.finditer(text):
-        if match.start() < pos:
-            continue
-        depth, end = 0, len(text)
-        for j in range(match.start() + 1, len(text)):
-            depth += {"(": 1, ")": -1}.get(text[j], 0)
-            if depth == 0:
-                end = j + 1
-                break
-        pieces += [text[pos:match.start()], "__melsm_factor__"]
-        pos = end
-    return "".join(pieces + [text[pos:]])
-
-
-def _used_without_c(column: str, formula_parts: dict[str, str]) -> str | None:
-    """The part (key of ``formula_parts``) that uses ``column`` other than as ``C(column)``."""
-    for which, text in formula_parts.items():
-        if column in _variables(_without_factor_calls(column, text), which):
+def _used_without_c(column: str, parsed: dict[str, Terms]) -> str | None:
+    """The part (key of ``parsed``) that uses ``column`` other than as ``C(column)``."""
+    for which, terms in parsed.items():
+        if column in terms.numeric:
             return which
     return None
 
 
+def _check_width(frame: pd.DataFrame, parsed: dict[str, Terms]) -> None:
+    """Refuse a formula whose model matrix would have more than ``MAX_COLUMNS`` columns (a
+    categorical identifier with thousands of levels), before formulaic allocates it."""
+    for which, terms in parsed.items():
+        width, widest = 0, None
+        for term in terms.terms:
+            size = 1
+            for kind, detail in term:
+                levels = frame[detail].nunique() if kind == "categorical" else detail if kind == "poly" else 1
+                size *= levels
+                if kind == "categorical" and (widest is None or levels > widest[1]):
+                    widest = (detail, levels)
+            width += size
+        if width > MAX_COLUMNS:
+            why = f"; C({widest[0]}) has {widest[1]:,} levels" if widest else ""
+            raise MelsmInputError(f"the {_part_name(which)} would have {width:,} columns{why}; "
+                                  f"the limit is {MAX_COLUMNS:,}")
+
+
+def _numeric_as_float(frame: pd.DataFrame, parsed: dict[str, Terms], group: str | None) -> pd.DataFrame:
+    """Columns used as numbers (not as ``C(column)`` or the grouping factor) as float64, so
+    that arithmetic in a formula (``I(x ** 40)``) cannot overflow integers silently."""
+    categorical = set().union(*(t.variables - t.numeric for t in parsed.values())) | {group}
+    numeric = set().union(*(t.numeric for t in parsed.values())) - categorical
+    cast = {name: float for name in numeric if pd.api.types.is_integer_dtype(frame[name])}
+    return frame.astype(cast) if cast else frame
+
+
 def _check_columns(data: pd.DataFrame, spec: ModelSpec, used: dict[str, set[str]],
-                   formula_parts: dict[str, str]) -> None:
-    available = ", ".join(map(str, data.columns[:12])) + (", ..." if len(data.columns) > 12 else "")
+                   parsed: dict[str, Terms]) -> None:
+    available = ", ".join(quote(c, 40)[1:-1] for c in data.columns[:12]) + (", ..." if len(data.columns) > 12 else "")
     if spec.response not in data.columns:
-        if re.search(r"[^\w.]", spec.response):
-            raise MelsmInputError(f"the response '{spec.response}' must be a column name; "
-                                  "transform the column in the data instead")
-        raise MelsmInputError(f"unknown response column '{spec.response}' in the mean formula "
+        raise MelsmInputError(f"unknown response column {quote(spec.response)} in the mean formula "
                               f"(columns: {available})")
     for which, names in used.items():
         for name in sorted(names):
-            if name in data.columns:
-                continue
-            text = formula_parts.get(which, "")
-            if re.search(r"(?<![\w.])" + re.escape(name) + r"\s*\(", text):
-                raise MelsmInputError(f"unknown function or column '{name}' in the {_part_name(which)} "
-                                      f"(columns: {available}; functions: np.log, I(...), C(...), ...)")
-            raise MelsmInputError(
-                f"unknown column '{name}' in the {_part_name(which)} (columns: {available})"
-            )
+            if name not in data.columns:
+                raise MelsmInputError(
+                    f"unknown column {quote(name)} in the {_part_name(which)} (columns: {available})")
+        for name in sorted(parsed[which].functions if which in parsed else ()):
+            if name in data.columns:  # a column would hide the function when the formula is evaluated
+                raise MelsmInputError(f"the {_part_name(which)} calls {name}(...), which is also the name of "
+                                      "a column; rename the column")
     if spec.group is not None and spec.group not in data.columns:
-        raise MelsmInputError(f"unknown grouping column '{spec.group}' (columns: {available})")
+        raise MelsmInputError(f"unknown grouping column {quote(spec.group)} (columns: {available})")
     needed = set().union(*used.values()) | ({spec.group} if spec.group else set())
     counts = data.columns.value_counts()
     for name in sorted(needed):
         if counts.get(name, 1) > 1:
-            raise MelsmInputError(f"column '{name}' appears {counts[name]} times in the data; "
+            raise MelsmInputError(f"column {quote(name)} appears {counts[name]} times in the data; "
                                   "column names must be unique")
 
 
 def _check_numeric(data: pd.DataFrame, columns: list[str], response: str,
-                   formula_parts: dict[str, str]) -> None:
+                   parsed: dict[str, Terms]) -> None:
     """Every used column is numeric, except text or categorical columns used only as ``C(col)``."""
     for name in columns:
         col = data[name]
-        what = f"response '{name}'" if name == response else f"column '{name}'"
+        what = f"response {quote(name)}" if name == response else f"column {quote(name)}"
         if pd.api.types.is_complex_dtype(col):
             raise MelsmInputError(f"{what} has complex values; melsm needs real numbers")
         if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
             continue
-        which = response if name == response else _used_without_c(name, formula_parts)
+        which = response if name == response else _used_without_c(name, parsed)
         if which is None:
             continue  # only used as C(name): a categorical covariate
         where = "" if name == response else f" in the {_part_name(which)}"
@@ -197,14 +201,14 @@ def _check_numeric(data: pd.DataFrame, columns: list[str], response: str,
             infinite = np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
             if infinite.any():
                 row = data.index[int(np.argmax(infinite))]
-                raise MelsmInputError(f"column '{name}' has an infinite value in row {_label(row)}")
+                raise MelsmInputError(f"column {quote(name)} has an infinite value in row {_label(row)}")
 
 
 def _matrix(formula: str, data: pd.DataFrame, which: str) -> tuple[np.ndarray, list[str]]:
     try:
-        mm = formulaic.model_matrix(formula, data, na_action="raise")
-    except Exception as err:
-        raise MelsmInputError(f"cannot build {which} terms '{formula}': {_first_line(err)}") from None
+        mm = model_matrix(formula, data)
+    except Exception as err:  # formulaic raises many types; any of them is a problem of the formula or data
+        raise MelsmInputError(f"cannot build {which} terms {quote(formula)}: {quote(_first_line(err), 200)}") from None
     return np.asarray(mm, dtype=float), [str(c) for c in mm.columns]
 
 
@@ -212,7 +216,7 @@ def _check_finite(matrix: np.ndarray, names: list[str], which: str) -> None:
     bad = ~np.isfinite(matrix)
     if bad.any():
         k = int(np.argmax(bad.any(axis=0)))
-        raise MelsmInputError(f"term '{names[k]}' in the {which} formula has infinite or undefined values")
+        raise MelsmInputError(f"term {quote(names[k])} in the {which} formula has infinite or undefined values")
 
 
 def _check_rank(matrix: np.ndarray, names: list[str], which: str) -> None:
@@ -224,9 +228,9 @@ def _check_rank(matrix: np.ndarray, names: list[str], which: str) -> None:
         col = matrix[:, k]
         if name != "Intercept" and np.ptp(col) == 0:
             if has_intercept:
-                raise MelsmInputError(f"covariate '{name}' in the {which} formula has no variation")
+                raise MelsmInputError(f"covariate {quote(name)} in the {which} formula has no variation")
             if not np.any(col):
-                raise MelsmInputError(f"covariate '{name}' in the {which} formula is all zero")
+                raise MelsmInputError(f"covariate {quote(name)} in the {which} formula is all zero")
     scale = np.maximum(np.abs(matrix).max(axis=0), 1e-300)
     scaled = matrix / scale
     for k in range(1, len(names) + 1):
@@ -234,7 +238,7 @@ def _check_rank(matrix: np.ndarray, names: list[str], which: str) -> None:
         sv = np.linalg.svd(sub, compute_uv=False)
         if sv[-1] <= 1e-9 * sv[0] * np.sqrt(sub.shape[0]):
             raise MelsmInputError(
-                f"covariate '{names[k - 1]}' in the {which} formula is collinear with "
+                f"covariate {quote(names[k - 1])} in the {which} formula is collinear with "
                 f"{', '.join(repr(n) for n in names[: k - 1])}"
             )
 
@@ -255,11 +259,12 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         formula_parts["within random"] = spec.within_random
     for effect, text in spec.between or ():
         formula_parts["between" if effect == LOCATION_INTERCEPT else f"between {effect}"] = text
-    used = {which: _variables(text, which) for which, text in formula_parts.items()}
+    parsed = {which: parse_terms(text, _part_name(which)) for which, text in formula_parts.items()}
+    used = {which: set(terms.variables) for which, terms in parsed.items()}
     used["mean"] = used["mean"] | {spec.response}
-    _check_columns(data, spec, used, formula_parts)
+    _check_columns(data, spec, used, parsed)
     columns = sorted(set().union(*used.values()))
-    _check_numeric(data, columns, spec.response, formula_parts)
+    _check_numeric(data, columns, spec.response, parsed)
 
     needed = columns + ([spec.group] if spec.group else [])
     frame = data.loc[:, list(dict.fromkeys(needed))]
@@ -274,13 +279,15 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
             f"(missing values: {', '.join(f'{k}: {v}' for k, v in n_missing.items())})"
         )
 
+    _check_width(frame, parsed)
+    frame = _numeric_as_float(frame, parsed, spec.group)
     if spec.group is not None:
         codes, labels = pd.factorize(frame[spec.group], sort=True)
         labels = np.asarray(labels)
         if len(labels) < 2:
             after = f" after dropping {n_dropped} rows with missing values" if n_dropped else ""
             raise MelsmInputError(
-                f"grouping column '{spec.group}' has only one group ({_label(labels[0])}){after}; "
+                f"grouping column {quote(spec.group)} has only one group ({_label(labels[0])}){after}; "
                 "need at least two"
             )
     else:
@@ -291,9 +298,9 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
 
     y = pd.to_numeric(frame[spec.response]).to_numpy(dtype=float)
     if not np.all(np.isfinite(y)):
-        raise MelsmInputError(f"response '{spec.response}' has infinite values")
+        raise MelsmInputError(f"response {quote(spec.response)} has infinite values")
     if np.ptp(y) == 0:
-        raise MelsmInputError(f"response '{spec.response}' has no variation")
+        raise MelsmInputError(f"response {quote(spec.response)} has no variation")
 
     X, x_names = _matrix(spec.mean_fixed, frame, "mean")
     W, w_names = _matrix(spec.within_fixed, frame, "within")
@@ -373,8 +380,8 @@ def _between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names):
             values = G_rows[codes == bad, k]
             where = "" if effect == LOCATION_INTERCEPT else f" (function of {effect})"
             raise MelsmInputError(
-                f"between covariate '{covariates[k]}'{where} varies within group {_label(labels[bad])} of "
-                f"'{spec.group}' (from {values.min():g} to {values.max():g}); "
+                f"between covariate {quote(covariates[k])}{where} varies within group {_label(labels[bad])} of "
+                f"{quote(spec.group)} (from {values.min():g} to {values.max():g}); "
                 "level-2 covariates must be constant within each group"
             )
         _check_rank(G, covariates, label)
@@ -397,11 +404,11 @@ def new_data_arrays(design: Design, spec: ModelSpec, data: pd.DataFrame) -> dict
             continue
         for name in _variables(formula, key):
             if name not in data.columns:
-                raise MelsmInputError(f"new data lack column '{name}'")
+                raise MelsmInputError(f"new data lack column {quote(name)}")
         matrix, got = _matrix(formula, data, key)
         if got != names:
             raise MelsmInputError(
-                f"new data give terms {got} for '{formula}' but the fit has {names}; "
+                f"new data give terms {got} for {quote(formula)} but the fit has {names}; "
                 "categorical columns need the same levels"
             )
         out[key] = matrix

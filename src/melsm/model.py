@@ -14,11 +14,28 @@ from .likelihood import ModelData, model_data
 from .ml import fit_ml
 from .params import ParamLayout
 from .results import MLResults
+from .scaling import Units, standardise
 from .spec import make_spec
 
 
 class MelsmDataWarning(UserWarning):
     """Rows were dropped for missing values."""
+
+
+#: The most quadrature nodes per group a fit may ask for (memory grows with them).
+MAX_NODES_PER_GROUP = 10_000
+
+
+def _check_quadrature_size(points: int, layout: ParamLayout) -> None:
+    """Refuse a rule with more than ``MAX_NODES_PER_GROUP`` nodes: K^d for d scale effects,
+    K(4K − 3) for the quadratic association's nested rule."""
+    def nodes(k: int) -> int:
+        return k * (4 * k - 3) if layout.quadratic else k ** layout.n_agq
+
+    if nodes(points) > MAX_NODES_PER_GROUP:
+        largest = max(k for k in range(1, MAX_NODES_PER_GROUP + 1) if nodes(k) <= MAX_NODES_PER_GROUP)
+        raise MelsmInputError(f"quadrature={points} gives {nodes(points):,} nodes per group; the limit is "
+                              f"{MAX_NODES_PER_GROUP:,} (quadrature={largest} for this model)")
 
 
 class Model:
@@ -67,12 +84,31 @@ class Model:
                                   independent_blocks=self.spec.association == "none",
                                   g_functions=tuple(tuple(f) for f in d.g_functions),
                                   quadratic=self.spec.association == "quadratic")
+        self._units: Units | None = None
+        self._internal_data: ModelData | None = None
         self._model_data: ModelData | None = None
         self._sampler_data: ModelData | None = None
 
     @property
+    def units(self) -> Units:
+        """The standardised design the ML fit works on, and the map of its estimates back to
+        the data's units (``melsm.scaling``)."""
+        if self._units is None:
+            self._units = standardise(self.design, self.layout)
+        return self._units
+
+    @property
+    def internal_data(self) -> ModelData:
+        """Arrays of the standardised design (``units``) that the ML fit works on, padded to
+        bucketed sizes (``likelihood.model_data``)."""
+        if self._internal_data is None:
+            self._internal_data = model_data(self.units.design, padded=True)
+        return self._internal_data
+
+    @property
     def model_data(self) -> ModelData:
-        """Arrays for the ML likelihood, padded to bucketed sizes (``likelihood.model_data``)."""
+        """Arrays of the design in the data's own units, padded as ``internal_data``: the
+        likelihood at a fit's ``theta`` (``likelihood.loglik``)."""
         if self._model_data is None:
             self._model_data = model_data(self.design, padded=True)
         return self._model_data
@@ -90,7 +126,7 @@ class Model:
         ``quadrature``: Gauss–Hermite points per random scale effect (default 11 for one,
         7 for two; 1 is the Laplace approximation); under the quadratic association the
         outer points of the nested rule (default 11, with 4n − 3 inner points each).
-        ``start``: θ on the internal scale.
+        ``start``: θ (``fit.theta`` of another fit of this model).
         ``max_iter``: cap on the iterations of each optimiser run (default 1000).
 
         Convergence is judged by the gradient (every |∂ log L/∂θ| < 1e-3) and a
@@ -105,13 +141,18 @@ class Model:
                 raise MelsmInputError(f"quadrature must be a positive integer (points per random "
                                       f"scale effect), not {quadrature!r}")
             quadrature = int(quadrature)
+            _check_quadrature_size(quadrature, self.layout)
         if max_iter is not None:
             if (isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Real)
                     or not np.isfinite(max_iter) or int(max_iter) != max_iter or max_iter < 1):
                 raise MelsmInputError(f"max_iter must be a positive integer, not {max_iter!r}")
             max_iter = int(max_iter)
-        opt, info = fit_ml(self.design, self.model_data, self.layout, quadrature, start, max_iter)
-        return MLResults(self, opt, info)
+        units = self.units
+        start = None if start is None else units.to_internal(start)
+        opt, info = fit_ml(units.design, self.internal_data, self.layout, quadrature, start, max_iter)
+        for stage in info["stages"]:
+            stage["loglik"] = units.loglik_to_user(stage["loglik"])
+        return MLResults(self, units.optimum_to_user(opt), info)
 
     def sample(self, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed: int = 0,
                priors=None, progress: bool | None = None, start=None):

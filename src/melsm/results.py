@@ -98,7 +98,11 @@ class MLResults:
         # are conditional on the boundary, as in lme4 and Stata.
         free = np.isfinite(np.diag(self.cov_theta))
         self.cov = jac[:, free] @ self.cov_theta[np.ix_(free, free)] @ jac[:, free].T
-        self.bse = np.sqrt(np.clip(np.diag(self.cov), 0, None))
+        variances = np.diag(self.cov)
+        computable = np.isfinite(variances) & (variances > 0)
+        self.bse = np.where(computable, np.sqrt(np.where(computable, variances, 1.0)), np.nan)
+        #: What could not be computed, and why (an SE is NaN, never 0, when it cannot be).
+        self.problems: list[str] = []
         #: Reported parameters on the boundary of the parameter space, with their values
         #: there: ``sd:<part>:<term>`` = 0 (zero variance), ``corr:...`` = ±1 (singular
         #: Σ), ``singular:<part>:<term>`` (Σ singular without a correlation at ±1).
@@ -118,6 +122,9 @@ class MLResults:
                 self.bse[k] = np.nan
             elif kind == "corr" and singular.intersection(rest.split(",")):
                 self.bse[k] = np.nan
+            elif not computable[k]:
+                self.problems.append(f"no SE for {name}: its variance from the inverse Hessian is "
+                                     f"{variances[k]:.3g} (the log-likelihood is flat or not concave there)")
         self.params = self._table()
 
     # ---- basic statistics ------------------------------------------------------------
@@ -246,11 +253,13 @@ class MLResults:
     # ---- random effects and predictions ----------------------------------------------
     def _posterior(self):
         if not hasattr(self, "_posterior_cache"):
-            model = self.model
-            mean, cov = _posterior(jnp.asarray(self.theta), model.model_data, self._opt.nodes,
+            model, units = self.model, self.model.units
+            # the likelihood's data are standardised (melsm.scaling): b = t·b*
+            mean, cov = _posterior(jnp.asarray(units.to_internal(self.theta)), model.internal_data, self._opt.nodes,
                                    model.layout, self.n_quad or 1)
             n_groups = model.design.n_groups  # the data may be padded with empty groups
-            self._posterior_cache = (np.asarray(mean)[:n_groups], np.asarray(cov)[:n_groups])
+            t = units.effect_scales
+            self._posterior_cache = (np.asarray(mean)[:n_groups] * t, np.asarray(cov)[:n_groups] * np.outer(t, t))
         return self._posterior_cache
 
     def random_effects(self) -> pd.DataFrame:
@@ -343,6 +352,7 @@ class MLResults:
             "bic": float(self.bic),
             "converged": bool(self.converged),
             "message": self.message,
+            "problems": self.problems,
             "boundary": self.boundary,
             "boundary_values": {k: num(v) for k, v in self.boundary_values.items()},
             "n_obs": self.n_obs,

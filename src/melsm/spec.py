@@ -9,7 +9,10 @@ Formulas use lme4 syntax for random effects::
                "within:Intercept": "~ g2"}
 
 Parsing here is purely textual: which terms are fixed, which are random and by which
-grouping factor. Turning the terms into arrays is ``melsm.design``'s job.
+grouping factor. Every part is checked against melsm's formula grammar
+(``melsm.grammar``: column names, formula operators and a fixed set of functions) and
+stored as the grammar rebuilt it, so no formula can carry code. Turning the terms into
+arrays is ``melsm.design``'s job.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import MelsmInputError
+from .grammar import column_name, parse_terms, quote
 
 ASSOCIATIONS = ("correlated", "none", "linear", "quadratic")
 
@@ -57,10 +61,14 @@ class ModelSpec:
 
 
 def _split_top_level(text: str, sep: str) -> list[str]:
-    """Split ``text`` at ``sep`` characters that are not inside parentheses."""
-    parts, depth, start = [], 0, 0
+    """Split ``text`` at ``sep`` characters that are not inside parentheses, backticks or quotes."""
+    parts, depth, start, quoted = [], 0, 0, None
     for i, ch in enumerate(text):
-        if ch == "(":
+        if quoted:
+            quoted = None if ch == quoted else quoted
+        elif ch in "`'\"":
+            quoted = ch
+        elif ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
@@ -75,6 +83,7 @@ def _split_top_level(text: str, sep: str) -> list[str]:
     return parts
 
 
+MAX_FORMULA_LENGTH = 10_000
 _RANDOM_TERM = re.compile(r"^\(\s*(?P<terms>[^|]*?)\s*(?P<bars>\|\|?)\s*(?P<group>[^|()]+?)\s*\)$")
 
 
@@ -87,64 +96,68 @@ def parse_formula(formula: str, which: str, need_response: bool) -> ParsedFormul
         )
     if not formula.strip():
         raise MelsmInputError(f"{which} formula is empty")
+    if len(formula) > MAX_FORMULA_LENGTH:
+        raise MelsmInputError(f"{which} formula is {len(formula):,} characters long; the limit is "
+                              f"{MAX_FORMULA_LENGTH:,}")
     # messages quote the formula with its whitespace normalised: one line, even for a
     # formula written over several lines
     text = " ".join(formula.split())
     pieces = text.split("~")
     if len(pieces) != 2:
         raise MelsmInputError(
-            f"{which} formula '{text}' needs exactly one '~' (it has {len(pieces) - 1})"
+            f"{which} formula {quote(text)} needs exactly one '~' (it has {len(pieces) - 1})"
         )
     lhs, rhs = pieces[0].strip(), pieces[1].strip()
     if need_response and not lhs:
-        raise MelsmInputError(f"{which} formula '{text}' has no response left of '~'")
+        raise MelsmInputError(f"{which} formula {quote(text)} has no response left of '~'")
     if not need_response and lhs:
         raise MelsmInputError(
-            f"{which} formula '{text}' must not have a response (write '~ {rhs}')"
+            f"{which} formula {quote(text)} must not have a response (write {quote('~ ' + rhs)})"
         )
     if not rhs:
-        raise MelsmInputError(f"{which} formula '{text}' has nothing right of '~'")
+        raise MelsmInputError(f"{which} formula {quote(text)} has nothing right of '~'")
     try:
         terms = [t.strip() for t in _split_top_level(rhs, "+")]
     except MelsmInputError as err:
-        raise MelsmInputError(f"{which} formula '{text}': {err}") from None
+        raise MelsmInputError(f"{which} formula {quote(text)}: {err}") from None
     fixed, random = [], []
     for k, term in enumerate(terms):
         if not term:
             where = ("ends with '+'" if k == len(terms) - 1 else
                      "starts with '+'" if k == 0 else "has '+' twice in a row")
-            raise MelsmInputError(f"{which} formula '{text}' {where}: a term is missing")
+            raise MelsmInputError(f"{which} formula {quote(text)} {where}: a term is missing")
         if "|" in term:
             match = _RANDOM_TERM.match(term)
             if match is None:
                 raise MelsmInputError(
-                    f"{which} formula '{text}': cannot read random term '{term}'; "
+                    f"{which} formula {quote(text)}: cannot read random term {quote(term)}; "
                     "write it as (terms | group)"
                 )
             if match["bars"] == "||":
                 raise MelsmInputError(
-                    f"{which} formula '{text}': '||' is not supported; random effects "
+                    f"{which} formula {quote(text)}: '||' is not supported; random effects "
                     "are correlated (use association='none' to separate location and scale)"
                 )
             if not match["group"].strip():
                 raise MelsmInputError(
-                    f"{which} formula '{text}': random term '{term}' has no grouping factor right of '|'"
+                    f"{which} formula {quote(text)}: random term {quote(term)} has no grouping factor right of '|'"
                 )
             if not match["terms"]:
                 raise MelsmInputError(
-                    f"{which} formula '{text}': random term '{term}' has nothing left of '|'; "
+                    f"{which} formula {quote(text)}: random term {quote(term)} has nothing left of '|'; "
                     f"write (1 | {match['group'].strip()}) for a random intercept"
                 )
-            random.append(RandomPart(match["terms"], match["group"].strip()))
+            random.append(RandomPart(parse_terms(match["terms"], f"random part of the {which} formula").text,
+                                     column_name(match["group"].strip(), "grouping factor")))
         else:
             fixed.append(term)
     if len(random) > 1:
         raise MelsmInputError(
-            f"{which} formula '{text}' has {len(random)} random terms; give one (terms | group)"
+            f"{which} formula {quote(text)} has {len(random)} random terms; give one (terms | group)"
         )
     return ParsedFormula(
-        response=lhs or None,
-        fixed=" + ".join(fixed) if fixed else "1",
+        response=column_name(lhs, "response") if lhs else None,
+        fixed=parse_terms(" + ".join(fixed), f"{which} formula").text if fixed else "1",
         random=random[0] if random else None,
     )
 
@@ -165,13 +178,13 @@ def _between_functions(between) -> dict[str, str]:
             pair = [p.strip() for p in effect.removeprefix("corr:").split(",")]
             if (len(pair) != 2 or pair[0] == pair[1]
                     or not all(p.partition(":")[0] in ("mean", "within") and p.partition(":")[2] for p in pair)):
-                raise MelsmInputError(f"between: '{effect}' is not a pair of random effects; write "
+                raise MelsmInputError(f"between: {quote(effect)} is not a pair of random effects; write "
                                       "'corr:<effect>,<effect>', e.g. 'corr:mean:Intercept,within:Intercept'")
             effect = "corr:" + ",".join(sorted(pair))  # mean first
         else:
             part, _, term = effect.partition(":")
             if part not in ("mean", "within") or not term:
-                raise MelsmInputError(f"between: '{effect}' is not a random effect; write 'mean:<term>' or "
+                raise MelsmInputError(f"between: {quote(effect)} is not a random effect; write 'mean:<term>' or "
                                       "'within:<term>', e.g. 'within:Intercept', or a correlation "
                                       "'corr:mean:Intercept,within:Intercept'")
         out[effect] = text
@@ -202,7 +215,7 @@ def make_spec(
     for effect, text in functions.items():
         b = parse_formula(text, "between", need_response=False)
         if b.random is not None:
-            raise MelsmInputError(f"between formula '{' '.join(text.split())}' cannot have random terms "
+            raise MelsmInputError(f"between formula {quote(text)} cannot have random terms "
                                   f"(it describes the variance of the random effect {effect})")
         parsed[effect] = b.fixed
     groups = {p.group for p in (m.random, w.random) if p is not None}

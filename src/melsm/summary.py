@@ -17,8 +17,12 @@ BLOCKS = (
 
 
 def _number(x: float, width: int = 10, digits: int = 4) -> str:
+    """Fixed decimals, or 4 significant digits for numbers that fixed decimals would show
+    as 0.0000 or too wide (data in small or large units): a nonzero SE never reads 0."""
     if x is None or not np.isfinite(x):
         return " " * (width - 1) + "."
+    if x != 0 and (abs(x) < 0.5 * 10.0 ** -digits or abs(x) >= 10.0 ** (width - digits - 3)):
+        return f"{x:{width}.3e}"
     return f"{x:{width}.{digits}f}"
 
 
@@ -80,7 +84,7 @@ def format_summary(fit) -> str:
         cell = max(12, max(len(lab) for lab in labels) + 1)
         lines.append(f"  {'':<{cell}}" + "".join(f"{lab:>{cell}}" for lab in labels))
         for r, lab in enumerate(labels):
-            values = "".join(f"{sigma.iloc[r, c]:>{cell}.4f}" if c <= r else " " * cell
+            values = "".join(_number(sigma.iloc[r, c], cell) if c <= r else " " * cell
                              for c in range(len(labels)))
             lines.append(f"  {lab:<{cell}}{values}")
     typical = fit.typical_groups() if design.g_names else None
@@ -92,7 +96,9 @@ def format_summary(fit) -> str:
         lines.append(f"  {'':<{label_width}}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True)))
         for label, row in typical.iterrows():
             lines.append(f"  {label:<{label_width}}"
-                         + "".join(f"{v:>{w}.4f}" for v, w in zip(row.to_numpy(), widths, strict=True)))
+                         + "".join(_number(v, w) for v, w in zip(row.to_numpy(), widths, strict=True)))
+    if fit.problems:
+        lines += ["", "Problems:"] + [f"  {text}" for text in fit.problems]
     if fit.boundary:
         lines += ["", "Boundary: estimated on the edge of the parameter space and held there; no SEs "
                   "for these or for the correlations of the effects involved (test with lrtest):"]
