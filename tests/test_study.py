@@ -292,3 +292,29 @@ def test_study_on_an_existing_scheduler(tiny, tmp_path):
     np.testing.assert_allclose(got["estimate"], expected["estimate"], rtol=1e-6)
     summary = results.summary().set_index(["model", "parameter"])
     assert summary.loc[("full", "within:g"), "n"] + summary.loc[("full", "within:g"), "non_converged"] == 3
+
+
+def test_an_unreadable_replicate_file_is_set_aside_and_redone(tiny, tmp_path, capsys):
+    """A file cut short (a full disk, an interrupted copy) neither counts as done nor blocks
+    the study: reading skips it with a warning, resuming moves it aside and runs it again."""
+    study = tiny.with_replicates(3)
+    out = tmp_path / "out"
+    store = Store(out, study).open()
+    for r in range(3):
+        store.write(0, r, replicate_rows(study, 0, r))
+    damaged = store.path(0, 1)
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    with pytest.warns(melsm.MelsmStudyWarning, match="skipped 1 stored replicate file"):
+        partial = melsm.read_study(out)
+    assert sorted(set(partial.rows["replicate"])) == [0, 2]
+    toml = tmp_path / "tiny3.toml"
+    toml.write_text(TINY.format(replicates=3))
+    code = main(["simulate", str(toml), "--out", str(out), "--resume", "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "warning: 1 stored replicate file(s) could not be read and were moved to" in err
+    assert (out / "unreadable" / damaged.name).exists()
+    results = melsm.read_study(out)
+    assert sorted(set(results.rows["replicate"])) == [0, 1, 2]
+    redone = results.rows[results.rows["replicate"] == 1].reset_index(drop=True)
+    np.testing.assert_allclose(redone["estimate"], replicate_rows(study, 0, 1)["estimate"], rtol=1e-6)

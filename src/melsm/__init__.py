@@ -14,7 +14,7 @@ from . import (
 )
 from ._compiled import release as release_compiled
 from .compare import Comparison, compare
-from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning, MelsmInputError
+from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning, MelsmInputError, MelsmStudyWarning
 from .model import MelsmDataWarning, Model
 from .report import report
 from .results import LRTest, MLResults
@@ -28,7 +28,7 @@ from .study_run import run_study
 __version__ = "0.1.0"
 
 __all__ = ["Model", "MLResults", "LRTest", "datasets", "compare", "Comparison", "report", "MelsmInputError",
-           "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "lrtest",
+           "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "MelsmStudyWarning", "lrtest",
            "release_compiled", "simulate", "Study", "StudyResults", "load_study", "builtin_study", "run_study",
            "read_study"]
 

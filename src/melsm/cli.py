@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from .demo import DEMO_MCMC, RIESBY
-from .errors import MelsmInputError
+from .errors import MelsmInputError, MelsmStudyWarning
 
 
 def _read_data(source: str):
@@ -180,8 +180,12 @@ def _simulate(args) -> int:
         study = study.with_replicates(args.replicates)
     out = Path(args.out or f"melsm-study-{study.name}")
     try:
-        results = run_study(study, out, scheduler=args.scheduler, workers=args.workers, resume=args.resume,
-                            progress=False if args.quiet else None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", MelsmStudyWarning)
+            results = run_study(study, out, scheduler=args.scheduler, workers=args.workers, resume=args.resume,
+                                progress=False if args.quiet else None)
+        for note in caught:
+            print(f"warning: {_one_line(note.message)}", file=sys.stderr)
     except KeyboardInterrupt:
         done = len(Store(out, study).done())
         print(f"\nstopped: {done} replicates are saved in {out}; continue with --resume", file=sys.stderr)

@@ -323,6 +323,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
     n_groups = len(labels)
     G, g_names, g_functions = _between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names)
 
+    _check_identified(len(y), n_groups, spec.group, len(zu_names), len(zv_names))
     used_rows = np.flatnonzero(complete)[order]
     return Design(
         y=y, X=X, W=W, Zu=Zu, Zv=Zv, G=G,
@@ -333,6 +334,18 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         response=spec.response, group_name=spec.group, y_scale=float(np.std(y)),
         n_missing=n_missing,
     )
+
+
+def _check_identified(n_obs: int, n_groups: int, group: str | None, q_u: int, q_v: int) -> None:
+    """Refuse random effects the data cannot separate from the level-1 variance: as lme4
+    does, when there are no more rows than random effects of a kind (N ≤ J·q). Groups of
+    one row, say, give each group's location effect, scale effect and residual together."""
+    for q, kind in ((q_u, "random location"), (q_v, "random scale")):
+        if q and n_obs <= n_groups * q:
+            raise MelsmInputError(
+                f"{n_obs:,} rows in {n_groups:,} groups of {quote(group)} cannot identify {q} {kind} "
+                f"effect{'s' if q > 1 else ''} per group and the level-1 variance (there must be more rows than "
+                f"{n_groups:,} x {q}); use fewer random effects or a grouping with larger groups")
 
 
 def _correlation_functions(functions: dict, zu_names, zv_names) -> list[tuple[str, str]]:

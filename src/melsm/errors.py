@@ -27,3 +27,7 @@ class MelsmConvergenceWarning(UserWarning):
 
 class MelsmBoundaryWarning(UserWarning):
     """A variance (or standard deviation) of a random effect is estimated at zero."""
+
+
+class MelsmStudyWarning(UserWarning):
+    """A stored replicate of a simulation study could not be read (it is set aside and redone)."""

@@ -697,8 +697,9 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
     """Staged maximum-likelihood fit. Returns the optimum and timing/stage information.
 
     ``max_iter`` caps the iterations of every optimiser run (default ``DEFAULT_MAX_ITER``).
-    Warns ``MelsmConvergenceWarning`` (with the reason) when the fit did not converge and
-    ``MelsmBoundaryWarning`` (naming the parameters) when random effects sit on the boundary.
+    Warns ``MelsmConvergenceWarning`` (with the reason) when the fit did not converge
+    (``warn_boundary`` names the parameters on the boundary, once the fit is in the
+    user's units).
     """
     started = time.perf_counter()
     n_quad = n_quad or default_quadrature(layout)
@@ -737,11 +738,16 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
     if not opt.converged:
         warnings.warn(f"the fit did not converge: {opt.message}", MelsmConvergenceWarning,
                       stacklevel=3)
-    if opt.pivots:
-        labels = [f"{name} = {value:g}" if np.isfinite(value) else f"{name} (singular covariance matrix)"
-                  for name, value in layout.boundary_values(opt.theta, opt.pivots, opt.zero_rows)]
-        warnings.warn("random-effect parameters estimated on the boundary of the parameter space: "
-                      + ", ".join(labels) + " (held there; no SEs for them; test them with lrtest, "
-                      "which uses the chi-bar-squared mixture for one random effect)",
-                      MelsmBoundaryWarning, stacklevel=3)
     return opt, info
+
+
+def warn_boundary(boundary_values: dict) -> None:
+    """``MelsmBoundaryWarning`` naming the parameters on the boundary, if any."""
+    if not boundary_values:
+        return
+    labels = [f"{name} = {value:.4g}" if np.isfinite(value) else f"{name} (singular covariance matrix)"
+              for name, value in boundary_values.items()]
+    warnings.warn("random-effect parameters estimated on the boundary of the parameter space: "
+                  + ", ".join(labels) + " (no SEs for them; test them with lrtest, "
+                  "which uses the chi-bar-squared mixture for one random effect)",
+                  MelsmBoundaryWarning, stacklevel=3)

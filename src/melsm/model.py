@@ -11,7 +11,7 @@ import pandas as pd
 from .design import build_design
 from .errors import MelsmInputError
 from .likelihood import ModelData, model_data
-from .ml import fit_ml
+from .ml import fit_ml, warn_boundary
 from .params import ParamLayout
 from .results import MLResults
 from .scaling import Units, standardise
@@ -152,7 +152,9 @@ class Model:
         opt, info = fit_ml(units.design, self.internal_data, self.layout, quadrature, start, max_iter)
         for stage in info["stages"]:
             stage["loglik"] = units.loglik_to_user(stage["loglik"])
-        return MLResults(self, units.optimum_to_user(opt), info)
+        result = MLResults(self, units.optimum_to_user(opt), info)
+        warn_boundary(result.boundary_values)
+        return result
 
     def sample(self, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed: int = 0,
                priors=None, progress: bool | None = None, start=None):

@@ -42,6 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 
 
+#: A correlation within this of ±1 is reported on the boundary (Σ nearly singular).
+CORRELATION_BOUNDARY = 1e-3
+
+
 def is_intercept(g_name: str) -> bool:
     """Whether a level-2 coefficient name (``Intercept``, ``within:Intercept:Intercept``)
     is its function's intercept."""
@@ -283,14 +287,18 @@ class ParamLayout:
         out.append(self.assoc(theta))
         return jnp.concatenate([jnp.atleast_1d(o) for o in out]) if out else jnp.zeros(0)
 
-    def boundary_values(self, theta, pivots, zero_rows) -> list[tuple[str, float]]:
+    def boundary_values(self, theta, pivots, zero_rows, G=None) -> list[tuple[str, float]]:
         """Reported parameters on the boundary of the parameter space, with their values.
 
         ``pivots`` are rows of L with a zero diagonal (the effect is an exact linear
         combination of the effects before it, so Σ is singular), ``zero_rows`` those whose
         whole row is zero. A zero-variance effect gives ``sd:<part>:<term>`` = 0; another
         zero pivot gives each of its correlations at ±1, or ``singular:<part>:<term>``
-        (value NaN) where none is (a combination of several effects).
+        (value NaN) where none is (a combination of several effects). Any other
+        correlation within ``CORRELATION_BOUNDARY`` of ±1 is on the boundary too, with its
+        value: in every model form (with level-2 functions a correlation near ±1 is
+        approached through an unbounded direction of L, not a zero pivot). Under
+        correlation functions that is any group's correlation, for the groups' rows ``G``.
         """
         sigma = self.cholesky(np.asarray(theta, dtype=float), xp=np)
         sigma = sigma @ sigma.T
@@ -309,7 +317,32 @@ class ParamLayout:
                     found = True
             if not found:
                 out[f"singular:{part}:{term}"] = float("nan")
+        for a, b in self.correlation_pairs():
+            name = f"corr:{a[0]}:{a[1]},{b[0]}:{b[1]}"
+            if name in out or {a[2], b[2]} & set(zero_rows):
+                continue
+            rho = sigma[a[2], b[2]] / np.sqrt(sigma[a[2], a[2]] * sigma[b[2], b[2]])
+            if abs(rho) > 1 - CORRELATION_BOUNDARY:
+                out[name] = float(rho)
+        out.update(self._group_correlations_at_boundary(theta, G))
         return list(out.items())
+
+    def _group_correlations_at_boundary(self, theta, G) -> dict:
+        """Correlation functions whose correlation is within ``CORRELATION_BOUNDARY`` of ±1
+        for some group: {``corr:<effect>,<effect>``: the most extreme group's value}."""
+        if not self.corr_functions or G is None:
+            return {}
+        factors = self.group_cholesky(np.asarray(theta, dtype=float), np.asarray(G, dtype=float), xp=np)
+        sigma = factors @ np.swapaxes(factors, -1, -2)
+        sd = np.sqrt(np.einsum("jii->ji", sigma))
+        names = {idx: f"{part}:{term}" for part, term, idx in self.random_effects()}
+        out = {}
+        for i, j, _, _ in self.corr_functions:
+            rho = sigma[:, i, j] / (sd[:, i] * sd[:, j])
+            extreme = float(rho[np.argmax(np.abs(rho))])
+            if abs(extreme) > 1 - CORRELATION_BOUNDARY:
+                out["corr:" + ",".join(sorted((names[i], names[j])))] = extreme
+        return out
 
     def predictors(self, theta, X, W, Zu, Zv, b_rows):
         """Mean x'β + z'u and log level-1 variance w'α + s'v per row (numpy), with

@@ -106,7 +106,8 @@ class MLResults:
         #: Reported parameters on the boundary of the parameter space, with their values
         #: there: ``sd:<part>:<term>`` = 0 (zero variance), ``corr:...`` = ±1 (singular
         #: Σ), ``singular:<part>:<term>`` (Σ singular without a correlation at ±1).
-        self.boundary_values = dict(layout.boundary_values(self.theta, opt.pivots, opt.zero_rows))
+        self.boundary_values = dict(layout.boundary_values(self.theta, opt.pivots, opt.zero_rows,
+                                                           model.design.G))
         self.boundary = list(self.boundary_values)
         labels = {idx: f"{part}:{term}" for part, term, idx in layout.random_effects()}
         zero = {labels[r] for r in opt.zero_rows}

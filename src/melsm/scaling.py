@@ -121,7 +121,7 @@ def _affine_map(layout: ParamLayout, design: Design, y_shift: float, y_scale: fl
         diagonal = r == c
         chol_slope.append(1.0 if diagonal or r in between else t[r])
         chol_offset.append(np.log(t[r]) if diagonal else 0.0)
-    assoc = (np.full(layout.n_assoc, t[0]), np.zeros(layout.n_assoc))  # τ_q scales like the scale effect
+    assoc = (t[:layout.n_assoc], np.zeros(layout.n_assoc))  # τ_q scales like the (one) scale effect
     slope = np.concatenate([beta[0], alpha[0], kappa[0], np.asarray(chol_slope, float), assoc[0]])
     offset = np.concatenate([beta[1], alpha[1], kappa[1], np.asarray(chol_offset, float), assoc[1]])
     return slope, offset

@@ -5,7 +5,10 @@ different studies) and ``rows/d<design>-r<replicate>.parquet``, one file per fin
 replicate. Files are written under a hidden temporary name and renamed into place
 (``os.replace`` is atomic on one file system), so a file exists exactly when its
 replicate is complete, whatever moment the run was stopped at. Resuming lists the files
-and submits only the missing (design, replicate) keys: nothing is lost or done twice.
+and submits only the missing (design, replicate) keys: nothing is lost or done twice. A
+file that cannot be read (a disk that filled up, a copy cut short) is moved aside to
+``unreadable/`` on resume and its replicate run again; reading results skips it with a
+warning.
 
 Replicates are Dask tasks (``_replicate_task``, a top-level function so that it pickles);
 their rows come back to this process, which writes them as they complete
@@ -21,18 +24,23 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .errors import MelsmInputError
+from .errors import MelsmInputError, MelsmStudyWarning
 from .study import Study, StudyResults, failed_rows, replicate_rows, typed_rows
 
 #: A worker process drops its compiled functions after this many replicates: XLA keeps
 #: memory maps for every compiled model (Linux allows 65,530 per process).
 RELEASE_EVERY = 200
 _FILE = re.compile(r"^d(\d+)-r(\d+)\.parquet$")
+#: What reading a damaged Parquet file raises.
+_READ_ERRORS = (OSError, ValueError, pa.ArrowException)
 _done_in_process = 0
 
 
@@ -77,7 +85,24 @@ class Store:
         _write_atomic(spec_path, lambda p: p.write_text(_json(study.to_dict())))
         for stale in self.rows_folder.glob(".*.tmp"):  # left by a run stopped mid-write
             stale.unlink(missing_ok=True)
+        self.set_aside_unreadable()
         return self
+
+    def set_aside_unreadable(self) -> list[Path]:
+        """Move replicate files that cannot be read (truncated, damaged) to ``OUT/unreadable/``,
+        with a warning, so that their replicates count as missing and are run again."""
+        moved = []
+        for path in sorted(self.rows_folder.glob("*.parquet")):
+            if _FILE.match(path.name) and _unreadable(path):
+                aside = self.folder / "unreadable" / path.name
+                aside.parent.mkdir(exist_ok=True)
+                os.replace(path, aside)
+                moved.append(aside)
+        if moved:
+            warnings.warn(f"{len(moved)} stored replicate file(s) could not be read and were moved to "
+                          f"'{moved[0].parent}' (e.g. {moved[0].name}); their replicates will be run again",
+                          MelsmStudyWarning, stacklevel=3)
+        return moved
 
     def path(self, design_id: int, replicate: int) -> Path:
         return self.rows_folder / f"d{design_id:04d}-r{replicate:06d}.parquet"
@@ -95,12 +120,29 @@ class Store:
         _write_atomic(self.path(design_id, replicate), lambda p: rows.to_parquet(p, index=False))
 
     def read(self) -> pd.DataFrame:
-        """Every stored row of the study's current designs and replicates, in key order."""
+        """Every stored row of the study's current designs and replicates, in key order; a
+        file that cannot be read is skipped with a warning (its replicate is missing)."""
         wanted = {(d.id, r) for d in self.study.designs() for r in range(self.study.replicates)}
-        keys = sorted(self.done() & wanted)
-        if not keys:
+        frames, skipped = [], []
+        for d, r in sorted(self.done() & wanted):
+            try:
+                frames.append(pd.read_parquet(self.path(d, r)))
+            except _READ_ERRORS:
+                skipped.append(self.path(d, r).name)
+        if skipped:
+            warnings.warn(f"skipped {len(skipped)} stored replicate file(s) that cannot be read (e.g. {skipped[0]}); "
+                          "resume the study to run them again", MelsmStudyWarning, stacklevel=3)
+        if not frames:
             return failed_rows(self.study, 0, 0, "", models=[]).iloc[:0]
-        return typed_rows(pd.concat([pd.read_parquet(self.path(d, r)) for d, r in keys], ignore_index=True))
+        return typed_rows(pd.concat(frames, ignore_index=True))
+
+
+def _unreadable(path: Path) -> bool:
+    try:
+        pq.read_table(path)
+    except _READ_ERRORS:
+        return True
+    return False
 
 
 def _json(spec: dict) -> str:

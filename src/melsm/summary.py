@@ -100,13 +100,14 @@ def format_summary(fit) -> str:
     if fit.problems:
         lines += ["", "Problems:"] + [f"  {text}" for text in fit.problems]
     if fit.boundary:
-        lines += ["", "Boundary: estimated on the edge of the parameter space and held there; no SEs "
-                  "for these or for the correlations of the effects involved (test with lrtest):"]
+        lines += ["", "Boundary: estimated on the edge of the parameter space (a correlation within 0.001 of "
+                  "+-1 counts); no SEs for these or for the correlations of the effects involved (test with "
+                  "lrtest):"]
         for name, value in fit.boundary_values.items():
             if name.startswith("sd:"):
                 lines.append(f"  {name} = 0 (variance zero; its correlations are undefined)")
             elif name.startswith("corr:"):
-                lines.append(f"  {name} = {value:+.0f} (singular covariance matrix)")
+                lines.append(f"  {name} = {value:+.4g} (singular covariance matrix)")
             else:
                 lines.append(f"  {name.removeprefix('singular:')} is an exact linear combination "
                              "of the other random effects (singular covariance matrix)")
