@@ -15,7 +15,8 @@ from melsm.params import CORRELATION_BOUNDARY
 def single_rows(n_groups=300, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n_groups)
-    y = 1 + 0.5 * x + rng.normal(size=n_groups) * 0.7 + rng.normal(size=n_groups) * np.exp(0.25 * rng.normal(size=n_groups))
+    spread = np.exp(0.25 * rng.normal(size=n_groups))
+    y = 1 + 0.5 * x + rng.normal(size=n_groups) * 0.7 + rng.normal(size=n_groups) * spread
     return pd.DataFrame({"y": y, "x": x, "g": np.arange(n_groups), "z": rng.integers(0, 2, size=n_groups)})
 
 

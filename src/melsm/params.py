@@ -41,7 +41,6 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-
 #: A correlation within this of ±1 is reported on the boundary (Σ nearly singular).
 CORRELATION_BOUNDARY = 1e-3
 
