@@ -289,14 +289,14 @@ def test_extreme_scale_variance_does_not_crash_the_trust_region_fallback():
 
 
 def test_newton_polish_converges_a_fit_stopped_just_short(monkeypatch):
-    """Groups of 5: BFGS and the trust region stopped at max |g| = 0.002 (the fixed-node
+    """Groups of 5: BFGS and the trust region stopped at max |g| = 0.0018 (the fixed-node
     derivatives and the value disagree at the quadrature error's level). Newton steps reach
     |g| < 1e-3 within 1e-5 in log L and a thousandth of an SE of that point."""
     from melsm.simulate import simulate
 
     study = melsm.builtin_study("ignore-scale")
     point = study.designs()[0]
-    data = simulate(study.model, point.truth, point.design, seed=np.random.SeedSequence([study.seed, 0, 68]))
+    data = simulate(study.model, point.truth, point.design, seed=np.random.SeedSequence([study.seed, 0, 481]))
     model = melsm.Model(data=data, **study.fits["full"])
     monkeypatch.setattr(ml, "POLISH_STEPS", 0)
     with pytest.warns(melsm.MelsmConvergenceWarning, match="gradient not small"):
@@ -304,6 +304,7 @@ def test_newton_polish_converges_a_fit_stopped_just_short(monkeypatch):
     monkeypatch.setattr(ml, "POLISH_STEPS", 5)
     with warnings.catch_warnings():
         warnings.simplefilter("error", melsm.MelsmConvergenceWarning)
+        warnings.simplefilter("ignore", melsm.MelsmBoundaryWarning)  # its correlation is 0.9991
         polished = model.fit()
     assert polished.converged and np.max(np.abs(polished._opt.grad)) < ml.GRADIENT_TOLERANCE
     assert polished.loglik == pytest.approx(stopped.loglik, abs=1e-5)
