@@ -96,7 +96,9 @@ def test_bad_file_gives_one_line_and_exit_2(capsys, tmp_path, reisby, kind):
     (["--mean", "hamdep ~ week +"], ["ends with '+'"]),
     (["--mean", "hamdep ~ week + (1 || id)"], ["'||'"]),
     (["--mean", FAST_MEAN, "--within", "~ 1 + (1 | id)", "--quadrature", "0"], ["quadrature", "not 0"]),
-], ids=["unknown-within", "between-varies", "trailing-plus", "double-bar", "quadrature-0"])
+    (["--mean", FAST_MEAN, "--within", "~ 1 + (1 | id)", "--quadrature", "100000"],
+     ["quadrature=100000 gives 100,000 nodes per group", "limit is 10,000"]),
+], ids=["unknown-within", "between-varies", "trailing-plus", "double-bar", "quadrature-0", "quadrature-huge"])
 def test_bad_model_gives_one_line_and_exit_2(capsys, argv, expected):
     code, out, err = run_main(capsys, "fit", "reisby", *argv)
     assert code == 2 and out == ""
@@ -233,3 +235,13 @@ def test_between_functions_from_the_command_line(capsys):
     code, out, err = run_main(capsys, "fit", "reisby", "--mean", FAST_MEAN, "--within", "~ week + (1 | id)",
                               "--between", "within:week=~ endog")
     assert code == 2 and "needs week among the random effects of the within formula" in error_line(err)
+
+
+def test_a_huge_column_name_is_not_echoed(capsys, tmp_path, reisby):
+    """A CSV header of a million characters: the error line quotes it cut short."""
+    path = tmp_path / "wide.csv"
+    reisby.rename(columns={"week": "w" * 1_000_000}).to_csv(path, index=False)
+    code, out, err = run_main(capsys, "fit", str(path), "--mean", "hamdep ~ week + (1 | id)")
+    assert code == 2 and out == ""
+    line = error_line(err)
+    assert "unknown column 'week'" in line and len(line) < 1000
