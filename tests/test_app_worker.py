@@ -222,11 +222,18 @@ def _descendants(pid: int) -> set[int]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether any thread of the process still runs (a zombie's have all ended; the
+    main thread of a dying process can be a zombie while others still run)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+        threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
+    for thread in threads:
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/task/{thread}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+    return False
 
 
 def _wait_gone(pids: set[int], seconds: float = 30) -> set[int]:

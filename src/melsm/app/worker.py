@@ -50,6 +50,10 @@ class _WorkerLost(Exception):
     """The worker died or was killed while running a job."""
 
 
+class _NotStarted(Exception):
+    """The worker died before it got the job (the job can go to the next one)."""
+
+
 @dataclass
 class _Task:
     function: Callable
@@ -168,7 +172,14 @@ class Engine:
             self._replace_worker()
 
     def _call(self, task: _Task):
-        return self._live_worker().call(task.function, task.args, task.progress, self.job_timeout)
+        try:
+            return self._live_worker().call(task.function, task.args, task.progress, self.job_timeout)
+        except _NotStarted:  # it died idle just now (its threads still ending): the job goes to a new one
+            self._replace_worker()
+            try:
+                return self._live_worker().call(task.function, task.args, task.progress, self.job_timeout)
+            except _NotStarted as again:
+                raise _WorkerLost(str(again)) from None
 
     def _live_worker(self) -> _Worker:
         """The worker, waiting for a job; replaced first if it died while idle (no job
@@ -224,7 +235,7 @@ class _Worker:
         try:
             self._pipe.send((self.jobs_done, function, args, progress is not None))
         except (OSError, EOFError):  # the pipe broke: the worker is gone
-            raise _WorkerLost("the worker process stopped before the job started; please try again") from None
+            raise _NotStarted("the worker process stopped before the job started; please try again") from None
         except Exception as err:  # arguments that cannot be pickled: a bug, reported as such
             raise JobError(f"internal error: cannot send the job: {type(err).__name__}: {err}") from None
         try:
