@@ -588,7 +588,7 @@ class AppServer(ThreadingHTTPServer):
             return
         try:
             super().process_request(request, client_address)
-        except BaseException:
+        except RuntimeError:  # no thread could be started: none will give the slot back
             self._slots.release()
             raise
 
@@ -614,19 +614,18 @@ def make_server(host: str = "127.0.0.1", port: int = 8050, max_upload: int = MAX
 
 
 @contextmanager
-def _signals_stop_serving() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP end ``serve_forever`` (as Ctrl+C does), whatever the
-    process inherited (a shell starts background jobs with SIGINT ignored)."""
+def _stopped_by_signals(server: AppServer) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP end ``server.serve_forever()``, whatever the process
+    inherited (a shell starts background jobs with SIGINT ignored). The handler asks the
+    loop to stop (``shutdown`` waits for it, so from another thread) rather than raise in
+    the middle of whatever the main thread is doing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    names = ("SIGINT", "SIGTERM", "SIGHUP")
-    wanted = [getattr(signal, name) for name in names if hasattr(signal, name)]
+    wanted = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
 
     def stop(signum, frame):
-        for number in wanted:  # one is enough: the shutdown is under way and takes seconds at most
-            signal.signal(number, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        threading.Thread(target=server.shutdown, name="melsm-stop", daemon=True).start()
 
     previous = {number: signal.signal(number, stop) for number in wanted}
     try:
@@ -641,11 +640,11 @@ def serve(host: str = "127.0.0.1", port: int = 8050, open_browser: bool = False,
     """Run the app until interrupted (Ctrl+C, SIGTERM); prints its address. Stopping it
     stops its worker process too."""
     server = make_server(host, port, max_upload, job_timeout=job_timeout)
-    with _signals_stop_serving():
+    with _stopped_by_signals(server):
         try:
             _announce(host, server.server_address[1], open_browser)
             server.serve_forever()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl+C where the handler above could not be installed
             pass
         finally:
             server.server_close()
