@@ -19,6 +19,29 @@ RHAT_LIMIT = 1.01
 MARGINAL_DRAWS = 2000
 #: Smallest bulk and tail ESS before a warning (per parameter).
 ESS_LIMIT = 400
+#: A note on prior sensitivity when |posterior mean − median| exceeds this many robust
+#: posterior SDs (IQR/1.349; see ``skewness_notes``).
+SKEW_LIMIT = 0.5
+
+
+def skewness_notes(table: pd.DataFrame, values: np.ndarray) -> list[str]:
+    """A note for each parameter whose posterior mean and median differ by more than
+    ``SKEW_LIMIT`` robust posterior SDs, |mean − median| > ½ IQR/1.349: a long tail,
+    typically where the likelihood is flat and the prior decides how far the draws run.
+    The robust SD because that tail inflates the SD itself (London, scale SD by mixed vs
+    single-sex school under a wide prior: mean −2.5, median −1.1, SD 4.8)."""
+    flat = values.reshape(-1, values.shape[-1])
+    median = np.median(flat, axis=0)
+    iqr = np.quantile(flat, 0.75, axis=0) - np.quantile(flat, 0.25, axis=0)
+    robust_sd = iqr / 1.349
+    notes = []
+    for k, name in enumerate(table.index):
+        mean = table["mean"].iloc[k]
+        if robust_sd[k] > 0 and abs(mean - median[k]) > SKEW_LIMIT * robust_sd[k]:
+            notes.append(f"{name}: posterior mean {mean:.3g} and median {median[k]:.3g} differ by "
+                         f"{abs(mean - median[k]) / robust_sd[k]:.1f} robust SDs (a long tail): "
+                         "the prior may decide it; check the fit's sensitivity to the prior")
+    return notes
 
 
 class MCMCResults:
@@ -52,11 +75,12 @@ class MCMCResults:
             posterior=posterior,
             coords={"group": [str(g) for g in design.group_labels], "effect": effects},
             dims={"random_effects": ["group", "effect"]},
-            sample_stats={"diverging": np.zeros((n_chains, n_draws), bool)},
+            sample_stats=info["sample_stats"],
         )
         self.params = self._table(values)
         self.dic = self._dic()
         self._check()
+        self.notes = skewness_notes(self.params, values)
 
     def _table(self, values: np.ndarray) -> pd.DataFrame:
         import arviz as az
@@ -118,12 +142,16 @@ class MCMCResults:
         return {"D_bar": d_bar, "D_hat": d_hat, "p_D": d_bar - d_hat, "DIC": 2 * d_bar - d_hat}
 
     def _loglik_idata(self):
+        """The per-group marginal log-likelihood with the posterior draws it was computed
+        at (ArviZ takes LOO's relative efficiency from the posterior's ESS)."""
         import arviz as az
 
         per_draw, _ = self._marginal_loglik()
+        kept = per_draw.shape[1]
+        step = max(1, int(np.ceil(self._positions.shape[0] * self._positions.shape[1] / MARGINAL_DRAWS)))
+        posterior = {name: self.idata.posterior[name].values[:, ::step][:, :kept] for name in self.names}
         groups = [str(g) for g in self.model.design.group_labels]
-        return az.from_dict(posterior={"_": np.zeros(per_draw.shape[:2])},
-                            log_likelihood={"y": per_draw}, coords={"group": groups},
+        return az.from_dict(posterior=posterior, log_likelihood={"y": per_draw}, coords={"group": groups},
                             dims={"y": ["group"]})
 
     def waic(self):
@@ -227,7 +255,7 @@ class MCMCResults:
 
     def to_dict(self) -> dict:
         return {
-            "method": "mcmc", "converged": self.converged, "problems": self.problems,
+            "method": "mcmc", "converged": self.converged, "problems": self.problems, "notes": self.notes,
             "n_obs": self.model.design.n_obs, "n_groups": self.model.design.n_groups,
             "dic": self.dic["DIC"], "dic_parts": self.dic,
             "chains": self.info["chains"], "warmup": self.info["warmup"], "draws": self.info["draws"],

@@ -10,6 +10,14 @@ tuned by ChEES across many chains run as one vectorised program (BlackJAX), whic
 amortises XLA's per-operation cost on CPUs. After sampling, each draw's location effects
 are drawn exactly from η_u | η_v, y ~ N(M⁻¹c, M⁻¹). Under the quadratic association u
 enters the level-1 variance, so η = (η_v, η_u) is sampled with the rest.
+
+Per draw and chain the sampler records, under ArviZ's ``sample_stats`` names:
+``acceptance_rate`` (the Metropolis acceptance probability of the trajectory),
+``diverging`` (its energy error exceeded 1000), ``n_steps`` (leapfrog steps),
+``step_size``, ``lp`` (log p(z | y) up to a constant, at the draw) and ``energy``, the
+Hamiltonian −lp + ½ pᵀM⁻¹p of the draw with the momentum it ended with (the proposal's
+final momentum if accepted, else the momentum drawn for the trajectory), as Stan's
+``energy__`` for E-BFMI.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from .priors import Priors, SampleLayout, log_prior, prior_scales
 
 def log_density(z, data, scales, sample_layout: SampleLayout, priors: Priors):
     theta = sample_layout.to_theta(z)
-    eta = sample_layout.split(z)[5]
+    eta = sample_layout.eta(z)
     return jnp.sum(log_joint(theta, data, eta, sample_layout.layout)) + log_prior(
         z, scales, sample_layout, priors)
 
@@ -43,10 +51,14 @@ def _progress(done, total, started):
 
 
 @partial(jax.jit, static_argnames=("sample_layout", "priors", "n_chains", "n_warmup", "n_draws",
-                                   "report_every"))
+                                   "report_every", "step_size_scale"))
 def run_chains(key, z0, data, scales, sample_layout, priors, n_chains, n_warmup, n_draws,
-               report_every=0):
-    """ChEES warm-up, then ``n_draws`` iterations of every chain (one compiled program)."""
+               report_every=0, step_size_scale=1.0):
+    """ChEES warm-up, then ``n_draws`` iterations of every chain (one compiled program).
+
+    Returns the positions (draws, chains, dim) and the per-draw statistics (module
+    docstring), each (draws, chains). ``step_size_scale`` multiplies the adapted step
+    size (1: as adapted; the tests use a large one to provoke divergences)."""
     import blackjax
     import optax
     from blackjax.adaptation.base import get_filter_adapt_info_fn
@@ -59,6 +71,7 @@ def run_chains(key, z0, data, scales, sample_layout, priors, n_chains, n_warmup,
                                        adaptation_info_fn=get_filter_adapt_info_fn())
     (state, params), _ = warmup.run(warm_key, z0, 0.05, optax.adam(0.05), n_warmup,
                                     max_sampling_steps=n_draws)
+    params = {**params, "step_size": params["step_size"] * step_size_scale}
     kernel = blackjax.dynamic_hmc(logdensity, **params)
     total = n_warmup + n_draws
 
@@ -69,11 +82,21 @@ def run_chains(key, z0, data, scales, sample_layout, priors, n_chains, n_warmup,
             jax.lax.cond((i + 1) % report_every == 0,
                          lambda: jax.debug.callback(_progress_cb, n_warmup + i + 1, total),
                          lambda: None)
-        return new, (new.position, info.acceptance_rate, info.is_divergent, info.num_integration_steps)
+        return new, (new.position, draw_stats(new, info, params))
 
     steps = (jax.random.split(sample_key, n_draws), jnp.arange(n_draws))
-    _, (positions, accept, divergent, n_steps) = jax.lax.scan(one, state, steps)
-    return positions, accept, divergent, n_steps, params["step_size"]
+    _, (positions, stats) = jax.lax.scan(one, state, steps)
+    return positions, stats
+
+
+def draw_stats(state, info, params) -> dict:
+    """The per-chain statistics of one transition (module docstring), ArviZ's names."""
+    kinetic_start = 0.5 * jnp.sum(info.momentum**2 * params["inverse_mass_matrix"], axis=-1)
+    # rejected: the chain stays where it was, with the momentum drawn for the trajectory
+    energy = jnp.where(info.is_accepted, info.energy, -state.logdensity + kinetic_start)
+    return {"acceptance_rate": info.acceptance_rate, "diverging": info.is_divergent,
+            "n_steps": info.num_integration_steps, "lp": state.logdensity, "energy": energy,
+            "step_size": jnp.broadcast_to(params["step_size"], info.acceptance_rate.shape)}
 
 
 _started = [0.0]
@@ -93,7 +116,7 @@ def draw_random_effects(key, z, data, sample_layout: SampleLayout):
     """b_j = (v_j, u_j) for one draw of z: u drawn exactly given η_v and y."""
     layout = sample_layout.layout
     theta = sample_layout.to_theta(z)
-    eta_v = sample_layout.split(z)[5]
+    eta_v = sample_layout.eta(z)
     _, _, L_vv_j, L_uv_j, L_uu_j = group_factors(theta, data, layout)
     if layout.quadratic:  # both effects are sampled: b is a function of the draw
         v, u = quadratic_effects(theta, L_vv_j, L_uv_j, L_uu_j, eta_v, layout)
@@ -110,27 +133,18 @@ def draw_random_effects(key, z, data, sample_layout: SampleLayout):
 
 
 def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed: int = 0,
-           priors=None, progress: bool | None = None, start=None):
-    """Run the sampler; returns (draws of z (draws, chains, dim), diagnostics dict)."""
-    from .ml import covariance
+           priors=None, progress: bool | None = None, start=None, step_size_scale: float = 1.0):
+    """Run the sampler; returns (draws of z (draws, chains, dim), its SampleLayout, info).
 
+    ``info`` has the per-draw ``sample_stats`` (each (chains, draws)) and their summaries:
+    ``acceptance`` (mean acceptance rate), ``divergences`` (count), ``mean_leapfrog_steps``,
+    ``gradients`` (leapfrog steps of the sampling phase, all chains), ``step_size``."""
     priors = Priors.resolve(priors)
     design, layout = model.design, model.layout
-    sample_layout = SampleLayout(layout, design.n_groups)
+    sample_layout = SampleLayout.for_model(layout, design.n_groups, priors)
     scales = {k: jnp.asarray(v) for k, v in prior_scales(design, layout, priors).items()}
     ml_fit = start if start is not None else model.fit()
-    eta_hat = (np.asarray(ml_fit._opt.nodes.mode)[:design.n_groups] if layout.n_agq
-               else np.zeros((design.n_groups, 0)))
-    centre = sample_layout.from_theta(ml_fit.theta, eta_hat)
-    rng = np.random.default_rng(seed)
-    # Over-dispersed starts: ML estimates plus noise of twice their SE (θ) or 0.5 (η).
-    cov = covariance(ml_fit._opt, layout)
-    se = np.sqrt(np.clip(np.nan_to_num(np.diag(cov), nan=0.01), 1e-6, 1.0))
-    jitter_theta = np.full(sample_layout.n_theta, 0.1)
-    px, pw, pg, _ = layout.sizes
-    jitter_theta[:px + pw + pg] = 2 * se[:px + pw + pg]
-    jitter = np.concatenate([jitter_theta, np.full(sample_layout.n_eta, 0.5)])
-    z0 = centre[None] + jitter[None] * rng.normal(size=(chains, sample_layout.size))
+    z0 = starting_points(ml_fit, sample_layout, chains, np.random.default_rng(seed))
     key = jax.random.PRNGKey(seed)
     _started[0] = time.time()
     _reporter[0] = progress if callable(progress) else None
@@ -138,21 +152,43 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
         progress = sys.stderr.isatty()
     report_every = max(1, draws // 20) if progress else 0
     started = time.perf_counter()
-    positions, accept, divergent, n_steps, step_size = run_chains(
-        key, jnp.asarray(z0), model.sampler_data, scales, sample_layout, priors, chains, warmup, draws,
-        report_every)
+    positions, stats = run_chains(key, jnp.asarray(z0), model.sampler_data, scales, sample_layout, priors,
+                                  chains, warmup, draws, report_every, float(step_size_scale))
     positions = np.asarray(positions)
+    stats = {name: np.swapaxes(np.asarray(value), 0, 1) for name, value in stats.items()}  # (chain, draw)
     info = {
         "seconds": time.perf_counter() - started,
-        "acceptance": float(np.mean(accept)),
-        "divergences": int(np.sum(divergent)),
-        "mean_leapfrog_steps": float(np.mean(n_steps)),
-        "gradients": int(np.sum(n_steps)),  # leapfrog steps of the sampling phase, all chains
-        "step_size": float(np.mean(step_size)),
+        "sample_stats": stats,
+        "acceptance": float(np.mean(stats["acceptance_rate"])),
+        "divergences": int(np.sum(stats["diverging"])),
+        "mean_leapfrog_steps": float(np.mean(stats["n_steps"])),
+        "gradients": int(np.sum(stats["n_steps"])),
+        "step_size": float(np.mean(stats["step_size"])),
         "priors": priors,
         "chains": chains, "warmup": warmup, "draws": draws, "seed": seed,
     }
     return positions, sample_layout, info
+
+
+def starting_points(ml_fit, sample_layout: SampleLayout, chains: int, rng) -> np.ndarray:
+    """Over-dispersed starts (chains, dim): the ML estimates plus noise of twice their SE
+    (β, α, κ), 10% of the SD (SDs: 0.1 on log σ, 0.1·s on signed s), 0.1 (correlations) or
+    0.5 (η)."""
+    from .ml import covariance
+
+    layout, n_groups = sample_layout.layout, sample_layout.n_groups
+    eta_hat = (np.asarray(ml_fit._opt.nodes.mode)[:n_groups] if layout.n_agq
+               else np.zeros((n_groups, 0)))
+    centre = sample_layout.from_theta(ml_fit.theta, eta_hat)
+    cov = covariance(ml_fit._opt, layout)
+    se = np.sqrt(np.clip(np.nan_to_num(np.diag(cov), nan=0.01), 1e-6, 1.0))
+    jitter_theta = np.full(sample_layout.n_theta, 0.1)
+    px, pw, pg, _ = layout.sizes
+    jitter_theta[:px + pw + pg] = 2 * se[:px + pw + pg]
+    signed = px + pw + pg + np.asarray(sample_layout.signed_entries, int)
+    jitter_theta[signed] = 0.1 * centre[signed]
+    jitter = np.concatenate([jitter_theta, np.full(sample_layout.n_eta, 0.5)])
+    return centre[None] + jitter[None] * rng.normal(size=(chains, sample_layout.size))
 
 
 @partial(jax.jit, static_argnames=("sample_layout", "n_quad"))
@@ -168,7 +204,7 @@ def marginal_group_loglik(z_batch, data, sample_layout: SampleLayout, n_quad: in
         theta = sample_layout.to_theta(z)
         if not layout.n_agq:
             return group_loglik(theta, data, None, layout, n_quad)
-        nodes = find_nodes(theta, data, sample_layout.split(z)[5], layout, newton_steps(layout),
+        nodes = find_nodes(theta, data, sample_layout.eta(z), layout, newton_steps(layout),
                            implicit=False)
         return group_loglik(theta, data, nodes, layout, n_quad)
 

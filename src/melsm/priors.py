@@ -1,20 +1,61 @@
 """Prior distributions for Bayesian fits, and the unconstrained parameterisation they act on.
 
-MCMC samples z = (β, α, κ, log σ, y) where σ are the random-effect SDs (the location
-intercept's is replaced by κ when there is a between function) and y the unconstrained
-correlations: the Cholesky factor of each correlation block is built from tanh(y) as in
-Stan (Lewandowski–Kurowicka–Joe), which keeps every Σ positive definite. Correlated
+MCMC samples z = (β, α, κ, σ-part, y, η): β, α, κ as they are; the random-effect SDs σ
+(the location intercept's is replaced by κ when there is a between function); y the
+unconstrained correlations: the Cholesky factor R of each correlation block is built from
+tanh(y) as in Stan (Lewandowski–Kurowicka–Joe), which keeps every Σ positive definite; η
+the standardised scale effects of each group (non-centred: v_j = L_vv η_j). Correlated
 random effects form one block; ``association="none"`` gives a location block and a scale
 block.
+
+SDs are sampled as log σ, except the SDs of the scale effects under an SD prior with a
+positive density at σ = 0 (half-t, half-normal, uniform; not the inverse gamma), which
+are sampled on a signed linear scale s with σ = |s|. Why: where the likelihood is flat as
+σ → 0 (a scale random slope that may be absent), such a prior gives log σ an exponential
+left tail, density ∝ σ = e^(log σ), which HMC crosses slowly (London Model 6: log σ of the
+scale slope from −10 to −1.5, bulk ESS 565 of 4,000 draws), while in s the posterior is
+smooth through 0. The sign is not identified: with D = diag(sign s) the sampler evaluates
+the model at σ = |s|, correlations D R D and η_true = D η, so v_j = diag(s) R η_j is
+smooth in s, and the map (s, y, η) → (|s|, D R D, D η) is two-to-one, preserving the LKJ
+prior, its tanh Jacobian and N(0, I) on η. The reported σ and correlations therefore have
+exactly the posterior of the log parameterisation. With correlation functions (in κ, no
+y to flip) every SD is sampled as log σ.
 
 Two prior sets (``Priors.default()``, ``Priors.diffuse()``), scaled to the data:
 
 - default (weakly informative): β_k ~ N(0, (10·s_y/s_k)²) with s_k the SD of covariate k
-  (1 for the intercept, centred on the mean of y); α_k, κ_k ~ N(0, (5/s_k)²) with the
-  intercepts centred on log var(y); location SDs ~ half-t₃(0, 2.5·s_y/s_k), scale SDs
-  ~ half-t₃(0, 1/s_k); correlations LKJ(2); the quadratic association's τ_q ~ N(0, 5²) (log-variance units).
-- diffuse (close to Stat-JR/MLwiN conventions): flat β, α, κ; each random-effect
-  variance ~ Γ⁻¹(0.001, 0.001); correlations LKJ(1) (uniform).
+  (1 for the intercept, centred on the mean of y); α_k ~ N(0, (5/s_k)²) with the
+  intercept centred on log var(y); location SDs ~ half-t₃(0, 2.5·s_y/s_k), scale SDs
+  ~ half-t₃(0, 1/s_k); correlations LKJ(2); the quadratic association's τ_q ~ N(0, 5²)
+  (log-variance units).
+- diffuse (close to Stat-JR/MLwiN conventions): flat β, α; each random-effect variance
+  ~ Γ⁻¹(0.001, 0.001); correlations LKJ(1) (uniform).
+
+Level-2 functions (``level2="implied"``, both sets). The coefficients κ_k of a variance
+function log σ²_k,j = g_j'κ_k get the SD prior of effect k (family and scale as for a
+constant SD) on the SDs it implies at p anchor patterns of the group covariates, p the
+number of coefficients: the reference pattern (every covariate at its smallest value in
+the data) and, for each covariate c, the reference with c at its largest value. With
+ℓ = A κ_k the log variances at the anchors (A invertible, so the Jacobian of κ → ℓ is a
+constant) and σ_m = exp(ℓ_m / 2):
+
+    log p(κ_k) = Σ_m [log p_σ(σ_m) + log σ_m] + const,
+
+the SD prior carried to the log-variance scale (dσ/dℓ = σ/2). For a categorical
+covariate the anchors are its levels, so each level's SD has its own half-t prior (as
+``(1 | gr(group, by = level))`` in brms); for a continuous one, the SDs at both ends of
+its range. The older N(0, (5/s_k)²) on κ (``level2="normal"``) is nearly flat on the
+log-variance scale: where one pattern's SD may be 0 the likelihood is flat as its log
+variance → −∞, and that prior lets the posterior run there (London, scale SD by mixed
+vs single-sex school: posterior mean −2.5 against a median −1.1, draws down to −39). The
+SD prior keeps that tail exponential, ∝ σ = e^(ℓ/2).
+
+A correlation function atanh z_ik,j = g_j'δ_ik (z a canonical partial correlation in
+column k of an LKJ block of dimension d) gets, at the same anchors w = A δ, the marginal
+of that CPC under LKJ(η): z ~ Beta(b, b) on (−1, 1) with b = η + (d − 2 − k)/2, on the
+atanh scale log p(w) = b log(1 − tanh² w) + const. With intercepts only this is exactly
+LKJ(η) on the constant correlations. (Functions without an intercept are anchored at
+each covariate's largest absolute value.)
 """
 
 from __future__ import annotations
@@ -25,7 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import MelsmInputError
-from .params import ParamLayout
+from .params import ParamLayout, is_intercept
 
 
 @dataclass(frozen=True)
@@ -34,7 +75,7 @@ class Priors:
 
     fixed: str = "normal"  # "normal" or "flat"
     fixed_scale: float = 10.0  # β: multiples of s_y/s_k
-    log_variance_scale: float = 5.0  # α, κ: on the log-variance scale, per unit covariate
+    log_variance_scale: float = 5.0  # α (and κ under level2="normal"): log-variance scale, per unit covariate
     sd: str = "half_t"  # "half_t", "half_normal", "inv_gamma" (on the variance), "uniform"
     sd_df: float = 3.0
     location_sd_scale: float = 2.5  # multiples of s_y/s_k
@@ -44,6 +85,16 @@ class Priors:
     #: Scale the priors by the data (s_y, mean and variance of y). False: s_y = 1 and
     #: centres 0, a prior fixed before seeing the data (as simulation-based calibration needs).
     data_scaled: bool = True
+    #: Level-2 function coefficients: "implied" (the SD and LKJ priors on the SDs and
+    #: correlations they imply at anchor patterns, see the module docstring) or "normal"
+    #: (κ ~ N(centre, (log_variance_scale/s_k)²), flat when ``fixed="flat"``).
+    level2: str = "implied"
+
+    def __post_init__(self):
+        if self.level2 not in ("implied", "normal"):
+            raise MelsmInputError(f"level2 prior must be 'implied' or 'normal', not {self.level2!r}")
+        if self.sd not in ("half_t", "half_normal", "inv_gamma", "uniform"):
+            raise MelsmInputError(f"unknown SD prior '{self.sd}'")
 
     @classmethod
     def default(cls) -> Priors:
@@ -68,6 +119,11 @@ class Priors:
                 raise MelsmInputError(f"unknown prior setting: {err}") from None
         raise MelsmInputError(f"priors must be 'default', 'diffuse', a dict or Priors, not {priors!r}")
 
+    @property
+    def positive_at_zero(self) -> bool:
+        """Whether the SD prior has a positive density at σ = 0 (then scale SDs are sampled signed)."""
+        return self.sd != "inv_gamma"
+
 
 @dataclass(frozen=True)
 class SampleLayout:
@@ -75,20 +131,36 @@ class SampleLayout:
 
     layout: ParamLayout
     n_groups: int
+    #: Sample the scale effects' SDs on the signed scale σ = |s| (module docstring).
+    signed_scale_sds: bool = False
+
+    @classmethod
+    def for_model(cls, layout: ParamLayout, n_groups: int, priors: Priors) -> SampleLayout:
+        """The layout the sampler uses: signed scale SDs where the prior allows σ = 0 and
+        the correlations are in y (not level-2 functions in κ)."""
+        return cls(layout, n_groups, priors.positive_at_zero and not layout.corr_functions)
 
     @property
     def blocks(self) -> tuple[tuple[int, ...], ...]:
         """Correlation blocks as tuples of internal random-effect indices."""
-        q, qv = self.layout.q, self.layout.q_v
         if self.layout.corr_functions:  # the correlation is a level-2 function (in κ)
-            return tuple((r,) for r in range(q))
-        if self.layout.independent_blocks:
-            return tuple(b for b in (tuple(range(qv)), tuple(range(qv, q))) if b)
-        return (tuple(range(q)),) if q else ()
+            return tuple((r,) for r in range(self.layout.q))
+        return correlation_blocks(self.layout)
 
     @property
     def sd_rows(self) -> tuple[int, ...]:
         return tuple(r for r in range(self.layout.q) if r not in self.layout.between_rows)
+
+    @property
+    def signed_entries(self) -> tuple[int, ...]:
+        """Positions within the SD part of z sampled as signed s (the rest as log σ)."""
+        if not self.signed_scale_sds:
+            return ()
+        return tuple(k for k, r in enumerate(self.sd_rows) if r < self.layout.q_v)
+
+    @property
+    def log_entries(self) -> tuple[int, ...]:
+        return tuple(k for k in range(len(self.sd_rows)) if k not in self.signed_entries)
 
     @property
     def n_corr(self) -> int:
@@ -108,11 +180,37 @@ class SampleLayout:
         return self.n_theta + self.n_eta
 
     def split(self, z):
+        """z → (β, α, κ, SD part, y, η as sampled (n_groups, n_agq))."""
         px, pw, pg, _ = self.layout.sizes
         n_sd = len(self.sd_rows)
         o = np.cumsum([0, px, pw, pg, n_sd, self.n_corr])
         eta = z[self.n_theta:].reshape(self.n_groups, self.layout.n_agq)
         return z[o[0]:o[1]], z[o[1]:o[2]], z[o[2]:o[3]], z[o[3]:o[4]], z[o[4]:o[5]], eta
+
+    def signed_sds(self, sd_part):
+        """The SD part of z → s, one per ``sd_rows`` entry: exp for log entries, as it is
+        for signed ones (σ = |s|)."""
+        s = jnp.exp(sd_part)
+        if self.signed_entries:
+            signed = jnp.asarray(self.signed_entries)
+            s = s.at[signed].set(sd_part[signed])
+        return s
+
+    def row_signs(self, z):
+        """D: sign of each row's s (1 for rows sampled on the log scale or by κ), (q,)."""
+        signs = jnp.ones(self.layout.q)
+        if self.signed_entries:
+            s = self.split(z)[3]
+            rows = jnp.asarray([self.sd_rows[k] for k in self.signed_entries])
+            signs = signs.at[rows].set(jnp.sign(s[jnp.asarray(self.signed_entries)]))
+        return signs
+
+    def eta(self, z):
+        """The model's standardised effects, D η (the sampled η with the signs of s)."""
+        eta = self.split(z)[5]
+        if not self.signed_entries:
+            return eta
+        return eta * self.row_signs(z)[None, :self.layout.n_agq]
 
     def assoc(self, z):
         """τ_q (quadratic association), after the correlations; empty otherwise."""
@@ -139,12 +237,16 @@ class SampleLayout:
         return L, log_jac
 
     def to_theta(self, z):
-        """z → the ML layout's θ (so the likelihood code serves both estimators)."""
-        beta, alpha, kappa, log_sd, y, _ = self.split(z)
+        """z → the ML layout's θ (so the likelihood code serves both estimators): σ = |s|
+        and the correlation factor D R D (module docstring)."""
+        beta, alpha, kappa, sd_part, y, _ = self.split(z)
         R, _ = self.correlation_cholesky(y)
         sd = jnp.ones(self.layout.q)
         if self.sd_rows:
-            sd = sd.at[jnp.asarray(self.sd_rows)].set(jnp.exp(log_sd))
+            sd = sd.at[jnp.asarray(self.sd_rows)].set(jnp.abs(self.signed_sds(sd_part)))
+        if self.signed_entries:
+            signs = self.row_signs(z)
+            R = signs[:, None] * R * signs[None, :]
         L = sd[:, None] * R
         for b in self.layout.between_rows:
             L = L.at[b].set(L[b] / L[b, b])
@@ -153,7 +255,7 @@ class SampleLayout:
         return jnp.concatenate(parts)
 
     def from_theta(self, theta: np.ndarray, eta: np.ndarray) -> np.ndarray:
-        """Inverse of ``to_theta`` (numpy), for starting values from an ML fit."""
+        """Inverse of ``to_theta`` (numpy; positive s), for starting values from an ML fit."""
         lay = self.layout
         beta, alpha, kappa, _ = lay.split(np.asarray(theta, float))
         L = lay.cholesky(np.asarray(theta, float), xp=np)
@@ -167,10 +269,76 @@ class SampleLayout:
                     z = np.clip(R[i, j] / np.sqrt(max(remaining, 1e-12)), -0.999, 0.999)
                     y.append(np.arctanh(z))
                     remaining -= (z * np.sqrt(max(remaining, 1e-12))) ** 2
-        log_sd = np.log(np.maximum(sd[list(self.sd_rows)], 1e-3))
-        return np.concatenate([beta, alpha, kappa, log_sd, np.asarray(y, float),
+        sd_part = np.maximum(sd[list(self.sd_rows)], 1e-3)
+        logged = list(self.log_entries)
+        sd_part[logged] = np.log(sd_part[logged])
+        return np.concatenate([beta, alpha, kappa, sd_part, np.asarray(y, float),
                                np.asarray(lay.assoc(np.asarray(theta, float)), float),
                                np.asarray(eta, float).ravel()])
+
+
+def correlation_blocks(layout: ParamLayout) -> tuple[tuple[int, ...], ...]:
+    """The random effects that are correlated with each other, as blocks of internal indices."""
+    q, qv = layout.q, layout.q_v
+    if layout.independent_blocks:
+        return tuple(b for b in (tuple(range(qv)), tuple(range(qv, q))) if b)
+    return (tuple(range(q)),) if q else ()
+
+
+def _spread(matrix, names) -> np.ndarray:
+    """SD of each column (1 for the intercept or a constant column)."""
+    return np.array([1.0 if n == "Intercept" else (float(np.std(matrix[:, k])) or 1.0)
+                     for k, n in enumerate(names)])
+
+
+def row_sd_scales(design, layout: ParamLayout, priors: Priors, s_y: float) -> np.ndarray:
+    """Scale of the SD prior of each random effect, by internal row (q,)."""
+    scale_rows = priors.scale_sd_scale / _spread(design.Zv, layout.zv_names)
+    location_rows = priors.location_sd_scale * s_y / _spread(design.Zu, layout.zu_names)
+    return np.concatenate([scale_rows, location_rows])
+
+
+def anchor_patterns(G: np.ndarray, names) -> np.ndarray:
+    """(p, p) anchor patterns of one level-2 function (module docstring): every covariate
+    at its smallest value, then each covariate in turn at its largest. Invertible."""
+    intercept = np.array([is_intercept(n) for n in names])
+    low, high = G.min(axis=0), G.max(axis=0)
+    high = np.where(high > low, high, low + 1.0)  # a constant covariate: any other value
+    if not intercept.any():  # no reference pattern: each covariate alone at its largest |value|
+        extreme = np.maximum(np.abs(low), np.abs(high))
+        return np.diag(np.where(extreme > 0, extreme, 1.0))
+    reference = np.where(intercept, 1.0, low)
+    rows = [reference] + [np.where(np.arange(len(names)) == c, high, reference)
+                          for c in np.flatnonzero(~intercept)]
+    return np.stack(rows)
+
+
+def level2_anchors(design, layout: ParamLayout, priors: Priors, row_scales: np.ndarray) -> dict:
+    """Anchor rows on κ for the "implied" level-2 prior: ``variance_anchors`` (M, p_g) with
+    the SD-prior scale of each row's effect, ``corr_anchors`` (M', p_g) with each row's
+    LKJ-CPC exponent b = η + (d − 2 − k)/2."""
+    pg = len(layout.g_names)
+    variance, variance_scale, corr, corr_power = [], [], [], []
+    function_rows = {a: row for row, a, _ in layout.function_rows}
+    blocks = correlation_blocks(layout)
+    for effect, a, b in layout.g_functions:
+        patterns = np.zeros((b - a, pg))
+        patterns[:, a:b] = anchor_patterns(design.G[:, a:b], layout.g_names[a:b])
+        if effect.startswith("corr:"):
+            i, k = next((i, k) for i, k, a2, _ in layout.corr_functions if a2 == a)
+            block = next(bl for bl in blocks if k in bl)
+            power = priors.lkj + (len(block) - 2 - block.index(k)) / 2
+            corr.append(patterns)
+            corr_power += [power] * len(patterns)
+        else:
+            variance.append(patterns)
+            variance_scale += [row_scales[function_rows[a]]] * len(patterns)
+    return {
+        "variance_anchors": np.concatenate(variance) if variance else np.zeros((0, pg)),
+        "variance_anchor_scale": np.asarray(variance_scale, float),
+        "corr_anchors": np.concatenate(corr) if corr else np.zeros((0, pg)),
+        "corr_anchor_power": np.asarray(corr_power, float),
+    }
 
 
 def prior_scales(design, layout: ParamLayout, priors: Priors) -> dict:
@@ -181,54 +349,71 @@ def prior_scales(design, layout: ParamLayout, priors: Priors) -> dict:
     if not priors.data_scaled:
         s_y, log_var, mean_y = 1.0, 0.0, 0.0
 
-    def spread(matrix, names):
-        return np.array([1.0 if n == "Intercept" else (float(np.std(matrix[:, k])) or 1.0)
-                         for k, n in enumerate(names)])
-
     def centre(names, value):
         return np.array([value if n == "Intercept" else 0.0 for n in names])
 
-    sd_scale = []
-    for r in SampleLayout(layout, design.n_groups).sd_rows:
-        if r < layout.q_v:
-            sd_scale.append(priors.scale_sd_scale / spread(design.Zv, layout.zv_names)[r])
-        else:
-            k = r - layout.q_v
-            sd_scale.append(priors.location_sd_scale * s_y / spread(design.Zu, layout.zu_names)[k])
+    rows = row_sd_scales(design, layout, priors, s_y)
+    sd_rows = SampleLayout(layout, design.n_groups).sd_rows
     return {
         "beta_loc": centre(layout.x_names, mean_y),
-        "beta_scale": priors.fixed_scale * s_y / spread(design.X, layout.x_names),
+        "beta_scale": priors.fixed_scale * s_y / _spread(design.X, layout.x_names),
         "alpha_loc": centre(layout.w_names, log_var),
-        "alpha_scale": priors.log_variance_scale / spread(design.W, layout.w_names),
+        "alpha_scale": priors.log_variance_scale / _spread(design.W, layout.w_names),
         "kappa_loc": centre(layout.g_names, log_var),
-        "kappa_scale": priors.log_variance_scale / spread(design.G, layout.g_names),
-        "sd_scale": np.asarray(sd_scale, float),
+        "kappa_scale": priors.log_variance_scale / _spread(design.G, layout.g_names),
+        "sd_scale": rows[list(sd_rows)],
+        **level2_anchors(design, layout, priors, rows),
     }
+
+
+def sd_log_density(sd, scale, priors: Priors):
+    """Σ log p(σ) of the SD prior family (up to constants), σ > 0, elementwise scales."""
+    if priors.sd == "half_t":
+        nu = priors.sd_df
+        return -0.5 * (nu + 1) * jnp.sum(jnp.log1p((sd / scale) ** 2 / nu))
+    if priors.sd == "half_normal":
+        return -0.5 * jnp.sum((sd / scale) ** 2)
+    if priors.sd == "inv_gamma":  # on the variance σ²: density ∝ (σ²)^(−a−1) e^(−b/σ²), dσ²/dσ = 2σ
+        a, b = priors.inv_gamma
+        variance = sd**2
+        return jnp.sum(-(a + 1) * jnp.log(variance) - b / variance + jnp.log(2 * sd))
+    return jnp.zeros(())  # "uniform"
+
+
+def level2_log_prior(kappa, scales: dict, priors: Priors):
+    """log p(κ) under ``level2="implied"``: the SD prior at the variance anchors carried to
+    the log-variance scale, Σ [log p_σ(σ_m) + log σ_m] with σ_m = exp(½ a_m'κ), and the
+    LKJ-CPC marginal at the correlation anchors, Σ b_m log(1 − tanh²(a_m'κ))."""
+    total = jnp.zeros(())
+    if scales["variance_anchors"].shape[0]:
+        half_log_var = 0.5 * (scales["variance_anchors"] @ kappa)
+        total = total + sd_log_density(jnp.exp(half_log_var), scales["variance_anchor_scale"], priors)
+        total = total + jnp.sum(half_log_var)
+    if scales["corr_anchors"].shape[0]:
+        w = scales["corr_anchors"] @ kappa
+        # log(1 − tanh² w) = −2 log cosh w, written to stay finite for large |w|
+        log_sech2 = -2.0 * (jnp.abs(w) + jnp.log1p(jnp.exp(-2.0 * jnp.abs(w))) - jnp.log(2.0))
+        total = total + jnp.sum(scales["corr_anchor_power"] * log_sech2)
+    return total
 
 
 def log_prior(z, scales: dict, sample_layout: SampleLayout, priors: Priors):
     """log p(z): the priors of β, α, κ, σ and the correlations, with the Jacobians of
-    the transforms to z (log σ, tanh-based correlation Cholesky)."""
-    beta, alpha, kappa, log_sd, y, _ = sample_layout.split(z)
+    the transforms to z (log σ for log entries; signed s needs none; the tanh-based
+    correlation Cholesky)."""
+    beta, alpha, kappa, sd_part, y, _ = sample_layout.split(z)
     total = jnp.zeros(())
     if priors.fixed == "normal":
-        for value, loc, scale in ((beta, "beta_loc", "beta_scale"), (alpha, "alpha_loc", "alpha_scale"),
-                                  (kappa, "kappa_loc", "kappa_scale")):
+        for value, loc, scale in ((beta, "beta_loc", "beta_scale"), (alpha, "alpha_loc", "alpha_scale")):
             total = total - 0.5 * jnp.sum(((value - scales[loc]) / scales[scale]) ** 2)
         total = total - 0.5 * jnp.sum((sample_layout.assoc(z) / priors.log_variance_scale) ** 2)
-    sd = jnp.exp(log_sd)
-    if priors.sd == "half_t":
-        nu = priors.sd_df
-        total = total - 0.5 * (nu + 1) * jnp.sum(jnp.log1p((sd / scales["sd_scale"]) ** 2 / nu))
-    elif priors.sd == "half_normal":
-        total = total - 0.5 * jnp.sum((sd / scales["sd_scale"]) ** 2)
-    elif priors.sd == "inv_gamma":  # on the variance σ²: density ∝ (σ²)^(−a−1) e^(−b/σ²), dσ²/dσ = 2σ
-        a, b = priors.inv_gamma
-        variance = sd**2
-        total = total + jnp.sum(-(a + 1) * jnp.log(variance) - b / variance + jnp.log(2 * sd))
-    elif priors.sd != "uniform":
-        raise MelsmInputError(f"unknown SD prior '{priors.sd}'")
-    total = total + jnp.sum(log_sd)  # Jacobian of σ = exp(log σ)
+    if priors.level2 == "implied":
+        total = total + level2_log_prior(kappa, scales, priors)
+    elif priors.fixed == "normal":
+        total = total - 0.5 * jnp.sum(((kappa - scales["kappa_loc"]) / scales["kappa_scale"]) ** 2)
+    total = total + sd_log_density(jnp.abs(sample_layout.signed_sds(sd_part)), scales["sd_scale"], priors)
+    if sample_layout.log_entries:  # Jacobian of σ = exp(log σ)
+        total = total + jnp.sum(sd_part[jnp.asarray(sample_layout.log_entries)])
     R, log_jac = sample_layout.correlation_cholesky(y)
     for block in sample_layout.blocks:
         n = len(block)

@@ -149,4 +149,7 @@ def format_mcmc_summary(result) -> str:
             lines.append(f"  {_label(name):<{width}}{_number(row['mean'])}{_number(row['sd'])}"
                          f"{_number(row['q2.5'])}{_number(row['q97.5'])}{_number(row['r_hat'], 8, 3)}"
                          f"{row['ess_bulk']:10.0f}{row['ess_tail']:10.0f}")
+    if result.notes:
+        lines += ["", "Prior sensitivity (posterior mean and median far apart):"]
+        lines += [f"  {note}" for note in result.notes]
     return "\n".join(lines)
