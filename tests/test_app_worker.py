@@ -249,7 +249,8 @@ def _melsm_app(*argv: str):
     """``melsm app --port 0`` as a subprocess: (process, port), a long fit running in its
     worker (so that the worker is busy when it is stopped)."""
     process = subprocess.Popen([sys.executable, "-m", "melsm.cli", "app", "--port", "0", *argv],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own process group, as in a terminal
     try:
         line = process.stdout.readline()
         assert line.startswith("melsm app running at http://127.0.0.1:"), line + process.stderr.read()
@@ -267,12 +268,18 @@ def _melsm_app(*argv: str):
         process.stderr.close()
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_the_app_and_all_its_processes(signal_number):
+@pytest.mark.parametrize("signal_number, to_group", [(signal.SIGINT, False), (signal.SIGTERM, False),
+                                                     (signal.SIGINT, True), (signal.SIGHUP, True)])
+def test_a_signal_stops_the_app_and_all_its_processes(signal_number, to_group):
+    """To the app alone (kill PID), or to its whole process group as a terminal sends
+    Ctrl+C (SIGINT) or its closing (SIGHUP)."""
     with _melsm_app() as (process, _):
         spawned = _descendants(process.pid)
         assert len(spawned) >= 2  # the worker and multiprocessing's resource tracker
-        process.send_signal(signal_number)
+        if to_group:
+            os.killpg(process.pid, signal_number)
+        else:
+            process.send_signal(signal_number)
         assert process.wait(timeout=60) == 0
         assert _wait_gone(spawned) == set()
 

@@ -260,7 +260,7 @@ class Handler(BaseHTTPRequestHandler):
             self._json({"errors": err.errors}, err.status)
         except SessionsFull as err:
             self._json({"errors": {"form": str(err)}}, err.status)
-        except _ClientGone:
+        except (_ClientGone, ConnectionError, TimeoutError):  # the client left, or stopped reading: no answer
             self.close_connection = True
         except Exception as err:  # the server must not stop: answer, and keep serving
             traceback.print_exc()
@@ -411,7 +411,7 @@ class Handler(BaseHTTPRequestHandler):
     # ---- data ---------------------------------------------------------------------------
     def datasets(self, session: Session) -> None:
         self._json({"builtin": list(self.state.builtin_names),
-                    "uploaded": [{"key": k, "filename": f} for k, (f, _) in session.uploads.items()],
+                    "uploaded": [{"key": k, "filename": f} for k, (f, _) in list(session.uploads.items())],
                     "max_upload": self.state.max_upload})
 
     def _data(self, session: Session, name: object, field: str = "data") -> pd.DataFrame:
