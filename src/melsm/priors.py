@@ -325,9 +325,9 @@ def level2_anchors(design, layout: ParamLayout, priors: Priors, row_scales: np.n
         patterns = np.zeros((b - a, pg))
         patterns[:, a:b] = anchor_patterns(design.G[:, a:b], layout.g_names[a:b])
         if effect.startswith("corr:"):
-            i, k = next((i, k) for i, k, a2, _ in layout.corr_functions if a2 == a)
-            block = next(bl for bl in blocks if k in bl)
-            power = priors.lkj + (len(block) - 2 - block.index(k)) / 2
+            column = next(j for _, j, first, _ in layout.corr_functions if first == a)
+            block = next(bl for bl in blocks if column in bl)
+            power = priors.lkj + (len(block) - 2 - block.index(column)) / 2
             corr.append(patterns)
             corr_power += [power] * len(patterns)
         else:
