@@ -174,3 +174,28 @@ def test_signed_only_where_the_prior_allows_zero(tutorial):
     for layout in (SampleLayout.for_model(model.layout, n, Priors()), SampleLayout(model.layout, n)):
         np.testing.assert_allclose(layout.to_theta(jnp.asarray(layout.from_theta(fit.theta, eta))), fit.theta,
                                    atol=1e-10)
+
+
+def test_dic_deviances_against_scipy(short_fit, tutorial):
+    """D̄ of the conditional DIC: −2 Σ log N(y; β0 + u_j, exp(α0 + v_j)) per draw, here from
+    the reported draws and scipy, averaged over every draw."""
+    import scipy.stats
+
+    posterior = short_fit.idata.posterior
+    beta0, alpha0 = posterior["mean:Intercept"].values, posterior["within:Intercept"].values  # (chain, draw)
+    effects = posterior["random_effects"]  # (chain, draw, group, effect)
+    u = effects.sel(effect="mean:Intercept").values
+    v = effects.sel(effect="within:Intercept").values
+    schools = [str(s) for s in short_fit.model.design.group_labels]
+    column = {s: k for k, s in enumerate(schools)}
+    rows = np.array([column[str(s)] for s in tutorial.school])
+    y = tutorial.normexam.to_numpy()
+    deviance = np.empty(beta0.shape)
+    for c in range(beta0.shape[0]):
+        for d in range(beta0.shape[1]):
+            sd = np.exp(0.5 * (alpha0[c, d] + v[c, d, rows]))
+            deviance[c, d] = -2 * scipy.stats.norm.logpdf(y, beta0[c, d] + u[c, d, rows], sd).sum()
+    assert short_fit.dic["D_bar"] == pytest.approx(deviance.mean(), rel=1e-10)
+    sd_hat = np.exp(0.5 * (alpha0.mean() + v.mean(axis=(0, 1))[rows]))
+    d_hat = -2 * scipy.stats.norm.logpdf(y, beta0.mean() + u.mean(axis=(0, 1))[rows], sd_hat).sum()
+    assert short_fit.dic["D_hat"] == pytest.approx(d_hat, rel=1e-10)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .errors import MelsmConvergenceWarning
 from .groups import cached, group_lines, implied_sd_corr, level2_patterns, mcmc_draws, mcmc_groups, mcmc_population
-from .mcmc import conditional_deviance, draw_random_effects, marginal_group_loglik
+from .mcmc import conditional_deviances, draw_random_effects, marginal_group_loglik
 from .params import level2_row
 
 RHAT_LIMIT = 1.01
@@ -104,10 +104,9 @@ class MCMCResults:
         arrays = (design.y, design.X, design.W, design.Zu, design.Zv, design.group)
         theta = self.theta_draws.reshape(-1, self.theta_draws.shape[-1])
         b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
-        deviances = np.array([conditional_deviance(b[k], theta[k], arrays, layout)
-                              for k in range(theta.shape[0])])
+        deviances = conditional_deviances(b, theta, arrays, layout)
         mean_theta = theta.mean(axis=0)  # β and α enter linearly: their means are what counts
-        d_hat = conditional_deviance(b.mean(axis=0), mean_theta, arrays, layout)
+        d_hat = float(conditional_deviances(b.mean(axis=0)[None], mean_theta[None], arrays, layout)[0])
         d_bar = float(deviances.mean())
         p_d = d_bar - d_hat
         return {"D_bar": d_bar, "D_hat": d_hat, "p_D": p_d, "DIC": d_bar + p_d}
