@@ -160,7 +160,7 @@ def test_signed_sds_are_the_log_scale_model(tutorial):
         np.testing.assert_allclose(b_signed, b_plain, rtol=1e-10, atol=1e-10)
 
 
-def test_signed_only_where_the_prior_allows_zero(tutorial):
+def test_signed_only_where_the_prior_allows_zero(tutorial, model2):
     model = melsm.Model(*LONDON_MODELS["Model 6"], data=tutorial)
     n = model.design.n_groups
     assert SampleLayout.for_model(model.layout, n, Priors.resolve("diffuse")).signed_entries == ()
@@ -168,10 +168,10 @@ def test_signed_only_where_the_prior_allows_zero(tutorial):
     correlation_function = melsm.Model(*LONDON_MODELS["Model 2"], data=tutorial,
                                        between={"corr:mean:Intercept,within:Intercept": "~ 1"})
     assert SampleLayout.for_model(correlation_function.layout, n, Priors()).signed_entries == ()
-    # from_theta ∘ to_theta is the identity on θ for both layouts
-    fit = model.fit()
+    # to_theta ∘ from_theta is the identity on θ for both layouts
+    fit = model2.fit()
     eta = np.asarray(fit._opt.nodes.mode)[:n]
-    for layout in (SampleLayout.for_model(model.layout, n, Priors()), SampleLayout(model.layout, n)):
+    for layout in (SampleLayout.for_model(model2.layout, n, Priors()), SampleLayout(model2.layout, n)):
         np.testing.assert_allclose(layout.to_theta(jnp.asarray(layout.from_theta(fit.theta, eta))), fit.theta,
                                    atol=1e-10)
 
