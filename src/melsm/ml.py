@@ -177,15 +177,24 @@ class _Objective:
         self._exact = None  # (θ bytes, value, grad, Hessian)
 
     def evaluate(self, x):
+        """(log L, gradient, nodes) at x, the node search warm-started from the last good point's
+        modes. A point where the warm start fails (a non-finite value or gradient) is tried
+        again from η = 0, and only a point finite in both becomes the next warm start: one bad
+        trial step of the line search must not poison every later evaluation."""
         key = x.tobytes()
         if self._point is None or self._point[0] != key:
-            value, grad, nodes = value_grad_nodes(jnp.asarray(x), self.data, self.eta,
-                                                  self.layout, self.n_quad, self.nodes_move)
-            value = float(value)
-            if nodes is not None and np.isfinite(value):
+            value, grad, nodes = self._at(x, self.eta)
+            if not _finite(value, grad) and self.layout.n_agq:
+                value, grad, nodes = self._at(x, np.zeros_like(self.eta))
+            if nodes is not None and _finite(value, grad):
                 self.eta = nodes.mode
-            self._point = (key, value, np.asarray(grad), nodes)
+            self._point = (key, value, grad, nodes)
         return self._point[1:]
+
+    def _at(self, x, eta_start):
+        value, grad, nodes = value_grad_nodes(jnp.asarray(x), self.data, eta_start, self.layout, self.n_quad,
+                                              self.nodes_move)
+        return float(value), np.asarray(grad), nodes
 
     def exact(self, x):
         """(log L, gradient, Hessian) at x, consistent with ``evaluate``."""
@@ -211,6 +220,10 @@ class _Objective:
 
     def exact_hess(self, x):
         return -self.exact(x)[2]
+
+
+def _finite(value: float, grad: np.ndarray) -> bool:
+    return bool(np.isfinite(value)) and bool(np.all(np.isfinite(grad)))
 
 
 class _Subspace:
