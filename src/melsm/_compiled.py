@@ -25,15 +25,7 @@ _registered = False
 
 
 def _export_dir() -> Path | None:
-    base = os.environ.get("MELSM_CACHE_DIR", str(Path.home() / ".cache" / "melsm" / "jax"))
-    if not base:
-        return None
-    path = Path(base).parent / "exported"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    return path
+    return _jax.cache_folder("exported")
 
 
 def _register_pytrees() -> bool:

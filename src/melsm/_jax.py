@@ -31,12 +31,27 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-_cache = os.environ.get("MELSM_CACHE_DIR", str(Path.home() / ".cache" / "melsm" / "jax"))
-if _cache:
+
+
+def cache_folder(name: str) -> Path | None:
+    """``MELSM_CACHE_DIR/name`` (default ``~/.cache/melsm/name``), created; None when the
+    cache is switched off (``MELSM_CACHE_DIR=""``) or cannot be created."""
+    root = os.environ.get("MELSM_CACHE_DIR", str(Path.home() / ".cache" / "melsm"))
+    if not root:
+        return None
+    path = Path(root) / name
     try:
-        Path(_cache).mkdir(parents=True, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", _cache)
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home: run without the cache rather than fail
+        return None
+    return path
+
+
+_cache = cache_folder("jax")
+if _cache is not None:
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(_cache))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    except OSError:  # a read-only home: run without the cache rather than fail
+    except OSError:
         pass
