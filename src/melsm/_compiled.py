@@ -87,7 +87,11 @@ def compiled(static_argnames: tuple[str, ...]):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             static = {k: bound.arguments[k] for k in static_argnames}
-            arrays = tuple(v for k, v in bound.arguments.items() if k not in static_argnames)
+            # Every array committed to the default device: jit keys its compiled code on
+            # whether an argument is committed, and the outputs of one call (committed) fed
+            # to the next (the quadrature modes) would otherwise compile everything twice.
+            arrays = jax.device_put(tuple(v for k, v in bound.arguments.items() if k not in static_argnames),
+                                    jax.devices()[0])
             key = _key(fn.__qualname__, static, arrays)
             runner = _memory.get(key)
             if runner is None:
