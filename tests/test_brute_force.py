@@ -48,8 +48,8 @@ def log_double_integral(log_f, x_range=(-6, 6), y_range=(-8, 8)):
 def package_loglik(model, theta, n_quad, eta0=None):
     if eta0 is None:
         eta0 = jnp.zeros((model.model_data.G.shape[0], model.layout.n_agq))  # padded groups included
-    value, _, nodes = value_grad_nodes(jnp.asarray(theta), model.model_data, eta0, model.layout, n_quad,
-                                       nodes_move=False)
+    value, _, nodes = value_grad_nodes(jnp.asarray(theta), model.model_data, eta0, jnp.asarray(theta),
+                                       model.layout, n_quad, nodes_move=False)
     return float(value), nodes
 
 

@@ -183,7 +183,7 @@ def test_padded_groups_do_not_change_the_likelihood():
     eta0 = jnp.zeros((37, 1))
     from melsm.ml import value_grad_nodes
 
-    unpadded = float(value_grad_nodes(jnp.asarray(theta), model.model_data, eta0, model.layout, 11,
+    unpadded = float(value_grad_nodes(jnp.asarray(theta), model.model_data, eta0, jnp.asarray(theta), model.layout, 11,
                                       nodes_move=False)[0])
     assert padded == pytest.approx(unpadded, abs=1e-9)
 

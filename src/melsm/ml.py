@@ -1,9 +1,11 @@
 """Maximum-likelihood estimation: starting values, optimiser, convergence checks.
 
 Following lme4, the deviance function (``melsm.likelihood``) is separate from the
-optimiser. The optimiser is a trust-region Newton method (scipy's ``trust-exact``) on
-−log L with the exact gradient and Hessian from JAX; the adaptive quadrature nodes are
-refreshed at every new θ and held fixed while differentiating.
+optimiser. BFGS maximises log L with its exact gradient (JAX autodiff); where it stops
+short, a trust-region Newton method (scipy's ``trust-exact``) takes over. The Hessian (for
+the convergence test, those Newton steps and the SEs) is the central difference of the
+exact gradient (``_Objective.second_order``). The adaptive quadrature nodes are refreshed
+at every new θ and held fixed while differentiating (from ``FIXED_NODES_FROM`` points on).
 
 Starting values are staged as in MIXREGLS: ordinary least squares for β and a
 regression of log squared residuals for α; then the model without random scale effects
@@ -83,6 +85,9 @@ BOUNDARY_TOLERANCE = 1e-6
 #: A boundary the optimiser ran into is checked by refitting from an SD of this fraction
 #: of its natural scale (the size of the starting values, ``initial_cholesky``).
 STEP_OFF_FRACTION = 0.3
+#: Step of the central differences of the gradient that give the Hessian, relative to
+#: max(1, |θ_k|) on the standardised scale (``_Objective.second_order``).
+HESSIAN_STEP = 1e-4
 #: Default cap on the iterations of each optimiser run.
 DEFAULT_MAX_ITER = 1000
 #: Cap on the iterations of the trust-region fallback (each needs a Hessian).
@@ -109,19 +114,21 @@ def newton_steps(layout: ParamLayout) -> int:
     return 2 * N_NEWTON + 4 if layout.quadratic else N_NEWTON
 
 
-def _loglik_and_nodes(theta, data: ModelData, eta_start, layout: ParamLayout, n_quad: int,
+def _loglik_and_nodes(theta, data: ModelData, eta_start, node_theta, layout: ParamLayout, n_quad: int,
                       nodes_move: bool):
-    """log L(θ) with the quadrature nodes found at θ.
+    """log L(θ) with the quadrature nodes found at θ (``nodes_move``) or at ``node_theta``.
 
     ``nodes_move=True`` differentiates through the nodes (the exact derivative of the
-    AGQ approximation); ``False`` holds them fixed, which is cheaper and differs from the
-    exact derivative by the quadrature error's sensitivity to the nodes — negligible
-    from ``FIXED_NODES_FROM`` points on, all of it for the Laplace approximation.
+    AGQ approximation); ``False`` holds them fixed where they are at ``node_theta``
+    (normally θ itself), which is cheaper and differs from the exact derivative by the
+    quadrature error's sensitivity to the nodes — negligible from ``FIXED_NODES_FROM``
+    points on, all of it for the Laplace approximation. (``_Objective.second_order``
+    differentiates the gradient at θ ± h with the nodes of θ.)
     """
     if not layout.n_agq:
         return loglik(theta, data, None, layout, n_quad), None
     # Stopping the gradient of θ (not of the nodes) keeps autodiff out of the node search.
-    at = theta if nodes_move else jax.lax.stop_gradient(theta)
+    at = theta if nodes_move else jax.lax.stop_gradient(node_theta)
     nodes = find_nodes(at, data, eta_start, layout, newton_steps(layout), implicit=nodes_move)
     if layout.quadratic:
         nodes = nested_nodes(at, data, nodes, layout, n_quad)
@@ -129,22 +136,23 @@ def _loglik_and_nodes(theta, data: ModelData, eta_start, layout: ParamLayout, n_
 
 
 @compiled(static_argnames=("layout", "n_quad", "nodes_move"))
-def value_grad_nodes(theta, data: ModelData, eta_start, layout: ParamLayout, n_quad: int,
+def value_grad_nodes(theta, data: ModelData, eta_start, node_theta, layout: ParamLayout, n_quad: int,
                      nodes_move: bool = True):
-    """log L(θ), its gradient and the quadrature nodes at θ."""
+    """log L(θ), its gradient and the quadrature nodes (found at ``node_theta`` when they
+    are held fixed, normally θ itself)."""
     (value, nodes), grad = jax.value_and_grad(_loglik_and_nodes, has_aux=True)(
-        theta, data, eta_start, layout, n_quad, nodes_move)
+        theta, data, eta_start, node_theta, layout, n_quad, nodes_move)
     return value, grad, jax.lax.stop_gradient(nodes)
 
 
-@compiled(static_argnames=("layout", "n_quad", "nodes_move"))
-def derivatives(theta, data: ModelData, eta_start, layout: ParamLayout, n_quad: int,
-                nodes_move: bool):
-    """log L, its gradient and Hessian in θ (through the nodes if ``nodes_move``)."""
+def derivatives(theta, data: ModelData, eta_start, layout: ParamLayout, n_quad: int, nodes_move: bool):
+    """log L, its gradient and its Hessian in θ by automatic differentiation (through the
+    nodes if ``nodes_move``): the reference for ``_Objective.second_order``'s differences.
+    Its program takes several times as long to compile as the gradient's, which is why
+    fits do not use it."""
     def f(t):
-        return _loglik_and_nodes(t, data, eta_start, layout, n_quad, nodes_move)[0]
-    value, grad = jax.value_and_grad(f)(theta)
-    return value, grad, jax.hessian(f)(theta)
+        return _loglik_and_nodes(t, data, eta_start, t, layout, n_quad, nodes_move)[0]
+    return jax.jit(lambda t: (*jax.value_and_grad(f)(t), jax.hessian(f)(t)))(theta)
 
 
 @dataclass
@@ -174,7 +182,7 @@ class _Objective:
         self.nodes_move = nodes_move and layout.n_agq > 0
         self.eta = np.zeros((n_groups, layout.n_agq))
         self._point = None  # (θ bytes, value, grad, nodes)
-        self._exact = None  # (θ bytes, value, grad, Hessian)
+        self._second = None  # (θ bytes, value, grad, Hessian)
 
     def evaluate(self, x):
         """(log L, gradient, nodes) at x, the node search warm-started from the last good point's
@@ -191,20 +199,36 @@ class _Objective:
             self._point = (key, value, grad, nodes)
         return self._point[1:]
 
-    def _at(self, x, eta_start):
-        value, grad, nodes = value_grad_nodes(jnp.asarray(x), self.data, eta_start, self.layout, self.n_quad,
-                                              self.nodes_move)
+    def _at(self, x, eta_start, node_theta=None):
+        node_theta = x if node_theta is None else node_theta
+        value, grad, nodes = value_grad_nodes(jnp.asarray(x), self.data, eta_start, jnp.asarray(node_theta),
+                                              self.layout, self.n_quad, self.nodes_move)
         return float(value), np.asarray(grad), nodes
 
-    def exact(self, x):
-        """(log L, gradient, Hessian) at x, consistent with ``evaluate``."""
+    def second_order(self, x):
+        """(log L, gradient, Hessian) at x. The Hessian is the central difference of the
+        autodiff gradient, column k from θ ± h_k e_k with h_k = ``HESSIAN_STEP``·max(1, |θ_k|)
+        (on the standardised scale), with the quadrature nodes held where they are at x
+        (or moving with θ under ``nodes_move``), then symmetrised: the derivative of the
+        gradient that the optimiser uses, accurate to ~1e-7 relative, and no second
+        compiled program (an autodiff Hessian, ``derivatives``, took 1.5-2 times as long to
+        compile as the gradient)."""
         key = x.tobytes()
-        if self._exact is None or self._exact[0] != key:
-            self.evaluate(x)
-            value, grad, hess = derivatives(jnp.asarray(x), self.data, self.eta, self.layout,
-                                            self.n_quad, self.nodes_move)
-            self._exact = (key, float(value), np.asarray(grad), np.asarray(hess))
-        return self._exact[1:]
+        if self._second is None or self._second[0] != key:
+            value, grad, _ = self.evaluate(x)
+            self._second = (key, value, grad, self._hessian(x))
+        return self._second[1:]
+
+    def _hessian(self, x) -> np.ndarray:
+        columns = []
+        for k in range(len(x)):
+            h = HESSIAN_STEP * max(1.0, abs(x[k]))
+            step = np.zeros_like(x)
+            step[k] = h
+            up, down = self._at(x + step, self.eta, node_theta=x), self._at(x - step, self.eta, node_theta=x)
+            columns.append((up[1] - down[1]) / (2 * h))
+        hessian = np.stack(columns, axis=1) if columns else np.zeros((0, 0))
+        return 0.5 * (hessian + hessian.T)
 
     def fun_and_grad(self, x):
         value, grad, _ = self.evaluate(x)
@@ -216,10 +240,10 @@ class _Objective:
         return self.fun_and_grad(x)[0]
 
     def exact_jac(self, x):
-        return -self.exact(x)[1]
+        return -self.second_order(x)[1]
 
     def exact_hess(self, x):
-        return -self.exact(x)[2]
+        return -self.second_order(x)[2]
 
 
 def _finite(value: float, grad: np.ndarray) -> bool:
@@ -256,9 +280,9 @@ def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: i
              max_iter: int = DEFAULT_MAX_ITER) -> Optimum:
     """Maximise log L from θ0, settle the boundaries and judge convergence.
 
-    BFGS with the gradient does most of the work (a gradient costs about 1/40 of a
-    Hessian for the London Model 6); the Hessian is computed once at the end for the
-    convergence check and the standard errors. Where BFGS stops short, a trust-region
+    BFGS with the gradient does most of the work; the Hessian (2·dim θ gradients,
+    ``_Objective.second_order``) is computed at the end for the convergence check and
+    the standard errors. Where BFGS stops short, a trust-region
     Newton method with the Hessian takes over. Below ``FIXED_NODES_FROM`` points the
     derivatives run through the nodes (exact for the AGQ approximation; compiling them
     takes tens of seconds); from there on the nodes are held fixed, which changes the
@@ -543,7 +567,7 @@ def _judge(theta, objective: _Objective, layout: ParamLayout, floors: dict, held
     check, like the held ones.
     """
     nodes = objective.evaluate(theta)[2]
-    value, grad, hess = objective.exact(theta)
+    value, grad, hess = objective.second_order(theta)
     L = layout.cholesky(np.asarray(theta), xp=np)
     pivots, zero_rows = set(held_p), set(held_z)
     for r, (pos, floor) in floors.items():
