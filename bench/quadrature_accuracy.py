@@ -1,6 +1,6 @@
 """How many Gauss–Hermite points? Log-likelihood at the optimum against the number of
 points, for one scale effect (Riesby) and two (London Model 6). Chooses the defaults in
-melsm.ml.DEFAULT_QUADRATURE: the fewest points within 1e-4 of the 31-point value.
+melsm.estimate.ml.DEFAULT_QUADRATURE: the fewest points within 1e-4 of the 31-point value.
 
 Run by hand:  python bench/quadrature_accuracy.py
 """
@@ -12,7 +12,7 @@ import warnings
 import jax.numpy as jnp
 
 import melsm
-from melsm.ml import value_grad_nodes
+from melsm.estimate.ml import value_grad_nodes
 
 CASES = {
     "Riesby (q_v = 1)": ("reisby", dict(mean="hamdep ~ week + endog + endweek + (1 | id)",

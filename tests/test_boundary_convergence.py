@@ -13,8 +13,8 @@ import pytest
 import scipy.stats
 
 import melsm
-from melsm import ml
 from melsm.cli import main
+from melsm.estimate import ml
 
 MEAN = "y ~ x + (1 | g)"
 
@@ -297,7 +297,7 @@ def test_newton_polish_converges_a_fit_stopped_just_short(monkeypatch):
     """Groups of 5: BFGS and the trust region stopped at max |g| = 0.0018 (the fixed-node
     derivatives and the value disagree at the quadrature error's level). Newton steps reach
     |g| < 1e-3 within 1e-5 in log L and a thousandth of an SE of that point."""
-    from melsm.simulate import simulate
+    from melsm.studies.simulate import simulate
 
     study = melsm.builtin_study("ignore-scale")
     point = study.designs()[0]

@@ -14,8 +14,8 @@ import scipy.integrate
 import scipy.stats
 
 import melsm
-from melsm.likelihood import random_effect_posterior
-from melsm.ml import value_grad_nodes
+from melsm.engine.likelihood import random_effect_posterior
+from melsm.estimate.ml import value_grad_nodes
 
 
 def small_data(seed, n_groups=6, sizes=(3, 9)):

@@ -1,6 +1,6 @@
 """Estimates do not depend on units: the response or a covariate rescaled by factors from
 1e-8 to 1e8 moves log L by exactly −N log s and every estimate and SE by the known map,
-with every fit converged (``melsm.scaling``)."""
+with every fit converged (``melsm.model.scaling``)."""
 
 import warnings
 

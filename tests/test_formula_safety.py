@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import melsm
 from melsm import cli
-from melsm.grammar import CONTRASTS, FUNCTIONS, parse_terms
+from melsm.model.grammar import CONTRASTS, FUNCTIONS, parse_terms
 
 SENTINEL = Path("/tmp") / "melsm-formula-safety-sentinel"
 PAYLOADS = [

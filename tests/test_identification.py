@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import melsm
-from melsm.params import CORRELATION_BOUNDARY
+from melsm.model.params import CORRELATION_BOUNDARY
 
 
 def single_rows(n_groups=300, seed=0):

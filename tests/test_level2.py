@@ -176,12 +176,12 @@ def test_padded_groups_do_not_change_the_likelihood():
     assert model.model_data.G.shape[0] > 37
     theta = model.layout.pack([0.5, 1.0], [-0.3], [np.log(0.3), 0.0, np.log(0.1), 1.0],
                               np.linalg.cholesky(np.array([[1.0, 0.3], [0.3, 1.0]])))
-    from melsm.likelihood import model_data
+    from melsm.engine.likelihood import model_data
 
     padded, _ = package_loglik(model, theta, 11)
     model._model_data = model_data(model.design)  # unpadded
     eta0 = jnp.zeros((37, 1))
-    from melsm.ml import value_grad_nodes
+    from melsm.estimate.ml import value_grad_nodes
 
     unpadded = float(value_grad_nodes(jnp.asarray(theta), model.model_data, eta0, jnp.asarray(theta), model.layout, 11,
                                       nodes_move=False)[0])

@@ -6,8 +6,8 @@ import warnings
 import pytest
 
 import melsm
-from melsm.bayes import ESS_LIMIT, RHAT_LIMIT
 from melsm.demo import DEMO_MCMC, LONDON_MODELS
+from melsm.results.mcmc import ESS_LIMIT, RHAT_LIMIT
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """The sampler's per-draw statistics in ``idata.sample_stats``, and the signed
-parameterisation of the scale SDs (``melsm.priors``).
+parameterisation of the scale SDs (``melsm.estimate.priors``).
 
 The statistics are checked against values computed here independently: the log
 density recomputed at every stored draw, the kinetic energy against its equilibrium
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 import melsm
-from melsm.bayes import MCMCResults
 from melsm.demo import LONDON_MODELS
-from melsm.mcmc import log_density, sample
-from melsm.priors import Priors, SampleLayout, prior_scales
+from melsm.estimate.mcmc import log_density, sample
+from melsm.estimate.priors import Priors, SampleLayout, prior_scales
+from melsm.results.mcmc import MCMCResults
 
 matplotlib.use("Agg")
 
@@ -143,7 +143,7 @@ def test_signed_sds_are_the_log_scale_model(tutorial):
     scales = {k: jnp.asarray(v) for k, v in prior_scales(model.design, model.layout, priors).items()}
     rng = np.random.default_rng(3)
     px, pw, pg, _ = model.layout.sizes
-    from melsm.mcmc import draw_random_effects
+    from melsm.estimate.mcmc import draw_random_effects
 
     for signs in ((1, 1), (-1, 1), (1, -1), (-1, -1)):
         z = rng.normal(scale=0.3, size=signed.size)

@@ -1,5 +1,5 @@
 """Default priors of the level-2 function coefficients (``level2="implied"``, see
-``melsm.priors``) and the prior-sensitivity note of MCMC fits.
+``melsm.estimate.priors``) and the prior-sensitivity note of MCMC fits.
 
 The prior densities are checked against scipy's half-t and against the LKJ prior of the
 constant-correlation model; the London example (scale SD by mixed vs single-sex school)
@@ -14,7 +14,7 @@ import pytest
 import scipy.stats
 
 import melsm
-from melsm.priors import (
+from melsm.estimate.priors import (
     Priors,
     SampleLayout,
     anchor_patterns,

@@ -12,6 +12,7 @@ from conftest import reference
 from test_brute_force import log_double_integral, package_loglik, small_data
 
 import melsm
+import melsm.results.groups
 
 RIESBY = {"mean": "hamdep ~ week + endog + endweek + (1 | id)", "within": "~ week + endog + (1 | id)",
           "between": "~ endog"}
@@ -147,4 +148,4 @@ def test_quadratic_input_errors(reisby):
     fit_model = melsm.Model("hamdep ~ week + (1 | id)", within="~ 1 + (1 | id)", data=reisby,
                             association="quadratic")
     with pytest.raises(melsm.MelsmInputError, match="not available under the quadratic association"):
-        melsm.groups.check_supported(fit_model.layout)
+        melsm.results.groups.check_supported(fit_model.layout)

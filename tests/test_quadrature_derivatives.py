@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import fit
 
-from melsm.ml import derivatives, value_grad_nodes
+from melsm.estimate.ml import derivatives, value_grad_nodes
 
 MEAN, WITHIN = "hamdep ~ week + endog + endweek + (1 | id)", "~ week + endog + (1 | id)"
 
@@ -62,7 +62,7 @@ def test_fixed_nodes_change_standard_errors_by_under_one_percent(reisby):
 def test_differenced_hessian_matches_autodiff(reisby, quadrature, nodes_move, association):
     """The fit's Hessian (central differences of the autodiff gradient) against JAX's own
     Hessian of the same function, at the optimum and away from it."""
-    from melsm.ml import _Objective
+    from melsm.estimate.ml import _Objective
 
     within = WITHIN if quadrature else "~ week + endog"
     result = fit(reisby, "hamdep ~ week + endog + endweek + (1 | id)", within, None, association,

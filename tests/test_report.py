@@ -15,10 +15,11 @@ from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.image import imread
 
 import melsm
-from melsm import groups, plots
 from melsm.demo import LONDON_MODELS
-from melsm.findings import findings
-from melsm.report import figure_png
+from melsm.reporting import plots
+from melsm.reporting.findings import findings
+from melsm.reporting.report import figure_png
+from melsm.results import groups
 
 FINDINGS = reference("leckie2014_london.json")["findings"]
 N_SCHOOLS = 65

@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.stats
 
 import melsm
-from melsm.priors import Priors
+from melsm.estimate.priors import Priors
 
 PRIORS = Priors(data_scaled=False, fixed_scale=1.0, log_variance_scale=0.5, location_sd_scale=0.5,
                 scale_sd_scale=0.5, lkj=2.0)

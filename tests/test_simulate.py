@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import melsm
-from melsm.simulate import truth_theta
+from melsm.studies.simulate import truth_theta
 
 MODEL = {"mean": "y ~ x + g + (1 | group)", "within": "~ x + g + (1 | group)"}
 TRUTH = {"mean:Intercept": 1.0, "mean:x": 0.5, "mean:g": -0.3, "within:Intercept": -0.5, "within:x": 0.4,

@@ -14,11 +14,11 @@ import psutil
 import pytest
 
 import melsm
-import melsm.study as study_module
+import melsm.studies.study as study_module
 from melsm.cli import main
-from melsm.plots import coverage_figure, rejection_figure
-from melsm.study import ROW_COLUMNS, Study, replicate_rows, summarise
-from melsm.study_run import Store
+from melsm.reporting.plots import coverage_figure, rejection_figure
+from melsm.studies.run import Store
+from melsm.studies.study import ROW_COLUMNS, Study, replicate_rows, summarise
 
 TINY = """
 name = "tiny"

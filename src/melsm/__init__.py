@@ -8,29 +8,35 @@
 >>> print(fit.summary())
 """
 
-from . import (
-    _jax,  # noqa: F401  (float64 and the compilation cache, before any JAX use)
-    datasets,
+from melsm import datasets
+from melsm.engine import jax_config  # noqa: F401  (float64 and the compilation cache, before any JAX use)
+from melsm.engine.compiled import release as release_compiled
+from melsm.errors import (
+    MelsmBoundaryWarning,
+    MelsmConvergenceWarning,
+    MelsmDataWarning,
+    MelsmInputError,
+    MelsmStudyWarning,
 )
-from ._compiled import release as release_compiled
-from .compare import Comparison, compare
-from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning, MelsmInputError, MelsmStudyWarning
-from .model import MelsmDataWarning, Model
-from .report import report
-from .results import LRTest, MLResults
-from .simulate import simulate
-from .study import Study, StudyResults
-from .study import builtin as builtin_study
-from .study import load as load_study
-from .study_run import read_results as read_study
-from .study_run import run_study
+from melsm.estimate.priors import Priors
+from melsm.pipeline import Model
+from melsm.reporting import plots  # melsm.plots: the figures, for users
+from melsm.reporting.compare import Comparison, compare
+from melsm.reporting.report import report
+from melsm.results.ml import LRTest, MLResults
+from melsm.studies.run import read_results as read_study
+from melsm.studies.run import run_study
+from melsm.studies.simulate import simulate
+from melsm.studies.study import Study, StudyResults
+from melsm.studies.study import builtin as builtin_study
+from melsm.studies.study import load as load_study
 
 __version__ = "0.1.0"
 
 __all__ = ["Model", "MLResults", "LRTest", "datasets", "compare", "Comparison", "report", "MelsmInputError",
            "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "MelsmStudyWarning", "lrtest",
            "release_compiled", "simulate", "Study", "StudyResults", "load_study", "builtin_study", "run_study",
-           "read_study"]
+           "read_study", "Priors", "plots"]
 
 
 def lrtest(restricted: MLResults, full: MLResults) -> LRTest:

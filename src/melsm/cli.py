@@ -14,14 +14,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from .demo import DEMO_MCMC, RIESBY
-from .errors import MelsmInputError, MelsmStudyWarning
+from melsm.demo import DEMO_MCMC, RIESBY
+from melsm.errors import MelsmInputError, MelsmStudyWarning
 
 
 def _read_data(source: str):
     import pandas as pd
 
-    from . import datasets
+    from melsm import datasets
 
     if source in datasets.NAMES and not Path(source).exists():
         return datasets.load(source)
@@ -110,8 +110,7 @@ def _parse_model(text: str, index: int) -> tuple[str, dict]:
 
 def _report(args) -> int:
     import melsm
-
-    from .report import report
+    from melsm.reporting.report import report
 
     data = _read_data(args.data)
     models = [_parse_model(text, k + 1) for k, text in enumerate(args.model)]
@@ -132,7 +131,7 @@ def _report(args) -> int:
 
 
 def _demo(args) -> int:
-    from .demo import run_demo
+    from melsm.demo import run_demo
 
     path, _ = run_demo(args.out, mcmc=not args.no_mcmc, chains=args.chains, warmup=args.warmup,
                        draws=args.draws, seed=args.seed, figures=args.figures)
@@ -154,7 +153,7 @@ def _positive_option(option: str, value: float, unit: str) -> float:
 
 
 def _app(args) -> int:
-    from .app import serve
+    from melsm.app import serve
 
     if not 0 <= args.port <= 65535:
         raise MelsmInputError(f"--port must be between 0 and 65535, not {args.port}")
@@ -170,8 +169,8 @@ def _app(args) -> int:
 
 
 def _simulate(args) -> int:
-    from .study import builtin, load
-    from .study_run import Store, run_study
+    from melsm.studies.run import Store, run_study
+    from melsm.studies.study import builtin, load
 
     if (args.study is None) == (args.builtin is None):
         raise MelsmInputError("give a study file (melsm simulate STUDY.toml) or --builtin NAME, not both")

@@ -67,8 +67,7 @@ def run_demo(path: str | Path = "melsm-demo.html", mcmc: bool = True, chains: in
     to ``stream`` (default: standard error) unless ``quiet``.
     """
     import melsm
-
-    from .report import report
+    from melsm.reporting.report import report
 
     london, riesby_data = melsm.datasets.load("tutorial"), melsm.datasets.load(RIESBY["data"])
     total = len(LONDON_MODELS) * (2 if mcmc else 1) + 2
@@ -101,7 +100,7 @@ def run_demo(path: str | Path = "melsm-demo.html", mcmc: bool = True, chains: in
 
 def _write_figures(fits: dict, folder: Path, mcmc: bool) -> None:
     """The main figures as PNG files (for documents and the README)."""
-    from .plots import population_figure
+    from melsm.reporting.plots import population_figure
 
     folder.mkdir(parents=True, exist_ok=True)
     kind = "MCMC" if mcmc else "ML"

@@ -31,3 +31,7 @@ class MelsmBoundaryWarning(UserWarning):
 
 class MelsmStudyWarning(UserWarning):
     """A stored replicate of a simulation study could not be read (it is set aside and redone)."""
+
+
+class MelsmDataWarning(UserWarning):
+    """Rows were dropped for missing values."""

@@ -20,13 +20,13 @@ CATERPILLARS = (("caterpillar_mean", "mean"), ("caterpillar_variance", "variance
 
 
 def _png(fig) -> str:
-    from ..report import figure_png
+    from melsm.reporting.report import figure_png
 
     return base64.b64encode(figure_png(fig, dpi=90)).decode("ascii")
 
 
 def _figures(fit, name: str) -> list[dict]:
-    from ..groups import has_group_quantities, random_slopes
+    from melsm.results.groups import has_group_quantities, random_slopes
 
     layout = fit.model.layout
     figures = [{"key": "observed", "title": "Observed group means and variances", "png": _png(fit.plot.observed())}]

@@ -92,7 +92,7 @@ class AppState:
     def __init__(self, host_check: HostCheck, max_upload: int = MAX_UPLOAD, job_timeout: float = JOB_TIMEOUT,
                  jobs_per_worker: int = JOBS_PER_WORKER, fit_job: Callable = jobs.fit_job,
                  warm_up: Callable | None = jobs.warm_up):
-        from .. import datasets
+        from melsm import datasets
 
         self.host_check = host_check
         self.max_upload = max_upload
@@ -108,7 +108,7 @@ class AppState:
     def data(self, session: Session, name: str) -> pd.DataFrame | None:
         if name in self.builtin_names:
             if name not in self._builtin:
-                from .. import datasets
+                from melsm import datasets
 
                 self._builtin[name] = datasets.load(name)
             return self._builtin[name]

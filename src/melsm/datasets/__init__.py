@@ -13,7 +13,7 @@ from importlib.resources import files
 
 import pandas as pd
 
-from ..errors import MelsmInputError
+from melsm.errors import MelsmInputError
 
 NAMES = ("tutorial", "reisby")
 

@@ -25,7 +25,7 @@ models' parameters take their truth from ``truth``; a mean or within coefficient
 model does not have is 0, as is the SD of a random effect it does not have and a
 correlation it does not give of two effects it has.
 
-Running a study on Dask with a Parquet store that resumes is ``melsm.study_run``;
+Running a study on Dask with a Parquet store that resumes is ``melsm.studies.run``;
 ``load`` reads a study from TOML, ``builtin`` gives the packaged studies.
 """
 
@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import MelsmInputError
-from .model import Model
-from .results import Z95
-from .simulate import _number, check_design, model_formulas, simulate
+from melsm.errors import MelsmInputError
+from melsm.pipeline import Model
+from melsm.results.ml import Z95
+from melsm.studies.simulate import _number, check_design, model_formulas, simulate
 
 STUDY_KEYS = ("name", "description", "seed", "replicates", "model", "truth", "design", "grid", "fits", "focus")
 FIT_OPTIONS = ("quadrature", "max_iter")
@@ -166,8 +166,8 @@ class Study:
 
     def run(self, out: str | Path, scheduler: str | None = None, workers: int | None = None,
             resume: bool = False, progress: Any = None):
-        """Run on Dask (``melsm.study_run.run_study``); returns ``StudyResults``."""
-        from .study_run import run_study
+        """Run on Dask (``melsm.studies.run.run_study``); returns ``StudyResults``."""
+        from melsm.studies.run import run_study
 
         return run_study(self, out, scheduler=scheduler, workers=workers, resume=resume, progress=progress)
 
@@ -420,8 +420,8 @@ class StudyResults:
 
     def figure(self):
         """The focus parameter's rejection rate and SE ratio across designs (``focus`` set),
-        otherwise every parameter's coverage (``melsm.plots``)."""
-        from .plots import coverage_figure, rejection_figure
+        otherwise every parameter's coverage (``melsm.reporting.plots``)."""
+        from melsm.reporting.plots import coverage_figure, rejection_figure
 
         if self.study.focus:
             return rejection_figure(self.summary(), self.study.focus, title=self.study.name)

@@ -9,7 +9,7 @@ model-building sequence, and says what the seed analysis says about them:
   ICCs, and the correlation of the location and scale intercepts;
 - for each step that adds covariates to the mean function only: the % change of the
   between-group variance and of the mean and variance of the group level-1 variances
-  (``melsm.groups``);
+  (``melsm.results.groups``);
 - LR tests of the steps (ML);
 - for the last fit with random slopes: how many groups' predicted lines go against the
   average trend;
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import MelsmInputError
-from .groups import has_group_quantities, observed_groups, percent_change, random_slopes
+from melsm.errors import MelsmInputError
+from melsm.results.groups import has_group_quantities, observed_groups, percent_change, random_slopes
 
 
 def _interval(fit, name: str) -> str:
@@ -88,7 +88,7 @@ def findings(fits, names: list[str]) -> list[str]:
                    f"{change['variance_variance']:+.1f}%.")
 
     if hasattr(fits[0], "loglik"):
-        from .compare import compare
+        from melsm.reporting.compare import compare
 
         tests = compare(*fits, names=names).lrtests
         if len(tests):

@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .params import ParamLayout
-from .quadrature import normal_rule
+from melsm.engine.quadrature import normal_rule
+from melsm.model.params import ParamLayout
 
 LOG_2PI = float(np.log(2 * np.pi))
 

@@ -18,8 +18,8 @@ Anything else (attribute access, other calls, subscripts, lambdas, keywords, bra
 dunder names, ``np.<...>`` chains) is refused with a one-line ``MelsmInputError`` naming
 the term, before any evaluation. The formula handed on is rebuilt from the parse
 (``Terms.text``), so what is evaluated is exactly what was checked; it is evaluated with
-only the functions above in scope (``melsm.matrices``), no module. Arithmetic is
-computed in floats (``melsm.design`` casts the columns), and a power of two numbers
+only the functions above in scope (``melsm.model.matrices``), no module. Arithmetic is
+computed in floats (``melsm.model.design`` casts the columns), and a power of two numbers
 (``I(10 ** 10 ** 10)``, which Python would compute exactly) is refused.
 """
 
@@ -29,7 +29,7 @@ import keyword
 import re
 from dataclasses import dataclass, field
 
-from .errors import MelsmInputError
+from melsm.errors import MelsmInputError
 
 #: The numeric functions of arithmetic (numpy's, element by element).
 MATH = ("log", "log2", "log10", "exp", "sqrt", "abs")
@@ -318,7 +318,7 @@ class _Parser:
     # ---- arithmetic level -------------------------------------------------------------
     # Each method returns (text, whether a column occurs in it): a power of two numbers is
     # refused, since Python would compute it exactly (10 ** 10 ** 10 never finishes);
-    # with a column in it, numpy computes in floats (``melsm.design`` casts the columns).
+    # with a column in it, numpy computes in floats (``melsm.model.design`` casts the columns).
     def arithmetic(self) -> str:
         numeric_before = set(self.numeric)
         if self.tok.kind == "string":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .likelihood import inner_points
+from melsm.engine.likelihood import inner_points
 
 BLOCKS = (
     ("mean", "Mean function"),

@@ -8,19 +8,14 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .design import build_design
-from .errors import MelsmInputError
-from .likelihood import ModelData, model_data
-from .ml import fit_ml, warn_boundary
-from .params import ParamLayout
-from .results import MLResults
-from .scaling import Units, standardise
-from .spec import make_spec
-
-
-class MelsmDataWarning(UserWarning):
-    """Rows were dropped for missing values."""
-
+from melsm.engine.likelihood import ModelData, model_data
+from melsm.errors import MelsmDataWarning, MelsmInputError
+from melsm.estimate.ml import fit_ml, warn_boundary
+from melsm.model.design import build_design
+from melsm.model.params import ParamLayout
+from melsm.model.scaling import Units, standardise
+from melsm.model.spec import make_spec
+from melsm.results.ml import MLResults
 
 #: The most quadrature nodes per group a fit may ask for (memory grows with them).
 MAX_NODES_PER_GROUP = 10_000
@@ -92,7 +87,7 @@ class Model:
     @property
     def units(self) -> Units:
         """The standardised design the ML fit works on, and the map of its estimates back to
-        the data's units (``melsm.scaling``)."""
+        the data's units (``melsm.model.scaling``)."""
         if self._units is None:
             self._units = standardise(self.design, self.layout)
         return self._units
@@ -161,13 +156,13 @@ class Model:
         """Bayesian fit by MCMC (u integrated out, drawn exactly afterwards).
 
         ``priors``: "default" (weakly informative), "diffuse" (close to Stat-JR/MLwiN) or a
-        dict of ``melsm.priors.Priors`` fields. ``start``: an ML fit to start from (else one
+        dict of ``melsm.estimate.priors.Priors`` fields. ``start``: an ML fit to start from (else one
         is made). ``progress``: a progress line on stderr (default: when it is a terminal),
         or a callable ``(done, total)`` called with the iterations done after warm-up.
         Returns ``MCMCResults``.
         """
-        from .bayes import MCMCResults
-        from .mcmc import sample
+        from melsm.estimate.mcmc import sample
+        from melsm.results.mcmc import MCMCResults
 
         for name, value, low in (("chains", chains, 2), ("warmup", warmup, 10), ("draws", draws, 10)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:

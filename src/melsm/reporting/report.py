@@ -2,7 +2,7 @@
 
 Fits are grouped into sections by data set (response and rows) and method (ML, MCMC),
 in the order given. Each section has the comparison table (``melsm.compare``), the
-findings (``melsm.findings``) and the figures (``melsm.plots``):
+findings (``melsm.reporting.findings``) and the figures (``melsm.reporting.plots``):
 
 - observed group means against within-group variances (once per data set);
 - population averages across the fits, with % changes;
@@ -21,10 +21,10 @@ import io
 from datetime import datetime
 from pathlib import Path
 
-from .compare import compare
-from .errors import MelsmInputError
-from .findings import findings
-from .groups import has_group_quantities, random_slopes
+from melsm.errors import MelsmInputError
+from melsm.reporting.compare import compare
+from melsm.reporting.findings import findings
+from melsm.results.groups import has_group_quantities, random_slopes
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
@@ -70,7 +70,7 @@ def _sections(fits, names):
 
 def _figures(fits, names, with_observed: bool) -> list[tuple]:
     """(figure, caption) pairs chosen for a section (see the module docstring)."""
-    from . import plots
+    from melsm.reporting import plots
 
     out = []
     if with_observed:

@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import scipy.special
 
-from ._compiled import compiled
-from .design import new_data_arrays
-from .errors import MelsmInputError
-from .groups import cached, group_lines, implied_sd_corr, level2_patterns, ml_groups, ml_population
-from .likelihood import random_effect_posterior
-from .ml import Optimum, covariance
-from .params import level2_row
+from melsm.engine.compiled import compiled
+from melsm.engine.likelihood import random_effect_posterior
+from melsm.errors import MelsmInputError
+from melsm.estimate.ml import Optimum, covariance
+from melsm.model.design import new_data_arrays
+from melsm.model.params import level2_row
+from melsm.results.groups import cached, group_lines, implied_sd_corr, level2_patterns, ml_groups, ml_population
 
 Z95 = float(scipy.special.ndtri(0.975))
 #: LR statistics below this (log-likelihoods equal to the optimiser's accuracy) count as 0.
@@ -205,7 +205,7 @@ class MLResults:
 
     def typical_groups(self, max_patterns: int = 6) -> pd.DataFrame:
         """SDs and correlations of the random effects implied by the level-2 functions for
-        typical groups (``melsm.groups.level2_patterns``); one row per pattern, empty
+        typical groups (``melsm.results.groups.level2_patterns``); one row per pattern, empty
         without level-2 functions."""
         patterns = level2_patterns(self.model.layout, self.model.design, max_patterns)
         rows = []
@@ -255,7 +255,7 @@ class MLResults:
     def _posterior(self):
         if not hasattr(self, "_posterior_cache"):
             model, units = self.model, self.model.units
-            # the likelihood's data are standardised (melsm.scaling): b = t·b*
+            # the likelihood's data are standardised (melsm.model.scaling): b = t·b*
             mean, cov = _posterior(jnp.asarray(units.to_internal(self.theta)), model.internal_data, self._opt.nodes,
                                    model.layout, self.n_quad or 1)
             n_groups = model.design.n_groups  # the data may be padded with empty groups
@@ -323,22 +323,22 @@ class MLResults:
     def group_quantities(self) -> pd.DataFrame:
         """Each group's mean, level-1 variance and ICC with empirical-Bayes 95% intervals
         (``<quantity> low/high``) and ``<quantity> differs`` (the interval excludes the
-        population average). See ``melsm.groups``."""
+        population average). See ``melsm.results.groups``."""
         return cached(self, "_group_quantities", ml_groups)
 
     def population_quantities(self) -> pd.DataFrame:
         """σ²_u, mean E and variance V of the group variances, average ICC and β0 with
-        delta-method SEs and 95% intervals. See ``melsm.groups``."""
+        delta-method SEs and 95% intervals. See ``melsm.results.groups``."""
         return cached(self, "_population_quantities", ml_population)
 
     def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
-        """Each group's predicted line against ``covariate`` (``melsm.groups.group_lines``)."""
+        """Each group's predicted line against ``covariate`` (``melsm.results.groups.group_lines``)."""
         return group_lines(self, covariate, function)
 
     @property
     def plot(self):
-        """Figures of this fit: ``fit.plot.caterpillar("variance")`` etc. (``melsm.plots``)."""
-        from .plots import FitPlots
+        """Figures of this fit: ``fit.plot.caterpillar("variance")`` etc. (``melsm.reporting.plots``)."""
+        from melsm.reporting.plots import FitPlots
 
         return FitPlots(self)
 
@@ -371,7 +371,7 @@ class MLResults:
         }
 
     def summary(self) -> str:
-        from .summary import format_summary
+        from melsm.results.summary import format_summary
         return format_summary(self)
 
     def __repr__(self) -> str:

@@ -30,8 +30,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .design import Design
-from .params import ParamLayout
+from melsm.model.design import Design
+from melsm.model.params import ParamLayout
 
 #: A design spans the constant vector when its least-squares fit of 1 is this close.
 CONSTANT_TOLERANCE = 1e-9

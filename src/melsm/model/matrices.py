@@ -2,7 +2,7 @@
 
 formulaic evaluates each factor of a formula as a Python expression, by default with
 numpy (``np``), its transforms and the caller's variables in scope. melsm hands it only
-formulas rebuilt by ``melsm.grammar`` and evaluates them with the data's columns and the
+formulas rebuilt by ``melsm.model.grammar`` and evaluates them with the data's columns and the
 grammar's functions, nothing else: even a formula that slipped past the grammar could
 reach no module.
 """
@@ -16,7 +16,7 @@ from formulaic.materializers import PandasMaterializer
 from formulaic.transforms import C, ContrastsRegistry, center, poly, scale
 from formulaic.utils.layered_mapping import LayeredMapping
 
-from .grammar import FUNCTIONS
+from melsm.model.grammar import FUNCTIONS
 
 
 def _identity(values):
@@ -45,6 +45,6 @@ class ScopedMaterializer(PandasMaterializer):
 
 
 def model_matrix(formula: str, data: pd.DataFrame):
-    """formulaic's model matrix of ``formula`` (rebuilt by ``melsm.grammar``) on ``data``."""
+    """formulaic's model matrix of ``formula`` (rebuilt by ``melsm.model.grammar``) on ``data``."""
     return _formulaic_model_matrix(formula, data, context={}, na_action="raise",
                                    materializer=ScopedMaterializer)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import MelsmInputError
-from .grammar import Terms, parse_terms, quote
-from .matrices import model_matrix
-from .spec import LOCATION_INTERCEPT, ModelSpec
+from melsm.errors import MelsmInputError
+from melsm.model.grammar import Terms, parse_terms, quote
+from melsm.model.matrices import model_matrix
+from melsm.model.spec import LOCATION_INTERCEPT, ModelSpec
 
 #: The most columns one part of a model (a formula's fixed or random terms) may have.
 MAX_COLUMNS = 500

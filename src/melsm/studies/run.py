@@ -32,8 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import MelsmInputError, MelsmStudyWarning
-from .study import Study, StudyResults, failed_rows, replicate_rows, typed_rows
+from melsm.errors import MelsmInputError, MelsmStudyWarning
+from melsm.studies.study import Study, StudyResults, failed_rows, replicate_rows, typed_rows
 
 #: A worker process drops its compiled functions after this many replicates: XLA keeps
 #: memory maps for every compiled model (Linux allows 65,530 per process).
@@ -50,7 +50,7 @@ def _replicate_task(study: Study, design_id: int, replicate: int) -> pd.DataFram
     rows = replicate_rows(study, design_id, replicate)
     _done_in_process += 1
     if _done_in_process % RELEASE_EVERY == 0:
-        from ._compiled import release
+        from melsm.engine.compiled import release
 
         release()
     return rows

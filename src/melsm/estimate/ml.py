@@ -1,6 +1,6 @@
 """Maximum-likelihood estimation: starting values, optimiser, convergence checks.
 
-Following lme4, the deviance function (``melsm.likelihood``) is separate from the
+Following lme4, the deviance function (``melsm.engine.likelihood``) is separate from the
 optimiser. BFGS maximises log L with its exact gradient (JAX autodiff); where it stops
 short, a trust-region Newton method (scipy's ``trust-exact``) takes over. The Hessian (for
 the convergence test, those Newton steps and the SEs) is the central difference of the
@@ -53,11 +53,11 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from . import _jax  # noqa: F401  (float64, compilation cache)
-from ._compiled import compiled
-from .errors import MelsmBoundaryWarning, MelsmConvergenceWarning
-from .likelihood import ModelData, Nodes, find_nodes, loglik, nested_nodes
-from .params import ParamLayout, is_intercept
+from melsm.engine import jax_config as _jax  # noqa: F401  (float64, compilation cache)
+from melsm.engine.compiled import compiled
+from melsm.engine.likelihood import ModelData, Nodes, find_nodes, loglik, nested_nodes
+from melsm.errors import MelsmBoundaryWarning, MelsmConvergenceWarning
+from melsm.model.params import ParamLayout, is_intercept
 
 #: Default Gauss–Hermite points per scale dimension, chosen by measured accuracy
 #: (bench/quadrature_accuracy.py): the log-likelihood is within 1e-5 of its limit.

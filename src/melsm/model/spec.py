@@ -10,9 +10,9 @@ Formulas use lme4 syntax for random effects::
 
 Parsing here is purely textual: which terms are fixed, which are random and by which
 grouping factor. Every part is checked against melsm's formula grammar
-(``melsm.grammar``: column names, formula operators and a fixed set of functions) and
+(``melsm.model.grammar``: column names, formula operators and a fixed set of functions) and
 stored as the grammar rebuilt it, so no formula can carry code. Turning the terms into
-arrays is ``melsm.design``'s job.
+arrays is ``melsm.model.design``'s job.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import MelsmInputError
-from .grammar import column_name, parse_terms, quote
+from melsm.errors import MelsmInputError
+from melsm.model.grammar import column_name, parse_terms, quote
 
 ASSOCIATIONS = ("correlated", "none", "linear", "quadratic")
 

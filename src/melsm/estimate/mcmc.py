@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _jax  # noqa: F401
-from .likelihood import LOG_2PI, conditional_terms, group_factors, log_joint, quadratic_effects
-from .priors import Priors, SampleLayout, log_prior, prior_scales
+from melsm.engine import jax_config as _jax  # noqa: F401
+from melsm.engine.likelihood import LOG_2PI, conditional_terms, group_factors, log_joint, quadratic_effects
+from melsm.estimate.priors import Priors, SampleLayout, log_prior, prior_scales
 
 
 def log_density(z, data, scales, sample_layout: SampleLayout, priors: Priors):
@@ -174,7 +174,7 @@ def starting_points(ml_fit, sample_layout: SampleLayout, chains: int, rng) -> np
     """Over-dispersed starts (chains, dim): the ML estimates plus noise of twice their SE
     (β, α, κ), 10% of the SD (SDs: 0.1 on log σ, 0.1·s on signed s), 0.1 (correlations) or
     0.5 (η)."""
-    from .ml import covariance
+    from melsm.estimate.ml import covariance
 
     layout, n_groups = sample_layout.layout, sample_layout.n_groups
     eta_hat = (np.asarray(ml_fit._opt.nodes.mode)[:n_groups] if layout.n_agq
@@ -195,8 +195,8 @@ def starting_points(ml_fit, sample_layout: SampleLayout, chains: int, rng) -> np
 def marginal_group_loglik(z_batch, data, sample_layout: SampleLayout, n_quad: int):
     """log L_j(θ) for each draw in ``z_batch`` (S, dim): both u and v integrated out
     (v by adaptive quadrature, started from the draw's own η_v). Returns (S, J)."""
-    from .likelihood import find_nodes, group_loglik
-    from .ml import newton_steps
+    from melsm.engine.likelihood import find_nodes, group_loglik
+    from melsm.estimate.ml import newton_steps
 
     layout = sample_layout.layout
 

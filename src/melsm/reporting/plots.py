@@ -3,7 +3,7 @@
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so nothing
 depends on a display or a global state: save it with ``fig.savefig("f.png")`` or show it
 in a notebook. ML figures show empirical-Bayes 95% intervals, MCMC figures 95% posterior
-intervals (``melsm.groups`` has the formulas).
+intervals (``melsm.results.groups`` has the formulas).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from .errors import MelsmInputError
-from .groups import AVERAGE_OF, group_lines, observed_groups, percent_change
+from melsm.errors import MelsmInputError
+from melsm.results.groups import AVERAGE_OF, group_lines, observed_groups, percent_change
 
 HIGHLIGHT = "#c0392b"
 PLAIN = "#7f8c8d"
@@ -169,19 +169,19 @@ class FitPlots:
         self._fit = fit
 
     def caterpillar(self, quantity: str = "mean", name: str | None = None) -> Figure:
-        """Ranked groups with 95% intervals (``melsm.plots.caterpillar``)."""
+        """Ranked groups with 95% intervals (``melsm.reporting.plots.caterpillar``)."""
         return caterpillar(self._fit, quantity, name)
 
     def group_lines(self, covariate: str, function: str = "mean", name: str | None = None) -> Figure:
-        """Predicted group lines against a covariate (``melsm.plots.group_lines_figure``)."""
+        """Predicted group lines against a covariate (``melsm.reporting.plots.group_lines_figure``)."""
         return group_lines_figure(self._fit, covariate, function, name)
 
     def observed(self, name: str | None = None) -> Figure:
-        """Observed group means against variances (``melsm.plots.observed_figure``)."""
+        """Observed group means against variances (``melsm.reporting.plots.observed_figure``)."""
         return observed_figure(self._fit, name)
 
 
-# ---- simulation studies (melsm.study) -------------------------------------------------
+# ---- simulation studies (melsm.studies.study) -------------------------------------------------
 MODEL_COLOURS = (HIGHLIGHT, AVERAGE, "#27ae60", "#8e44ad", "#d35400", PLAIN)
 
 

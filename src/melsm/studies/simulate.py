@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import MelsmInputError
-from .model import Model
-from .spec import make_spec
+from melsm.errors import MelsmInputError
+from melsm.model.spec import make_spec
+from melsm.pipeline import Model
 
 #: Distributions of covariates and their parameters (with defaults).
 DISTRIBUTIONS: dict[str, dict[str, float]] = {
@@ -203,7 +203,7 @@ def draw_covariates(rng: np.random.Generator, design: dict, group_name: str) -> 
 
 
 def truth_theta(layout, truth: dict) -> np.ndarray:
-    """θ (``melsm.params`` layout) of a model whose reported parameters are ``truth``.
+    """θ (``melsm.model.params`` layout) of a model whose reported parameters are ``truth``.
 
     Coefficients go straight into β, α, κ. The random-effect covariance is built as
     Σ = D R D from the SDs (D) and correlations (R; pairs not reported, e.g. under

@@ -9,10 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .errors import MelsmConvergenceWarning
-from .groups import cached, group_lines, implied_sd_corr, level2_patterns, mcmc_draws, mcmc_groups, mcmc_population
-from .mcmc import conditional_deviances, draw_random_effects, marginal_group_loglik
-from .params import level2_row
+from melsm.errors import MelsmConvergenceWarning
+from melsm.estimate.mcmc import conditional_deviances, draw_random_effects, marginal_group_loglik
+from melsm.model.params import level2_row
+from melsm.results.groups import (
+    cached,
+    group_lines,
+    implied_sd_corr,
+    level2_patterns,
+    mcmc_draws,
+    mcmc_groups,
+    mcmc_population,
+)
 
 RHAT_LIMIT = 1.01
 #: Draws used for the marginal (u and v integrated) criteria: marginal DIC, WAIC, LOO.
@@ -116,7 +124,7 @@ class MCMCResults:
         """Per-draw, per-group marginal log-likelihood (u and v integrated out), on draws
         thinned evenly within each chain to at most ``max_draws`` in all."""
         if self._marginal is None:
-            from .ml import default_quadrature
+            from melsm.estimate.ml import default_quadrature
 
             n_draws, n_chains, dim = self._positions.shape
             step = max(1, int(np.ceil(n_draws * n_chains / max_draws)))
@@ -192,7 +200,7 @@ class MCMCResults:
         return np.asarray(self.idata.posterior[name]).ravel()
 
     def derived_draws(self) -> dict:
-        """Per-draw quantities of the seed analysis (``melsm.groups``), draws pooled over chains:
+        """Per-draw quantities of the seed analysis (``melsm.results.groups``), draws pooled over chains:
         ``group_mean``, ``group_variance``, ``icc`` (S, J); ``between_variance`` σ²_u,
         ``variance_mean`` E, ``variance_variance`` V, ``icc_average`` and ``population_mean``
         β0 (S,). Covariates of both functions are held at 0."""
@@ -205,17 +213,17 @@ class MCMCResults:
     def group_quantities(self) -> pd.DataFrame:
         """Each group's mean, level-1 variance and ICC: posterior mean, 95% interval
         (``<quantity> low/high``) and ``<quantity> differs`` (the 95% interval of its
-        per-draw difference from the population average excludes 0). See ``melsm.groups``."""
+        per-draw difference from the population average excludes 0). See ``melsm.results.groups``."""
         return cached(self, "_group_quantities", mcmc_groups)
 
     def population_quantities(self) -> pd.DataFrame:
         """σ²_u, mean E and variance V of the group variances, average ICC and β0:
-        posterior mean (``estimate``), SD (``se``) and 95% interval. See ``melsm.groups``."""
+        posterior mean (``estimate``), SD (``se``) and 95% interval. See ``melsm.results.groups``."""
         return cached(self, "_population_quantities", mcmc_population)
 
     def typical_groups(self, max_patterns: int = 6) -> pd.DataFrame:
         """Posterior means of the SDs and correlations implied by the level-2 functions for
-        typical groups (``melsm.groups.level2_patterns``)."""
+        typical groups (``melsm.results.groups.level2_patterns``)."""
         layout, design = self.model.layout, self.model.design
         if not layout.g_functions:
             return pd.DataFrame()
@@ -230,13 +238,13 @@ class MCMCResults:
         return pd.DataFrame({k: v.mean(axis=0) for k, v in implied.items()}, index=patterns.index)
 
     def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
-        """Each group's predicted line against ``covariate`` (``melsm.groups.group_lines``)."""
+        """Each group's predicted line against ``covariate`` (``melsm.results.groups.group_lines``)."""
         return group_lines(self, covariate, function)
 
     @property
     def plot(self):
-        """Figures of this fit: ``fit.plot.caterpillar("variance")`` etc. (``melsm.plots``)."""
-        from .plots import FitPlots
+        """Figures of this fit: ``fit.plot.caterpillar("variance")`` etc. (``melsm.reporting.plots``)."""
+        from melsm.reporting.plots import FitPlots
 
         return FitPlots(self)
 
@@ -264,7 +272,7 @@ class MCMCResults:
         }
 
     def summary(self) -> str:
-        from .summary import format_mcmc_summary
+        from melsm.results.summary import format_mcmc_summary
 
         return format_mcmc_summary(self)
 

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import scipy.special
 
-from .errors import MelsmInputError
-from .params import is_intercept
+from melsm.errors import MelsmInputError
+from melsm.model.params import is_intercept
 
 Z95 = float(scipy.special.ndtri(0.975))
 #: Rows of ``population_quantities``; the first four are positive (log-scale ML intervals).

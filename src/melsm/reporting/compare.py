@@ -20,7 +20,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from .errors import MelsmInputError
+from melsm.errors import MelsmInputError
 
 BLOCK_TITLES = {"mean": "Mean function", "between": "Level-2 variance functions (log variances of random "
                 "effects)", "within": "Level-1 variance function (log variance)",

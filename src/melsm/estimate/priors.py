@@ -65,8 +65,8 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import MelsmInputError
-from .params import ParamLayout, is_intercept
+from melsm.errors import MelsmInputError
+from melsm.model.params import ParamLayout, is_intercept
 
 
 @dataclass(frozen=True)

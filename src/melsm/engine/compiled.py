@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jax
 
-from . import _jax  # noqa: F401
+from melsm.engine import jax_config as _jax  # noqa: F401
 
 _memory: dict[str, object] = {}
 _registered = False
@@ -35,7 +35,7 @@ def _register_pytrees() -> bool:
             import flatbuffers  # noqa: F401  (needed by jax.export serialisation)
         except ImportError:
             return False
-        from .likelihood import ModelData, Nodes
+        from melsm.engine.likelihood import ModelData, Nodes
 
         jax.export.register_namedtuple_serialization(ModelData, serialized_name="melsm.ModelData")
         jax.export.register_namedtuple_serialization(Nodes, serialized_name="melsm.Nodes")
