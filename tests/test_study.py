@@ -14,11 +14,13 @@ import psutil
 import pytest
 
 import melsm
-import melsm.studies.study as study_module
+import melsm.studies.replicate as study_module
 from melsm.cli import main
 from melsm.reporting.plots import coverage_figure, rejection_figure
+from melsm.studies.replicate import ROW_COLUMNS, replicate_rows
 from melsm.studies.run import Store
-from melsm.studies.study import ROW_COLUMNS, Study, replicate_rows, summarise
+from melsm.studies.study import Study
+from melsm.studies.summary import summarise
 
 TINY = """
 name = "tiny"

@@ -27,9 +27,10 @@ from melsm.results.ml import LRTest, MLResults
 from melsm.studies.run import read_results as read_study
 from melsm.studies.run import run_study
 from melsm.studies.simulate import simulate
-from melsm.studies.study import Study, StudyResults
+from melsm.studies.study import Study
 from melsm.studies.study import builtin as builtin_study
 from melsm.studies.study import load as load_study
+from melsm.studies.summary import StudyResults
 
 __version__ = "0.1.0"
 

@@ -33,7 +33,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from melsm.errors import MelsmInputError, MelsmStudyWarning
-from melsm.studies.study import Study, StudyResults, failed_rows, replicate_rows, typed_rows
+from melsm.studies.replicate import failed_rows, replicate_rows, typed_rows
+from melsm.studies.study import Study
+from melsm.studies.summary import StudyResults
 
 #: A worker process drops its compiled functions after this many replicates: XLA keeps
 #: memory maps for every compiled model (Linux allows 65,530 per process).

@@ -1,32 +1,18 @@
 """Simulation studies: a grid of designs × replicates × competing fitted models.
 
 A ``Study`` names a true model with its parameters (``truth``), a base ``design`` (see
-``melsm.simulate``), a ``grid`` of values that vary the design or the truth, and the
+``melsm.studies.simulate``), a ``grid`` of values that vary the design or the truth, and the
 ``fits``: models fitted by maximum likelihood to every simulated data set. Replicate r of
 design d draws its data with the seed ``SeedSequence([seed, d, r])``, so any replicate can
-be recomputed alone, in any order, on any machine (``replicate_rows``).
+be recomputed alone, in any order, on any machine (``melsm.studies.replicate``).
 
-Per replicate, model and parameter a row records the estimate, its SE and 95% CI, the
-value the estimate aims at (``truth``), convergence (with the optimiser's message when
-not converged), the log-likelihood and, for a fit that failed, the error. ``summarise``
-turns the rows into, per design, model and parameter (θ the truth, θ̂_r the R converged
-estimates, s_r their SEs, z = Φ⁻¹(0.975)):
+The fitted models' parameters take their truth from ``truth``; a mean or within
+coefficient the true model does not have is 0, as is the SD of a random effect it does not
+have and a correlation it does not give of two effects it has (``implied_truth``).
 
-    bias       = mean(θ̂_r) − θ                          MC SE  sd(θ̂_r)/√R
-    emp_sd     = sd(θ̂_r)            (the estimator's actual spread)
-    mean_se    = mean(s_r)          se_ratio = mean_se / emp_sd (1: honest SEs)
-    coverage   = share of 95% CIs that contain θ           MC SE  √(c(1 − c)/R)
-    rejection  = share with |θ̂_r / s_r| > z, the two-sided 5% Wald test of H0: parameter = 0;
-                 the Type I error where θ = 0, the power elsewhere (not for SDs: a test of an
-                 SD at 0 is on the boundary)              MC SE  √(p(1 − p)/R)
-
-and counts of non-converged and failed fits (left out of the statistics above). The fitted
-models' parameters take their truth from ``truth``; a mean or within coefficient the true
-model does not have is 0, as is the SD of a random effect it does not have and a
-correlation it does not give of two effects it has.
-
-Running a study on Dask with a Parquet store that resumes is ``melsm.studies.run``;
-``load`` reads a study from TOML, ``builtin`` gives the packaged studies.
+``load`` reads a study from TOML, ``builtin`` gives the packaged studies; running one on
+Dask with a Parquet store that resumes is ``melsm.studies.run``, its statistics
+``melsm.studies.summary``. See docs/architecture.md, 'Studies'.
 """
 
 from __future__ import annotations
@@ -34,7 +20,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import time
 import tomllib
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -43,11 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from melsm.errors import MelsmInputError
 from melsm.pipeline import Model
-from melsm.results.ml import Z95
 from melsm.studies.simulate import _number, check_design, model_formulas, simulate
 
 STUDY_KEYS = ("name", "description", "seed", "replicates", "model", "truth", "design", "grid", "fits", "focus")
@@ -56,12 +39,6 @@ FIT_OPTIONS = ("quadrature", "max_iter")
 BUILTIN = {"ignore-scale": "ignore_scale.toml", "coverage": "coverage_model5.toml"}
 ALIASES = {"type1": "ignore-scale", "model5": "coverage"}
 #: Columns of the rows a replicate gives, with their types (every Parquet file the same schema).
-ROW_COLUMNS = {"design": "int64", "replicate": "int64", "model": "object", "parameter": "object",
-               "truth": "float64", "estimate": "float64", "se": "float64", "ci_low": "float64",
-               "ci_high": "float64", "converged": "bool", "boundary": "object", "loglik": "float64",
-               "seconds": "float64", "error": "object", "message": "object"}
-
-
 @dataclass(frozen=True)
 class DesignPoint:
     """One point of a study's grid: its index, a label and the design and truth there."""
@@ -164,14 +141,6 @@ class Study:
     def with_replicates(self, replicates: int) -> Study:
         return Study.from_dict({**self.to_dict(), "replicates": replicates})
 
-    def run(self, out: str | Path, scheduler: str | None = None, workers: int | None = None,
-            resume: bool = False, progress: Any = None):
-        """Run on Dask (``melsm.studies.run.run_study``); returns ``StudyResults``."""
-        from melsm.studies.run import run_study
-
-        return run_study(self, out, scheduler=scheduler, workers=workers, resume=resume, progress=progress)
-
-
 def _short(value: Any) -> str:
     if isinstance(value, list):
         return f"[{len(value)} values]"
@@ -258,174 +227,6 @@ def _fit_names(study: Study, fit_name: str, point: DesignPoint) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Model(data=data, **_formulas(study.fits[fit_name])).layout.reported_names()
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def failed_rows(study: Study, design_id: int, replicate: int, message: str, models=None) -> pd.DataFrame:
-    """One row per model (``parameter`` empty) recording a replicate or fit that failed."""
-    rows = [{"design": design_id, "replicate": replicate, "model": name, "parameter": "", "truth": np.nan,
-             "estimate": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan, "converged": False,
-             "boundary": "", "loglik": np.nan, "seconds": np.nan, "error": message, "message": ""}
-            for name in (models if models is not None else study.fits)]
-    return typed_rows(pd.DataFrame(rows, columns=list(ROW_COLUMNS)))
-
-
-def typed_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the row columns' types (``ROW_COLUMNS``; Parquet reads text back as
-    strings); a text column that rows stored by an earlier version lack is empty."""
-    missing = {c: "" for c, kind in ROW_COLUMNS.items() if c not in frame.columns and kind == "object"}
-    return frame.assign(**missing).astype(ROW_COLUMNS)
-
-
-def fit_model(data: pd.DataFrame, spec: dict):
-    """One competing model's ML fit (warnings are recorded in the rows, not shown)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = Model(data=data, **_formulas(spec))
-        return model.fit(quadrature=spec.get("quadrature"), max_iter=spec.get("max_iter"))
-
-
-def replicate_rows(study: Study, design_id: int, replicate: int) -> pd.DataFrame:
-    """Draw replicate ``replicate`` of design ``design_id`` and fit every competing model.
-
-    Never raises for a failed simulation or fit: those become rows with ``error`` set
-    (``failed_rows``), so one bad replicate cannot stop a study.
-    """
-    point = study.designs()[design_id]
-    seed = np.random.SeedSequence([study.seed, design_id, replicate])
-    try:
-        data = simulate(study.model, point.truth, point.design, seed=seed)
-    except Exception as err:  # noqa: BLE001  (recorded, not fatal)
-        return failed_rows(study, design_id, replicate, f"simulation failed: {_one_line(err)}")
-    frames = []
-    for name, spec in study.fits.items():
-        start = time.perf_counter()
-        try:
-            fit = fit_model(data, spec)
-        except Exception as err:  # noqa: BLE001
-            frames.append(failed_rows(study, design_id, replicate, f"fit failed: {_one_line(err)}", [name]))
-            continue
-        table = fit.params
-        frames.append(pd.DataFrame({
-            "design": design_id, "replicate": replicate, "model": name, "parameter": table.index.to_list(),
-            "truth": [implied_truth(n, point.truth) for n in table.index],
-            "estimate": table["estimate"].to_numpy(), "se": table["se"].to_numpy(),
-            "ci_low": table["ci_low"].to_numpy(), "ci_high": table["ci_high"].to_numpy(),
-            "converged": bool(fit.converged), "boundary": ",".join(fit.boundary), "loglik": float(fit.loglik),
-            "seconds": time.perf_counter() - start, "error": "", "message": "" if fit.converged else fit.message,
-        }))
-    return typed_rows(pd.concat(frames, ignore_index=True))
-
-
-def _rate(hits: pd.Series) -> tuple[float, float]:
-    """Share of True and its Monte Carlo SE √(p(1−p)/R)."""
-    n = len(hits)
-    if not n:
-        return np.nan, np.nan
-    p = float(hits.mean())
-    return p, float(np.sqrt(p * (1 - p) / n))
-
-
-def summarise(rows: pd.DataFrame, study: Study | None = None) -> pd.DataFrame:
-    """Per design, model and parameter: the statistics of the module docstring.
-
-    Columns: ``label`` (with a study), ``truth``, ``n`` (converged fits with an
-    estimate), ``mean``, ``bias``, ``bias_mcse``, ``emp_sd``, ``mean_se``, ``se_ratio``,
-    ``coverage``, ``coverage_mcse``, ``rejection``, ``rejection_mcse``, ``test`` ("type I"
-    where the truth is 0, "power" elsewhere, "" for SDs), ``non_converged``, ``failed``.
-    """
-    fits = rows.groupby(["design", "model", "replicate"], sort=False).agg(
-        failed=("error", lambda e: bool((e != "").any())), converged=("converged", "all"))
-    counts = fits.groupby(["design", "model"]).agg(
-        replicates=("failed", "size"), failed=("failed", "sum"),
-        non_converged=("converged", lambda c: int((~c).sum())))
-    counts["non_converged"] -= counts["failed"]  # a failed fit is counted as failed only
-    good = rows[(rows["error"] == "") & rows["converged"] & (rows["parameter"] != "")]
-    out = []
-    for (design, model, parameter), group in good.groupby(["design", "model", "parameter"], sort=False):
-        est = group["estimate"][np.isfinite(group["estimate"])]
-        truth = float(group["truth"].iloc[0])
-        with_se = group[np.isfinite(group["se"]) & np.isfinite(group["estimate"])]
-        n = len(est)
-        emp_sd = float(est.std(ddof=1)) if n > 1 else np.nan
-        mean_se = float(with_se["se"].mean()) if len(with_se) else np.nan
-        coverage = _rate((with_se["ci_low"] <= truth) & (truth <= with_se["ci_high"])) \
-            if np.isfinite(truth) else (np.nan, np.nan)
-        is_sd = parameter.startswith("sd:")
-        rejection = (np.nan, np.nan) if is_sd else _rate((with_se["estimate"] / with_se["se"]).abs() > Z95)
-        out.append({
-            "design": design, "model": model, "parameter": parameter, "truth": truth, "n": n,
-            "mean": float(est.mean()) if n else np.nan,
-            "bias": float(est.mean()) - truth if n else np.nan,
-            "bias_mcse": emp_sd / np.sqrt(n) if n > 1 else np.nan,
-            "emp_sd": emp_sd, "mean_se": mean_se,
-            "se_ratio": mean_se / emp_sd if emp_sd and np.isfinite(emp_sd) else np.nan,
-            "coverage": coverage[0], "coverage_mcse": coverage[1],
-            "rejection": rejection[0], "rejection_mcse": rejection[1],
-            "test": "" if is_sd or not np.isfinite(truth) else ("type I" if truth == 0 else "power"),
-            "non_converged": int(counts.loc[(design, model), "non_converged"]),
-            "failed": int(counts.loc[(design, model), "failed"]),
-        })
-    summary = pd.DataFrame(out)
-    if summary.empty:
-        return summary
-    if study is not None:
-        labels = {p.id: p.label for p in study.designs()}
-        summary.insert(1, "label", summary["design"].map(labels))
-    return summary
-
-
-def format_table(summary: pd.DataFrame, parameters: list[str] | None = None) -> str:
-    """The summary as aligned text: one line per design, model and parameter, rates in %
-    with their Monte Carlo SEs."""
-    if summary.empty:
-        return "(no converged fits)"
-    table = summary if parameters is None else summary[summary["parameter"].isin(parameters)]
-
-    def pct(value, se):
-        return "" if not np.isfinite(value) else f"{100 * value:5.1f} ± {100 * se:3.1f}"
-
-    text = pd.DataFrame({
-        "design": table.get("label", table["design"]), "model": table["model"], "parameter": table["parameter"],
-        "truth": table["truth"].map(lambda v: f"{v:.3g}"), "bias": table["bias"].map(lambda v: f"{v:+.4f}"),
-        "emp SD": table["emp_sd"].map(lambda v: f"{v:.4f}"), "mean SE": table["mean_se"].map(lambda v: f"{v:.4f}"),
-        "SE ratio": table["se_ratio"].map(lambda v: f"{v:.2f}"),
-        "coverage %": [pct(v, s) for v, s in zip(table["coverage"], table["coverage_mcse"], strict=True)],
-        "reject H0:0 %": [pct(v, s) for v, s in zip(table["rejection"], table["rejection_mcse"], strict=True)],
-        "test": table["test"], "n": table["n"], "non-conv": table["non_converged"], "failed": table["failed"],
-    })
-    return text.to_string(index=False)
-
-
-class StudyResults:
-    """The rows of a study (``rows``: one per replicate, model and parameter) and their
-    summary (``summary()``), table (``table()``) and figure (``figure()``)."""
-
-    def __init__(self, study: Study, rows: pd.DataFrame, seconds: float = float("nan")):
-        self.study = study
-        self.rows = rows
-        self.seconds = seconds  # wall time of the run that made these results (NaN: read back)
-
-    def summary(self) -> pd.DataFrame:
-        if not hasattr(self, "_summary"):
-            self._summary = summarise(self.rows, self.study)
-        return self._summary
-
-    def table(self, parameters: list[str] | None = None) -> str:
-        return format_table(self.summary(), parameters)
-
-    def figure(self):
-        """The focus parameter's rejection rate and SE ratio across designs (``focus`` set),
-        otherwise every parameter's coverage (``melsm.reporting.plots``)."""
-        from melsm.reporting.plots import coverage_figure, rejection_figure
-
-        if self.study.focus:
-            return rejection_figure(self.summary(), self.study.focus, title=self.study.name)
-        return coverage_figure(self.summary(), title=self.study.name)
 
 
 def load(path: str | Path) -> Study:
