@@ -1,8 +1,11 @@
-"""JAX set-up shared by the package: float64 and a persistent compilation cache.
+"""JAX set-up shared by the package: float64, an XLA flag, a persistent compilation cache.
 
-The cache lets a second process reuse the compiled likelihood of a model it has seen
-before (same shapes), which is most of the cold-start cost of a fit. Set
-``MELSM_CACHE_DIR`` to move it, or to an empty string to switch it off.
+These are the only things ``import melsm`` changes outside melsm, each documented with its
+reason in docs/architecture.md, 'What import melsm changes': float64 process-wide; the
+XLA flag only if the user's ``XLA_FLAGS`` does not mention it; the compilation cache only
+if the process has not set one. The cache lets a second process reuse the compiled
+likelihood of a model it has seen before (same shapes), which is most of the cold-start
+cost of a fit. Set ``MELSM_CACHE_DIR`` to move it, or to an empty string to switch it off.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
-
 def cache_folder(name: str) -> Path | None:
     """``MELSM_CACHE_DIR/name`` (default ``~/.cache/melsm/name``), created; None when the
     cache is switched off (``MELSM_CACHE_DIR=""``) or cannot be created."""
@@ -47,7 +49,8 @@ def cache_folder(name: str) -> Path | None:
     return path
 
 
-_cache = cache_folder("jax")
+# A cache directory the user's code already chose is kept (theirs wins).
+_cache = cache_folder("jax") if not jax.config.jax_compilation_cache_dir else None
 if _cache is not None:
     try:
         jax.config.update("jax_compilation_cache_dir", str(_cache))
