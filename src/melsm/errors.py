@@ -5,7 +5,10 @@ Every mistake a user can make with a formula or a data set is reported as a
 fault. Front ends print that line and exit; they never show a traceback for it.
 """
 
+import numbers
 import re
+
+import numpy as np
 
 _LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
 
@@ -35,3 +38,15 @@ class MelsmStudyWarning(UserWarning):
 
 class MelsmDataWarning(UserWarning):
     """Rows were dropped for missing values."""
+
+
+def count(value: object, name: str, minimum: int = 1, meaning: str = "") -> int:
+    """``value`` as an int when it is a whole number ≥ ``minimum`` (an integral float such as
+    ``5.0`` counts; booleans, NaN and infinities do not), else a ``MelsmInputError`` naming
+    ``name`` (``meaning``, if given, says what the number counts)."""
+    whole = (not isinstance(value, bool) and isinstance(value, numbers.Real) and np.isfinite(value)
+             and int(value) == value and value >= minimum)
+    if not whole:
+        kind = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+        raise MelsmInputError(f"{name} must be {kind}{f' ({meaning})' if meaning else ''}, not {value!r}")
+    return int(value)

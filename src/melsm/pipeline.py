@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
-import numpy as np
 import pandas as pd
 
 from melsm.engine.likelihood import ModelData, model_data
-from melsm.errors import MelsmDataWarning, MelsmInputError
+from melsm.errors import MelsmDataWarning, MelsmInputError, count
 from melsm.estimate.ml import fit_ml, warn_boundary
 from melsm.model.design import build_design
 from melsm.model.params import ParamLayout
@@ -131,17 +129,10 @@ class Model:
         in ``boundary`` with a ``MelsmBoundaryWarning``.
         """
         if quadrature is not None:
-            if (isinstance(quadrature, bool) or not isinstance(quadrature, numbers.Real)
-                    or not np.isfinite(quadrature) or int(quadrature) != quadrature or quadrature < 1):
-                raise MelsmInputError(f"quadrature must be a positive integer (points per random "
-                                      f"scale effect), not {quadrature!r}")
-            quadrature = int(quadrature)
+            quadrature = count(quadrature, "quadrature", meaning="points per random scale effect")
             _check_quadrature_size(quadrature, self.layout)
         if max_iter is not None:
-            if (isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Real)
-                    or not np.isfinite(max_iter) or int(max_iter) != max_iter or max_iter < 1):
-                raise MelsmInputError(f"max_iter must be a positive integer, not {max_iter!r}")
-            max_iter = int(max_iter)
+            max_iter = count(max_iter, "max_iter")
         units = self.units
         start = None if start is None else units.to_internal(start)
         opt, info = fit_ml(units.design, self.internal_data, self.layout, quadrature, start, max_iter)
@@ -164,8 +155,6 @@ class Model:
         from melsm.estimate.mcmc import sample
         from melsm.results.mcmc import MCMCResults
 
-        for name, value, low in (("chains", chains, 2), ("warmup", warmup, 10), ("draws", draws, 10)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise MelsmInputError(f"{name} must be an integer of at least {low}, not {value!r}")
+        chains, warmup, draws = count(chains, "chains", 2), count(warmup, "warmup", 10), count(draws, "draws", 10)
         positions, sample_layout, info = sample(self, chains, warmup, draws, seed, priors, progress, start)
         return MCMCResults(self, positions, sample_layout, info)

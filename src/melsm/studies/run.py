@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from melsm.errors import MelsmInputError, MelsmStudyWarning
+from melsm.errors import MelsmInputError, MelsmStudyWarning, count
 from melsm.studies.replicate import failed_rows, replicate_rows, typed_rows
 from melsm.studies.study import Study
 from melsm.studies.summary import StudyResults
@@ -234,8 +234,7 @@ def run_study(study: Study, out: str | Path, scheduler: str | None = None, worke
     study whose folder already holds replicates (otherwise that is an error). ``progress``:
     a line on stderr (default), False, or a callable ``(done, total)``.
     """
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise MelsmInputError(f"workers must be a positive integer, not {workers!r}")
+    workers = None if workers is None else count(workers, "workers")
     store = Store(out, study).open(resume)
     keys = [(d.id, r) for d in study.designs() for r in range(study.replicates)]
     done = store.done()
