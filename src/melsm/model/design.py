@@ -89,7 +89,7 @@ def _part_name(which: str) -> str:
     return _PART_NAMES.get(which) or f"between formula of {which.removeprefix('between ')}"
 
 
-def _label(value) -> str:
+def _as_written(value) -> str:
     """A data value or index label as the user wrote it (``101``, not ``np.int64(101)``)."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -184,15 +184,15 @@ def _check_numeric(data: pd.DataFrame, columns: list[str], response: str,
         if len(bad) == len(present):  # text throughout: a categorical covariate
             hint = ("the response must be numeric" if name == response else
                     f"write C({name}) to use it as a categorical covariate")
-            raise MelsmInputError(f"{what}{where} holds text (e.g. {_label(bad.iloc[0])}), not numbers; {hint}")
+            raise MelsmInputError(f"{what}{where} holds text (e.g. {_as_written(bad.iloc[0])}), not numbers; {hint}")
         if len(bad):  # numbers with some stray values: a data error
             raise MelsmInputError(
-                f"{what}{where} has non-numeric value {_label(bad.iloc[0])} in row {_label(bad.index[0])}"
+                f"{what}{where} has non-numeric value {_as_written(bad.iloc[0])} in row {_as_written(bad.index[0])}"
                 + (f" ({len(bad)} of {len(present)} values are not numbers)" if len(bad) > 1 else "")
             )
         raise MelsmInputError(
             f"{what}{where} holds numbers stored as {'text' if isinstance(present.iloc[0], str) else 'objects'}"
-            f" (e.g. {_label(present.iloc[0])}); convert it with pd.to_numeric"
+            f" (e.g. {_as_written(present.iloc[0])}); convert it with pd.to_numeric"
             + ("" if name == response else f", or write C({name}) for a categorical covariate")
         )
     for name in columns:
@@ -201,7 +201,7 @@ def _check_numeric(data: pd.DataFrame, columns: list[str], response: str,
             infinite = np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
             if infinite.any():
                 row = data.index[int(np.argmax(infinite))]
-                raise MelsmInputError(f"column {quote(name)} has an infinite value in row {_label(row)}")
+                raise MelsmInputError(f"column {quote(name)} has an infinite value in row {_as_written(row)}")
 
 
 def _matrix(formula: str, data: pd.DataFrame, which: str) -> tuple[np.ndarray, list[str]]:
@@ -287,7 +287,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         if len(labels) < 2:
             after = f" after dropping {n_dropped} rows with missing values" if n_dropped else ""
             raise MelsmInputError(
-                f"grouping column {quote(spec.group)} has only one group ({_label(labels[0])}){after}; "
+                f"grouping column {quote(spec.group)} has only one group ({_as_written(labels[0])}){after}; "
                 "need at least two"
             )
     else:
@@ -393,7 +393,7 @@ def _between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names):
             values = G_rows[codes == bad, k]
             where = "" if effect == LOCATION_INTERCEPT else f" (function of {effect})"
             raise MelsmInputError(
-                f"between covariate {quote(covariates[k])}{where} varies within group {_label(labels[bad])} of "
+                f"between covariate {quote(covariates[k])}{where} varies within group {_as_written(labels[bad])} of "
                 f"{quote(spec.group)} (from {values.min():g} to {values.max():g}); "
                 "level-2 covariates must be constant within each group"
             )
