@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -26,7 +27,8 @@ import melsm
 from melsm import cli
 from melsm.model.grammar import CONTRASTS, FUNCTIONS, parse_terms
 
-SENTINEL = Path("/tmp") / "melsm-formula-safety-sentinel"
+# One per process: another test run on the machine creates its own on purpose.
+SENTINEL = Path("/tmp") / f"melsm-formula-safety-sentinel-{os.getpid()}"
 PAYLOADS = [
     f"np.testing._private.utils.os.system('touch {SENTINEL}')",
     f"__import__('os').system('touch {SENTINEL}')",
