@@ -190,7 +190,7 @@ def test_mcmc_progress_reaches_the_job(app):
 
 
 def test_fits_queued_and_running_count_towards_the_session_limit():
-    from melsm.app.server import MAX_FITS
+    from melsm.app.limits import MAX_FITS
 
     with running_app(job_timeout=600) as server:
         client = AppClient(_port(server))

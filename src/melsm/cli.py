@@ -210,10 +210,8 @@ def _mcmc_options(parser, chains: int = 16, warmup: int = 1000, draws: int = 100
     parser.add_argument("--seed", type=int, default=0, help="MCMC random seed")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="melsm", description="Mixed-effects location scale models.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _fit_arguments(sub) -> None:
+    """The ``melsm fit`` subcommand and its arguments."""
     fit = sub.add_parser("fit", help="fit a model by maximum likelihood and print its table")
     fit.add_argument("data", help="CSV file, or a built-in data set: tutorial, reisby")
     fit.add_argument("--mean", required=True, help='e.g. "y ~ x + (1 + x | group)"')
@@ -237,6 +235,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--json", action="store_true", help="print one JSON object")
     fit.set_defaults(run=_fit)
 
+
+def _demo_arguments(sub) -> None:
+    """The ``melsm demo`` subcommand and its arguments."""
     demo = sub.add_parser("demo", help="fit the London schools Models 1-6 (ML and MCMC) and the Riesby "
                           "model, and write the HTML report")
     demo.add_argument("--out", default="melsm-demo.html", help="report file (default melsm-demo.html)")
@@ -246,6 +247,9 @@ def _parser() -> argparse.ArgumentParser:
     _mcmc_options(demo, **DEMO_MCMC)
     demo.set_defaults(run=_demo)
 
+
+def _report_arguments(sub) -> None:
+    """The ``melsm report`` subcommand and its arguments."""
     rep = sub.add_parser("report", help="fit several models of one data set and write an HTML report")
     rep.add_argument("data", help="CSV file, or a built-in data set: tutorial, reisby")
     rep.add_argument("--model", action="append", required=True,
@@ -261,6 +265,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--title", default="melsm report")
     rep.set_defaults(run=_report)
 
+
+def _app_arguments(sub) -> None:
+    """The ``melsm app`` subcommand and its arguments."""
     app = sub.add_parser("app", help="start the browser app (local web server) and print its address")
     app.add_argument("--port", type=int, default=8050, help="port (default 8050; 0: any free port)")
     app.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
@@ -270,6 +277,9 @@ def _parser() -> argparse.ArgumentParser:
     app.add_argument("--open", action="store_true", help="open the page in a web browser")
     app.set_defaults(run=_app)
 
+
+def _simulate_arguments(sub) -> None:
+    """The ``melsm simulate`` subcommand and its arguments."""
     sim = sub.add_parser("simulate", help="run a simulation study (a TOML file or a built-in one) on Dask, "
                          "print its table and write its figure")
     sim.add_argument("study", nargs="?", default=None, help="study file (TOML; format in the README)")
@@ -286,11 +296,26 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--quiet", action="store_true", help="no progress line")
     sim.set_defaults(run=_simulate)
 
+
+def _riesby_arguments(sub) -> None:
+    """The ``melsm riesby`` subcommand and its arguments."""
     riesby = sub.add_parser("riesby", help="fit the Riesby location-scale model on the "
                             "built-in data (MIXREGLS' example) and print its table")
     riesby.add_argument("--json", action="store_true")
     riesby.set_defaults(run=lambda a: _fit(argparse.Namespace(
         quadrature=None, max_iter=None, json=a.json, **RIESBY)))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="melsm", description="Mixed-effects location scale models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _fit_arguments(sub)
+    _demo_arguments(sub)
+    _report_arguments(sub)
+    _app_arguments(sub)
+    _simulate_arguments(sub)
+    _riesby_arguments(sub)
     return parser
 
 

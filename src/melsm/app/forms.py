@@ -123,37 +123,34 @@ def _integer(form: dict, field: str, errors: dict) -> int | None:
     return number
 
 
-def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
-    """Check every field of ``form`` against ``data``; return the fit request
-    ``{"name", "formulas", "association", "method", "options"}``."""
-    if not isinstance(form, dict):
-        raise FormError({"form": "the request is not a form"})
-    errors: dict[str, str] = {}
-    columns = {c["name"]: c for c in column_info(data)}
-    texts = {field: _text(form, field, errors) for field in ("response", "group", "name", "association", "method")}
-    flags = {field: _flag(form, field, errors) for field in ("mean_random_intercept", "within_random_intercept")}
+def _known(columns: dict, errors: dict, field: str, column: str) -> bool:
+    """Whether ``column`` is in the data and usable in a formula; an error for ``field`` if not."""
+    if column not in columns:
+        errors[field] = f"no column '{column}' in the data"
+        return False
+    if not columns[column]["usable"]:
+        errors[field] = f"column '{column}' has a name a formula cannot use; rename it"
+        return False
+    return True
 
-    def known(field: str, column: str) -> bool:
-        if column not in columns:
-            errors[field] = f"no column '{column}' in the data"
-            return False
-        if not columns[column]["usable"]:
-            errors[field] = f"column '{column}' has a name a formula cannot use; rename it"
-            return False
-        return True
 
-    response, group = texts["response"], texts["group"]
+def _check_response_and_group(response: str, group: str, columns: dict, errors: dict) -> None:
     if not response:
         errors.setdefault("response", "choose the response")
-    elif known("response", response) and columns[response]["type"] != "numeric":
+    elif _known(columns, errors, "response", response) and columns[response]["type"] != "numeric":
         errors["response"] = f"the response '{response}' must be numeric"
     if not group:
         errors.setdefault("group", "choose the level-2 identifier (the group)")
-    elif known("group", group):
+    elif _known(columns, errors, "group", group):
         if group == response:
             errors["group"] = "the group cannot be the response"
         elif columns[group]["distinct"] < 2:
             errors["group"] = f"'{group}' has only one value: there is nothing to group"
+
+
+def _column_lists(form: dict, columns: dict, response: str, group: str, errors: dict) -> dict[str, list[str]]:
+    """The column lists of the form, each checked; a field at fault gets one error (its
+    first bad column) and, when it is not a list of names, is taken as empty."""
     lists = {}
     for field in ("mean_fixed", "mean_random", "within_fixed", "within_random", "between", "between_within"):
         try:
@@ -162,7 +159,7 @@ def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
             errors.update(err.errors)
             lists[field] = []
         for column in lists[field]:
-            if not known(field, column):
+            if not _known(columns, errors, field, column):
                 break
             if column in (response, group):
                 errors[field] = f"'{column}' is the {'response' if column == response else 'group'}"
@@ -170,6 +167,13 @@ def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
             if field.endswith("_random") and columns[column]["type"] != "numeric":
                 errors[field] = f"'{column}' is text: a random slope needs a numeric column"
                 break
+    return lists
+
+
+def _check_level_two(lists: dict, flags: dict, data: pd.DataFrame, group: str, columns: dict,
+                     errors: dict) -> None:
+    """Between-group covariates are constant within groups, and each variance function
+    has the random intercept whose variance it models."""
     for field in ("between", "between_within"):
         if field not in errors and lists[field] and group in columns and "group" not in errors:
             varying = [c for c in lists[field] if (data.groupby(group)[c].nunique(dropna=False) > 1).any()]
@@ -180,25 +184,52 @@ def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
         errors["between_within"] = "a level-2 function of the scale variance needs the random scale intercept"
     if lists["between"] and not flags["mean_random_intercept"] and "between" not in errors:
         errors["between"] = "a level-2 function of the location variance needs the random location intercept"
-    association = texts["association"] or "correlated"
-    if association not in ASSOCIATIONS and "association" not in errors:
-        errors["association"] = f"association must be one of {', '.join(ASSOCIATIONS)}"
-    if not (flags["mean_random_intercept"] or lists["mean_random"]) and not errors.get("mean_random") \
-            and "mean_random_intercept" not in errors:
-        errors["mean_random"] = "the mean function needs a random effect (tick the random intercept)"
-    name = texts["name"].strip()
+
+
+def _name(text: str, taken_names: set[str], errors: dict) -> str:
+    name = text.strip()
     if not name:
         errors.setdefault("name", "give the model a name")
     elif len(name) > NAME_LENGTH:
         errors["name"] = f"the name is longer than {NAME_LENGTH} characters"
     elif name in taken_names:
         errors["name"] = f"a fitted model is already called '{name}'"
-    method = texts["method"] or "ml"
+    return name
+
+
+def _method(form: dict, text: str, errors: dict) -> tuple[str, dict]:
+    """The method ("ml" by default) and its options (MCMC's chains, warm-up, draws, seed)."""
+    method = text or "ml"
     options = {}
     if method == "mcmc":
         options = {field: _integer(form, field, errors) for field in MCMC_LIMITS}
     elif method != "ml" and "method" not in errors:
         errors["method"] = "method must be ML or MCMC"
+    return method, options
+
+
+def build(form: dict, data: pd.DataFrame, taken_names: set[str]) -> dict:
+    """Check every field of ``form`` against ``data``; return the fit request
+    ``{"name", "formulas", "association", "method", "options"}``."""
+    if not isinstance(form, dict):
+        raise FormError({"form": "the request is not a form"})
+    errors: dict[str, str] = {}
+    columns = {c["name"]: c for c in column_info(data)}
+    texts = {field: _text(form, field, errors) for field in ("response", "group", "name", "association", "method")}
+    flags = {field: _flag(form, field, errors) for field in ("mean_random_intercept", "within_random_intercept")}
+    response, group = texts["response"], texts["group"]
+    # The errors keep the order of these checks (a one-line message lists them in it).
+    _check_response_and_group(response, group, columns, errors)
+    lists = _column_lists(form, columns, response, group, errors)
+    _check_level_two(lists, flags, data, group, columns, errors)
+    association = texts["association"] or "correlated"
+    if association not in ASSOCIATIONS and "association" not in errors:
+        errors["association"] = f"association must be one of {', '.join(ASSOCIATIONS)}"
+    if not (flags["mean_random_intercept"] or lists["mean_random"]) and not errors.get("mean_random") \
+            and "mean_random_intercept" not in errors:
+        errors["mean_random"] = "the mean function needs a random effect (tick the random intercept)"
+    name = _name(texts["name"], taken_names, errors)
+    method, options = _method(form, texts["method"], errors)
     if errors:
         raise FormError(errors)
     return {"name": name, "formulas": formulas({**form, **lists, **flags}, data), "association": association,

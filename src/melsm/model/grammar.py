@@ -7,10 +7,10 @@ every formula with a grammar of its own and accepts only
 - column names (``x``, or ``` `any text` ``` in backticks; never called, never an attribute);
 - numbers, and the formula operators ``+ - * / : ** ^`` with parentheses; at the formula
   level a number is ``0`` or ``1`` (the intercept) and a power a small whole number;
-- the functions of ``FUNCTIONS`` (below): ``C(column)`` (or ``C(column, coding)`` with a
-  coding of ``CONTRASTS``, ``C(sg, contr.treatment('mixed'))``), ``I(arithmetic)``, ``log``,
-  ``log2``, ``log10``, ``exp``, ``sqrt``, ``abs`` (also as ``np.log`` ...), ``center``,
-  ``scale``/``standardize``, ``poly(expression, degree)``;
+- the functions of ``FUNCTIONS`` (listed in ``melsm.model.vocabulary``): ``C(column)`` (or
+  ``C(column, coding)`` with a coding of ``CONTRASTS``, ``C(sg, contr.treatment('mixed'))``),
+  ``I(arithmetic)``, ``log``, ``log2``, ``log10``, ``exp``, ``sqrt``, ``abs`` (also as
+  ``np.log`` ...), ``center``, ``scale``/``standardize``, ``poly(expression, degree)``;
 - inside ``I(...)`` and the functions: ``+ - * / **``, comparisons (``x > 0``), numbers,
   columns, and quoted text only as one side of ``==`` or ``!=`` (``I(sex == 'f')``).
 
@@ -21,56 +21,27 @@ the term, before any evaluation. The formula handed on is rebuilt from the parse
 only the functions above in scope (``melsm.model.matrices``), no module. Arithmetic is
 computed in floats (``melsm.model.design`` casts the columns), and a power of two numbers
 (``I(10 ** 10 ** 10)``, which Python would compute exactly) is refused.
+
+See docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import keyword
-import re
 from dataclasses import dataclass, field
 
 from melsm.errors import MelsmInputError
 
-#: The numeric functions of arithmetic (numpy's, element by element).
-MATH = ("log", "log2", "log10", "exp", "sqrt", "abs")
-#: Stateful transforms (their state is learnt from the fitted data).
-STATEFUL = ("center", "scale", "standardize")
-#: Every function a formula may call.
-FUNCTIONS = ("C", "I", *MATH, *STATEFUL, "poly")
-#: ``np.log`` etc. are accepted as spellings of ``log`` etc.
-#: Codings of a categorical covariate, ``C(column, contr.sum)``.
-CONTRASTS = ("contr.treatment", "contr.sum", "contr.helmert", "contr.poly", "contr.diff")
-ALIASES = {f"{prefix}.{name}": name for prefix in ("np", "numpy") for name in MATH}
+# The lists of functions and codings are also imported from here, where formulas are checked.
+from melsm.model.vocabulary import ALIASES, CONTRASTS, FUNCTIONS, MATH, STATEFUL, Token, column_text, quote, tokens
+
+#: Limits on a formula part: characters, nesting, model terms, a power of terms, poly's degree.
 MAX_LENGTH = 10_000
 MAX_DEPTH = 40
 MAX_TERMS = 500
 MAX_POWER = 5
 MAX_POLY_DEGREE = 10
 
-_TOKEN = re.compile(r"""
-    (?P<space>\s+)
-  | (?P<backtick>`[^`\n\r]*`)
-  | (?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<string>'[^'\\\n\r]*'|"[^"\\\n\r]*")
-  | (?P<name>[^\W\d]\w*(?:\.[^\W\d]\w*)*)
-  | (?P<op>\*\*|==|!=|<=|>=|[-+*/:^(),<>])
-""", re.VERBOSE)
 _COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
-_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def quote(text: str, limit: int = 60) -> str:
-    """``text`` in quotes for a message, cut to ``limit`` characters (a message stays short
-    whatever a user or a file sends)."""
-    text = " ".join(str(text).split())
-    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
-
-
-@dataclass(frozen=True)
-class Token:
-    kind: str  # "name", "backtick", "number", "string", "op", "end"
-    text: str
-    pos: int
 
 
 @dataclass
@@ -90,34 +61,6 @@ class Terms:
     terms: tuple = ()
 
 
-def _tokens(text: str, where: str) -> list[Token]:
-    out, pos = [], 0
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if match is None:
-            char = text[pos]
-            hint = {"{": "braces are not allowed", "[": "subscripts are not allowed",
-                    ".": "attribute access is not allowed",
-                    "|": "a random term must be written (terms | group)", "`": "a backtick is not closed",
-                    "=": "keyword arguments are not allowed", "%": "'%' operators are not supported"}
-            raise MelsmInputError(f"{where}: {quote(text[max(0, pos - 20): pos + 20])} has a character "
-                                  f"{char!r} a formula cannot use" + (f" ({hint[char]})" if char in hint else ""))
-        if match.lastgroup != "space":
-            out.append(Token(match.lastgroup, match.group(), pos))
-        pos = match.end()
-    out.append(Token("end", "", pos))
-    return out
-
-
-def _column_text(name: str) -> str:
-    """How a column is written in the rebuilt formula: bare when it is a plain identifier
-    that cannot be read as anything else, in backticks otherwise."""
-    if (_PLAIN_NAME.fullmatch(name) and not keyword.iskeyword(name) and name not in FUNCTIONS
-            and not name.startswith("__")):
-        return name
-    return f"`{name}`"
-
-
 class _Parser:
     """Recursive descent over the tokens of one formula part. Formula level (Wilkinson
     operators) and arithmetic level (inside function calls) have their own methods; each
@@ -125,7 +68,7 @@ class _Parser:
 
     def __init__(self, text: str, where: str):
         self.where, self.source = where, text
-        self.tokens = _tokens(text, where)
+        self.tokens = tokens(text, where)
         self.i = 0
         self.depth = 0
         self.variables: set[str] = set()
@@ -181,7 +124,7 @@ class _Parser:
         self.variables.add(name)
         if numeric:
             self.numeric.add(name)
-        return _column_text(name)
+        return column_text(name)
 
     def call_name(self, token: Token) -> str:
         """The function a call token names, or a one-line refusal."""
@@ -334,7 +277,7 @@ class _Parser:
         if self.tok.kind == "string":
             if op not in ("==", "!="):
                 self.fail("quoted text can only be compared with == or !=")
-            if left in {_column_text(name) for name in self.numeric - numeric_before}:
+            if left in {column_text(name) for name in self.numeric - numeric_before}:
                 self.numeric = numeric_before  # a text column compared with text: need not be numeric
             return f"{left} {op} {self.take().text[1:-1]!r}"
         return f"{left} {op} {self.additive()[0]}"
@@ -342,7 +285,7 @@ class _Parser:
     def text_operand(self, numeric_before: set) -> str:
         """The other side of ``'text' == ...``; a column alone there may hold text."""
         text = self.additive()[0]
-        if text in {_column_text(name) for name in self.numeric - numeric_before}:
+        if text in {column_text(name) for name in self.numeric - numeric_before}:
             self.numeric = numeric_before
         return text
 
@@ -432,9 +375,9 @@ def parse_terms(text: str, where: str) -> Terms:
 
 def column_name(text: str, what: str) -> str:
     """A single column name (the response, a grouping factor): bare or in backticks."""
-    tokens = _tokens(text, what) if len(text) <= MAX_LENGTH else []
-    if len(tokens) != 2 or tokens[0].kind not in ("name", "backtick"):
+    words = tokens(text, what) if len(text) <= MAX_LENGTH else []
+    if len(words) != 2 or words[0].kind not in ("name", "backtick"):
         raise MelsmInputError(f"the {what} {quote(text)} must be a column name; "
                               "transform the column in the data instead")
-    name = tokens[0].text
-    return name[1:-1] if tokens[0].kind == "backtick" else name
+    name = words[0].text
+    return name[1:-1] if words[0].kind == "backtick" else name
