@@ -124,8 +124,12 @@ def test_group_and_population_quantities_come_from_one_code_path(fits):
     assert fit.group_coefficient("mean").shape == (3, N_SCHOOLS)
     average = fit.population_quantities().loc["mean", "estimate"]
     assert (ml["mean differs"] == ((ml["mean low"] > average) | (ml["mean high"] < average))).all()
-    # MCMC: the draws
-    assert fits["mcmc"].group_coefficient("mean").shape == (600, N_SCHOOLS)
+    # MCMC: the draws, each parameter draw with the random effects of the same draw
+    mcmc_fit = fits["mcmc"]
+    effects = np.asarray(mcmc_fit.idata.posterior["random_effects"].sel(effect="within:Intercept"))
+    expected = mcmc_fit.draws("within:Intercept")[:, None] + effects.reshape(-1, N_SCHOOLS)
+    np.testing.assert_array_equal(mcmc_fit.group_coefficient("within"), expected)
+    assert mcmc_fit.group_coefficient("mean").shape == (600, N_SCHOOLS)
     ml_pop, mcmc_pop = fits["ml"].population_quantities(), fits["mcmc"].population_quantities()
     assert list(ml_pop.columns) == list(mcmc_pop.columns) == ["estimate", "se", "low", "high"]
     assert np.all(np.abs(ml_pop.estimate - mcmc_pop.estimate) < ml_pop.se)

@@ -243,8 +243,11 @@ class MCMCResults(Results):
         return {name: self.draws(name) for name in self.names}
 
     def group_coefficient(self, part: str, term: str = "Intercept") -> np.ndarray:
-        """(S, J): the draws of ``<part>:<term>`` plus group j's random effect of that term."""
-        b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
+        """(S, J): the draws of ``<part>:<term>`` plus group j's random effect of that term
+        in the same draw (chains pooled in the order of ``draws``)."""
+        # b_draws is (draw, chain, ...) while draws() pools chain by chain: pair them alike,
+        # or β0 of one draw meets u0j of another and the intervals lose their correlation
+        b = np.swapaxes(self.b_draws, 0, 1).reshape(-1, *self.b_draws.shape[2:])
         index = next((k for p, t, k in self.model.layout.random_effects() if (p, t) == (part, term)), None)
         effect = b[:, :, index] if index is not None else np.zeros(b.shape[:2])
         return self.draws(f"{part}:{term}")[:, None] + effect
