@@ -199,6 +199,11 @@ class Results:
         """Each group's random effects ``<part>:<term>`` and their SDs ``<part>:<term> sd``."""
         raise NotImplementedError
 
+    def typical_groups(self, max_patterns: int = 6) -> pd.DataFrame:
+        """SDs and correlations of the random effects implied by the level-2 functions for
+        typical groups (``melsm.results.groups.level2_patterns``)."""
+        raise NotImplementedError
+
     def group_quantities(self) -> pd.DataFrame:
         """Each group's mean, level-1 variance and ICC with 95% intervals (``<quantity>
         low/high``) and ``<quantity> differs`` (the interval of its difference from the
@@ -213,3 +218,12 @@ class Results:
     def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
         """Each group's predicted line against ``covariate`` (``melsm.results.groups.group_lines``)."""
         return groups.group_lines(self, covariate, function)
+
+    # ---- output -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The fit as JSON-ready values (``method`` in lower case, ``params``, ...)."""
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """A plain-text summary in runmixregls' blocks (``melsm.results.summary``)."""
+        raise NotImplementedError
