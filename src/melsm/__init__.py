@@ -23,6 +23,7 @@ from melsm.pipeline import Model
 from melsm.reporting import plots  # melsm.plots: the figures, for users
 from melsm.reporting.compare import Comparison, compare
 from melsm.reporting.report import report
+from melsm.results.base import Results
 from melsm.results.ml import LRTest, MLResults
 from melsm.studies.run import read_results as read_study
 from melsm.studies.run import run_study
@@ -34,7 +35,7 @@ from melsm.studies.summary import StudyResults
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "MLResults", "LRTest", "datasets", "compare", "Comparison", "report", "MelsmInputError",
+__all__ = ["Model", "Results", "MLResults", "LRTest", "datasets", "compare", "Comparison", "report", "MelsmInputError",
            "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "MelsmStudyWarning", "lrtest",
            "release_compiled", "simulate", "Study", "StudyResults", "load_study", "builtin_study", "run_study",
            "read_study", "Priors", "plots"]

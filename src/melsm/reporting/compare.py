@@ -8,8 +8,12 @@
   column per fit. Random-effect variances are shown as variances, σ² (SE by the delta
   method, 2σ·SE(σ); MCMC: mean and SD of the σ² draws) unless ``scale="sd"``.
 - ``criteria``: the fits ranked by AIC (ML) or DIC (MCMC), computed on first use.
-- ``lrtests``: LR tests between consecutive nested ML fits (``MLResults.lrtest``).
+- ``lrtests``: LR tests between consecutive nested ML fits (``fit.lrtest``, fits with a likelihood).
 - ``to_markdown()``, ``to_html()``, ``to_latex()`` and ``str()`` render the table.
+
+Fits are read only through the results contract (``melsm.results.base``: ``table``,
+``fit_statistics``, ``information_criteria``, ``has_likelihood``, ``wording``), so ML and
+MCMC fits go through the same code. See docs/architecture.md, 'Results'.
 """
 
 from __future__ import annotations
@@ -49,21 +53,8 @@ def _row_key(name: str) -> tuple[str, str, str]:
 
 def _values(fit, scale: str) -> dict[str, tuple[float, float]]:
     """name → (estimate, SE or posterior SD), SDs turned into variances if asked."""
-    ml = hasattr(fit, "loglik")
-    out = {}
-    for name in fit.names:
-        if ml:
-            est, se = fit.params.loc[name, "estimate"], fit.params.loc[name, "se"]
-        else:
-            est, se = fit.params.loc[name, "mean"], fit.params.loc[name, "sd"]
-        if name.startswith("sd:") and scale == "variance":
-            if ml:
-                est, se = est ** 2, 2 * est * se
-            else:
-                draws = fit.draws(name) ** 2
-                est, se = draws.mean(), draws.std(ddof=1)
-        out[name] = (float(est), float(se))
-    return out
+    table = fit.table(scale)
+    return {name: (float(table.at[name, "estimate"]), float(table.at[name, "std_error"])) for name in fit.names}
 
 
 def _label(kind: str, label: str, scale: str) -> str:
@@ -82,15 +73,15 @@ class Comparison:
 
     def __init__(self, fits, names: list[str], by: str | None, scale: str):
         self.fits, self.names, self._by, self.scale = list(fits), list(names), by, scale
-        self.method = "ml" if hasattr(self.fits[0], "loglik") else "mcmc"
-        self.second = "SE" if self.method == "ml" else "SD"
+        self.method = self.fits[0].method
+        self.second = self.fits[0].wording.error
         self.lrtests = self._lrtests()
         self.table = self._table()
 
     # ---- contents ----------------------------------------------------------------------
     def _lrtests(self) -> pd.DataFrame:
         rows = []
-        if self.method == "ml":
+        if self.fits[0].has_likelihood:
             for k in range(1, len(self.fits)):
                 small, big = self.fits[k - 1], self.fits[k]
                 if _nested(small, big):
@@ -101,15 +92,12 @@ class Comparison:
         return pd.DataFrame(rows, columns=["restricted", "full", "statistic", "df", "distribution", "p", "note"])
 
     def _criteria_rows(self, fit, name) -> dict[str, tuple[float, float]]:
-        if self.method == "ml":
-            rows = {"Log-likelihood": (fit.loglik, np.nan), "Parameters": (fit.n_params, np.nan),
-                    "AIC": (fit.aic, np.nan), "BIC": (fit.bic, np.nan)}
-            tests = self.lrtests[self.lrtests["full"] == name]
-            if len(tests):
-                test = tests.iloc[0]
-                rows["LR test vs previous (statistic, p)"] = (test.statistic, test.p)
-            return rows
-        return {"DIC": (fit.dic["DIC"], np.nan), "pD": (fit.dic["p_D"], np.nan)}
+        rows = {label: (value, np.nan) for label, value in fit.fit_statistics().items()}
+        tests = self.lrtests[self.lrtests["full"] == name]  # none without a likelihood
+        if len(tests):
+            test = tests.iloc[0]
+            rows["LR test vs previous (statistic, p)"] = (test.statistic, test.p)
+        return rows
 
     def _table(self) -> pd.DataFrame:
         order: dict[tuple[str, str, str], int] = {}
@@ -140,19 +128,10 @@ class Comparison:
         AIC). MCMC: conditional DIC as Stat-JR reports it (D̄, p_D), marginal DIC (u and v
         integrated out), WAIC and PSIS-LOO by group on the deviance scale (ranked by DIC).
         ``delta`` is the difference from the best."""
-        rows = []
-        for name, fit in zip(self.names, self.fits, strict=True):
-            if self.method == "ml":
-                rows.append({"model": name, "loglik": fit.loglik, "n_params": fit.n_params, "AIC": fit.aic,
-                             "BIC": fit.bic, "converged": fit.converged})
-            else:
-                marginal, waic, loo = fit.marginal_dic(), fit.waic(), fit.loo()
-                rows.append({"model": name, "DIC": fit.dic["DIC"], "D_bar": fit.dic["D_bar"], "p_D": fit.dic["p_D"],
-                             "marginal_DIC": marginal["DIC"], "marginal_p_D": marginal["p_D"],
-                             "WAIC": -2 * float(waic.elpd_waic), "LOO": -2 * float(loo.elpd_loo),
-                             "converged": fit.converged})
+        rows = [{"model": name, **fit.information_criteria(), "converged": fit.converged}
+                for name, fit in zip(self.names, self.fits, strict=True)]
         table = pd.DataFrame(rows).set_index("model")
-        by = self._by or ("AIC" if self.method == "ml" else "DIC")
+        by = self._by or self.fits[0].criteria_names[0]
         table = table.sort_values(by)
         table.insert(0, "delta", table[by] - table[by].iloc[0])
         return table
@@ -181,11 +160,11 @@ class Comparison:
         return rows
 
     def _footnote(self) -> str:
-        what = "estimate and standard error" if self.method == "ml" else "posterior mean and standard deviation"
+        wording = self.fits[0].wording
         scale = "variances" if self.scale == "variance" else "standard deviations"
-        notes = [f"Est./{self.second}: {what}. Random effects as {scale}."]
-        if self.method == "mcmc":
-            notes.append("DIC conditional on the random effects (as Stat-JR and MLwiN report it).")
+        notes = [f"Est./{self.second}: {wording.estimate_and_error}. Random effects as {scale}."]
+        if wording.criteria_note:
+            notes.append(wording.criteria_note)
         for test in self.lrtests.itertuples():
             notes.append(f"LR test {test.full} vs {test.restricted}: {test.distribution} = {test.statistic:.2f}"
                          + (f" ({test.note})" if test.note else "") + ".")
@@ -273,7 +252,7 @@ def compare(*fits, names: list[str] | None = None, by: str | None = None, scale:
         raise MelsmInputError(f"{len(names)} names for {len(fits)} fits")
     if len(set(names)) != len(names):
         raise MelsmInputError(f"names must differ: {names}")
-    methods = {type(f).__name__ for f in fits}
+    methods = {f.method for f in fits}
     if len(methods) > 1:
         raise MelsmInputError("compare fits of one kind: all maximum likelihood or all MCMC")
     n_obs = {f.model.design.n_obs for f in fits}
@@ -281,7 +260,7 @@ def compare(*fits, names: list[str] | None = None, by: str | None = None, scale:
         raise MelsmInputError(f"the fits use different numbers of observations ({sorted(n_obs)})")
     if scale not in ("variance", "sd"):
         raise MelsmInputError(f"scale must be 'variance' or 'sd', not {scale!r}")
-    choices = ("AIC", "BIC") if hasattr(fits[0], "loglik") else ("DIC", "marginal_DIC", "WAIC", "LOO")
+    choices = fits[0].criteria_names
     if by is not None and by not in choices:
         raise MelsmInputError(f"cannot rank by '{by}'; criteria (smaller is better): {', '.join(choices)}")
     return Comparison(fits, names, by, scale)

@@ -1,9 +1,11 @@
-"""Figures of the seed analysis (matplotlib), from ML or MCMC results.
+"""Figures of group and population quantities (matplotlib), from any fit.
 
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so nothing
 depends on a display or a global state: save it with ``fig.savefig("f.png")`` or show it
-in a notebook. ML figures show empirical-Bayes 95% intervals, MCMC figures 95% posterior
-intervals (``melsm.results.groups`` has the formulas).
+in a notebook. Figures ask the fit only through the results contract
+(``melsm.results.base``): ML figures show empirical-Bayes 95% intervals, MCMC figures 95%
+posterior intervals (``melsm.results.groups`` has the formulas). ``FitPlots`` is registered
+as ``fit.plot`` (``melsm.results.base.register_accessor``). See docs/architecture.md, 'Results'.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from melsm.errors import MelsmInputError
+from melsm.results.base import register_accessor
 from melsm.results.groups import AVERAGE_OF, group_lines, observed_groups, percent_change
 
 HIGHLIGHT = "#c0392b"
@@ -27,9 +30,8 @@ LINE_POINTS = 40
 
 
 def _method(fit, intervals: bool = True) -> str:
-    if hasattr(fit, "loglik"):
-        return "ML, empirical-Bayes 95% intervals" if intervals else "ML, empirical-Bayes predictions"
-    return "MCMC, 95% posterior intervals" if intervals else "MCMC, posterior means"
+    """"ML, empirical-Bayes 95% intervals" and the like (``Results.wording``)."""
+    return f"{fit.method}, {fit.wording.group_intervals if intervals else fit.wording.group_points}"
 
 
 def _group_word(fit, plural: bool = True) -> str:
@@ -60,9 +62,7 @@ def caterpillar(fit, quantity: str = "mean", name: str | None = None) -> Figure:
     ax.scatter(rank, groups[quantity], c=colours, s=12, zorder=3)
     where = " (between covariates 0)" if fit.model.layout.g_names and quantity != "mean" else ""
     ax.axhline(average, color=AVERAGE, linewidth=1, linestyle="--", label=f"population average{where} {average:.3g}")
-    rule = ("interval excludes the average" if hasattr(fit, "loglik")
-            else "95% interval of the difference from the average excludes 0")
-    ax.scatter([], [], c=HIGHLIGHT, s=12, label=f"differs: {rule}")
+    ax.scatter([], [], c=HIGHLIGHT, s=12, label=f"differs: {fit.wording.differs}")
     response = fit.model.design.response
     label = {"mean": f"{response}: group mean", "variance": f"{response}: level-1 variance",
              "icc": "ICC"}[quantity]
@@ -93,7 +93,7 @@ def group_lines_figure(fit, covariate: str, function: str = "mean", name: str | 
     ax.add_collection(LineCollection([paths[k] for k in order], colors=[colours[k] for k in order],
                                      linewidths=[1.4 if colours[k] == HIGHLIGHT else 0.8 for k in order]))
     part = "mean" if function == "mean" else "within"
-    estimate = fit.params.iloc[:, 0]
+    estimate = fit.table()["estimate"]
     x = np.linspace(lines.x_min.min(), lines.x_max.max(), LINE_POINTS)
     average = transform(estimate[f"{part}:Intercept"] + estimate[f"{part}:{covariate}"] * x)
     ax.plot(x, average, color=AVERAGE, linewidth=2.5, label="average (random effects 0)")
@@ -162,6 +162,7 @@ def population_figure(fits, names: list[str] | None = None) -> Figure:
     return fig
 
 
+@register_accessor("plot")
 class FitPlots:
     """``fit.plot``: the figures of one fit (each returns a matplotlib Figure)."""
 

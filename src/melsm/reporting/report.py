@@ -6,11 +6,15 @@ findings (``melsm.reporting.findings``) and the figures (``melsm.reporting.plots
 
 - observed group means against within-group variances (once per data set);
 - population averages across the fits, with % changes;
-- caterpillar plots of group means, level-1 variances and ICCs of the first fit with a
-  random scale intercept (the seed's Model 2);
-- predicted group lines against each covariate with a random slope, for the last fit
-  that has random slopes (the seed's Model 6);
+- caterpillar plots of group means, level-1 variances and ICCs of one fit with a random
+  scale intercept (``groups_of``; by default the first);
+- predicted group lines against each covariate with a random slope, for one fit with
+  random slopes (``lines_of``; by default the last);
 - each fit's summary, folded.
+
+Which fits carry a study's story is the caller's choice (``melsm.demo`` names the models
+of its paper). ML and MCMC fits go through the same code (the results contract,
+``melsm.results.base``); see docs/architecture.md, 'Results'.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 
 from melsm.errors import MelsmInputError
 from melsm.reporting.compare import compare
-from melsm.reporting.findings import findings
+from melsm.reporting.findings import findings, group_fit, lines_fit
 from melsm.results.groups import has_group_quantities, random_slopes
 
 CSS = """
@@ -59,16 +63,17 @@ def _figure_html(fig, caption: str) -> str:
 
 
 def _sections(fits, names):
-    """[(data label, method, [(name, fit)])] in order of first appearance."""
+    """{(response, rows, group, method): [(name, fit)]} in order of first appearance."""
     sections: dict[tuple, list] = {}
     for name, fit in zip(names, fits, strict=True):
         design = fit.model.design
-        key = (design.response, design.n_obs, design.group_name, "ml" if hasattr(fit, "loglik") else "mcmc")
+        key = (design.response, design.n_obs, design.group_name, fit.method)
         sections.setdefault(key, []).append((name, fit))
     return sections
 
 
-def _figures(fits, names, with_observed: bool) -> list[tuple]:
+def _figures(fits, names, with_observed: bool, groups_of: str | None = None,
+             lines_of: str | None = None) -> list[tuple]:
     """(figure, caption) pairs chosen for a section (see the module docstring)."""
     from melsm.reporting import plots
 
@@ -79,29 +84,32 @@ def _figures(fits, names, with_observed: bool) -> list[tuple]:
     if len(supported) >= 2:
         out.append((plots.population_figure([f for _, f in supported], [n for n, _ in supported]),
                     "Population averages of each model (95% intervals) and their % change from the model before."))
-    key = next(((n, f) for n, f in supported if "Intercept" in f.model.layout.zv_names), None)
+    key = group_fit(fits, names, groups_of)
     if key is not None:
+        name, fit = names[key], fits[key]
         for quantity, what in (("mean", "means"), ("variance", "level-1 variances"), ("icc", "ICCs")):
-            out.append((plots.caterpillar(key[1], quantity, key[0]),
-                        f"{key[0]}: group {what} ranked, with 95% intervals; red: differs from the average."))
-    for name, fit in reversed(list(zip(names, fits, strict=True))):
-        slopes = random_slopes(fit.model.layout)
-        if slopes:
-            for function, term in slopes:
-                out.append((plots.group_lines_figure(fit, term, function, name),
-                            f"{name}: predicted group lines of the {function} function against {term}; "
-                            "red: against the average trend."))
-            break
+            out.append((plots.caterpillar(fit, quantity, name),
+                        f"{name}: group {what} ranked, with 95% intervals; red: differs from the average."))
+    key = lines_fit(fits, names, lines_of)
+    if key is not None:
+        name, fit = names[key], fits[key]
+        for function, term in random_slopes(fit.model.layout):
+            out.append((plots.group_lines_figure(fit, term, function, name),
+                        f"{name}: predicted group lines of the {function} function against {term}; "
+                        "red: against the average trend."))
     return out
 
 
 def report(fits, names: list[str] | None = None, path: str | Path | None = None,
-           title: str = "melsm report", intro: str | None = None) -> str:
+           title: str = "melsm report", intro: str | None = None, groups_of: str | None = None,
+           lines_of: str | None = None) -> str:
     """Write (if ``path``) and return one self-contained HTML report of ``fits``.
 
     ``names`` label the fits (default "model 1", ...; they must differ within a section,
     so "Model 1" may name both an ML and an MCMC fit); ``intro`` is a paragraph shown
-    under the title (plain text).
+    under the title (plain text). ``groups_of`` and ``lines_of`` name the fits whose group
+    quantities and group lines each section shows (``melsm.reporting.findings``); a
+    section without such a fit uses the defaults.
     """
     fits = list(fits)
     if not fits:
@@ -116,20 +124,21 @@ def report(fits, names: list[str] | None = None, path: str | Path | None = None,
     if intro:
         parts.append(f"<p>{esc(intro)}</p>")
     seen_data = set()
-    for (response, n_obs, group, method), members in _sections(fits, names).items():
+    focus = {"groups_of": groups_of, "lines_of": lines_of}
+    for (response, n_obs, group, _), members in _sections(fits, names).items():
         section_names, section_fits = [n for n, _ in members], [f for _, f in members]
         design = section_fits[0].model.design
-        label = "Maximum likelihood" if method == "ml" else "Bayesian (MCMC)"
+        label = section_fits[0].wording.title
         parts.append(f"<h2>{esc(response)} by {esc(group or '-')}: {label}</h2>")
         parts.append(f"<p class='meta'>{design.n_obs} observations in {design.n_groups} groups "
                      f"({esc(group or '-')}). Models: {esc(', '.join(section_names))}.</p>")
         parts.append("<h3>Findings</h3><ul class='findings'>"
-                     + "".join(f"<li>{esc(s)}</li>" for s in findings(section_fits, section_names)) + "</ul>")
+                     + "".join(f"<li>{esc(s)}</li>" for s in findings(section_fits, section_names, **focus)) + "</ul>")
         table = compare(*section_fits, names=section_names).to_html(digits=3)  # names must differ per section
         parts.append(f"<h3>Estimates</h3><div class='scroll'>{table}</div>")
         parts.append("<h3>Figures</h3>")
         data_key = (response, n_obs, group)
-        for fig, caption in _figures(section_fits, section_names, data_key not in seen_data):
+        for fig, caption in _figures(section_fits, section_names, data_key not in seen_data, **focus):
             parts.append(_figure_html(fig, caption))
         seen_data.add(data_key)
         parts.append("<h3>Fits</h3>")

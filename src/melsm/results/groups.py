@@ -1,4 +1,4 @@
-"""Group-level and population-average quantities of the seed analysis (DESIGN §4).
+"""Group-level and population-average quantities of a location-scale fit.
 
 With the covariates of the mean and level-1 variance functions at 0, group j has
 
@@ -15,21 +15,23 @@ groups the variances are log-normal, so the population averages are
 
 with σ²_u and σ²_v at g = 0 under level-2 functions, and σ²_v0 = 0 without a random
 scale intercept. Group variances include each group's own level-2 function values.
-The same formulas serve maximum likelihood (empirical-Bayes intervals for groups;
-delta-method SEs for population quantities) and MCMC (per-draw quantities).
 
-Maximum likelihood: group intervals are the empirical-Bayes posterior mean ± 1.96
-posterior SDs of u0j, and exp(α0 + v̂0j ± 1.96 sd(v0j)) for the variance (the ICC
-interval follows from it); they are conditional on θ̂. A group *differs* when its interval
-excludes the population average (β0, E, ICC). MCMC: posterior mean and 2.5/97.5%
-quantiles; a group differs when the 95% interval of its per-draw difference from the
-per-draw population average excludes 0.
+One code path serves both methods through the results contract (``melsm.results.base``;
+see docs/architecture.md, 'Results'): the formulas are evaluated at the fit's
+``parameter_values`` and ``group_coefficient`` values and summarised by the fit's
+``summarise_groups``; population averages come from the fit's ``derived``. For maximum
+likelihood this gives empirical-Bayes intervals conditional on θ̂ (β0 + û0j ± 1.96
+posterior SDs, exp(α0 + v̂0j ± 1.96 sd(v0j)) for the variance, the ICC interval from it)
+and delta-method SEs; for MCMC posterior means and 2.5/97.5% quantiles of per-draw
+quantities. A group *differs* when the 95% interval of its difference from the population
+average (β0, E, ICC) excludes 0: for ML, when its interval excludes the average.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -115,11 +117,14 @@ def _between_variance(p: Mapping, layout, g, xp):
     return xp.exp(kappa @ xp.asarray(g)[:, a:b].T)
 
 
-def population_formulas(p: Mapping, layout, xp=jnp) -> dict:
+def population_formulas(p: Mapping, layout, xp=None) -> dict:
     """The population averages from reported parameters ``p`` (name → value, or name →
-    draws); ``xp`` is jax.numpy (for the delta method) or numpy (for draws). Level-2
-    functions are evaluated at covariates 0."""
+    draws); ``xp`` is jax.numpy (for the delta method) or numpy (for draws), by default
+    the one of ``p``'s values. Level-2 functions are evaluated at covariates 0."""
     alpha0 = p["within:Intercept"]
+    if xp is None:
+        # JAX values (traced by the delta method) need jax.numpy; numpy keeps draws in numpy
+        xp = jnp if isinstance(alpha0, jax.Array) else np
     s2v = _variance_at_zero(p, layout, "within:Intercept", xp, alpha0)
     s2u = _variance_at_zero(p, layout, "mean:Intercept", xp, alpha0)
     e = xp.exp(alpha0 + s2v / 2)
@@ -128,7 +133,7 @@ def population_formulas(p: Mapping, layout, xp=jnp) -> dict:
             "icc": s2u / (s2u + e), "mean": p["mean:Intercept"]}
 
 
-def _effect(frame: pd.DataFrame, part: str, term: str) -> tuple[np.ndarray, np.ndarray]:
+def effect_columns(frame: pd.DataFrame, part: str, term: str) -> tuple[np.ndarray, np.ndarray]:
     """Posterior mean and SD of one random effect per group (zeros when absent)."""
     column = f"{part}:{term}"
     if column not in frame:
@@ -137,81 +142,44 @@ def _effect(frame: pd.DataFrame, part: str, term: str) -> tuple[np.ndarray, np.n
     return frame[column].to_numpy(), frame[f"{column} sd"].to_numpy()
 
 
-# ---- maximum likelihood ---------------------------------------------------------------
-def ml_population(fit) -> pd.DataFrame:
-    """Population averages of an ML fit with delta-method SEs; 95% intervals on the log
-    scale for the positive quantities."""
-    layout = fit.model.layout
-    check_supported(layout)
-    value, se = fit.delta_method(lambda p: [population_formulas(p, layout)[k] for k in POPULATION])
-    low, high = value - Z95 * se, value + Z95 * se
-    positive = np.array([k != "mean" for k in POPULATION]) & (value > 0)
-    half = np.where(positive, Z95 * se / np.where(value > 0, value, 1), 0)
-    low = np.where(positive, value * np.exp(-half), low)
-    high = np.where(positive, value * np.exp(half), high)
-    return pd.DataFrame({"estimate": value, "se": se, "low": low, "high": high},
-                        index=pd.Index(POPULATION, name="quantity"))
-
-
-def ml_groups(fit) -> pd.DataFrame:
-    """Each group's mean, level-1 variance and ICC with empirical-Bayes 95% intervals."""
+# ---- group and population quantities (both methods) -----------------------------------
+def group_values(fit) -> tuple[dict, dict]:
+    """Group quantities (K, J) by ``mean``/``variance``/``icc`` and population averages
+    (scalars, or (S,) per draw) by the names of ``POPULATION``, at the fit's evaluation
+    points (``Results.parameter_values`` and ``Results.group_coefficient``)."""
     layout, design = fit.model.layout, fit.model.design
     check_supported(layout)
-    params = dict(zip(fit.names, fit.estimates, strict=True))
-    average = population_formulas(params, layout, np)
-    effects = fit.random_effects()
-    u0, u0_sd = _effect(effects, "mean", "Intercept")
-    v0, v0_sd = _effect(effects, "within", "Intercept")
-    beta0, alpha0 = params["mean:Intercept"], params["within:Intercept"]
-    s2u = np.broadcast_to(_between_variance(params, layout, design.G, np), u0.shape)
-    variance = np.exp(alpha0 + v0)
-    var_low, var_high = np.exp(alpha0 + v0 - Z95 * v0_sd), np.exp(alpha0 + v0 + Z95 * v0_sd)
-    columns = {"mean": beta0 + u0, "mean low": beta0 + u0 - Z95 * u0_sd, "mean high": beta0 + u0 + Z95 * u0_sd,
-               "variance": variance, "variance low": var_low, "variance high": var_high,
-               "icc": s2u / (s2u + variance), "icc low": s2u / (s2u + var_high),
-               "icc high": s2u / (s2u + var_low)}
-    for quantity, key in AVERAGE_OF.items():
-        avg = float(average[key])
-        columns[f"{quantity} differs"] = (columns[f"{quantity} low"] > avg) | (columns[f"{quantity} high"] < avg)
-    return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
-
-
-# ---- MCMC ----------------------------------------------------------------------------
-def mcmc_draws(fit) -> tuple[dict, dict]:
-    """Per-draw group quantities (S, J) by ``mean``/``variance``/``icc``, and population
-    averages (S,) by the names of ``POPULATION``; draws pooled over chains."""
-    layout, design = fit.model.layout, fit.model.design
-    check_supported(layout)
-    p = {name: fit.draws(name) for name in fit.names}
-    b = fit.b_draws.reshape(-1, *fit.b_draws.shape[2:])
-    u0 = b[:, :, layout.q_v + layout.zu_names.index("Intercept")]
-    v0 = b[:, :, layout.zv_names.index("Intercept")] if "Intercept" in layout.zv_names else np.zeros_like(u0)
+    p = fit.parameter_values()
+    variance = np.exp(fit.group_coefficient("within"))
     s2u = _between_variance(p, layout, design.G, np)
-    s2u = s2u if np.ndim(s2u) == 2 else s2u[:, None]
-    variance = np.exp(p["within:Intercept"][:, None] + v0)
-    groups = {"mean": p["mean:Intercept"][:, None] + u0, "variance": variance, "icc": s2u / (s2u + variance)}
+    if _function(layout, "mean:Intercept") is None:
+        s2u = np.asarray(s2u)[..., None]  # one value per evaluation point, for every group
+    groups = {"mean": fit.group_coefficient("mean"), "variance": variance, "icc": s2u / (s2u + variance)}
     return groups, population_formulas(p, layout, np)
 
 
-def mcmc_population(fit) -> pd.DataFrame:
-    """Population averages of an MCMC fit: posterior mean, SD and 95% interval."""
-    draws = mcmc_draws(fit)[1]
-    rows = [(draws[k].mean(), draws[k].std(ddof=1), *np.quantile(draws[k], [0.025, 0.975])) for k in POPULATION]
-    return pd.DataFrame(rows, columns=["estimate", "se", "low", "high"], index=pd.Index(POPULATION, name="quantity"))
-
-
-def mcmc_groups(fit) -> pd.DataFrame:
-    """Each group's mean, level-1 variance and ICC: posterior mean, 95% interval, differs."""
-    groups, population = mcmc_draws(fit)
-    columns = {}
+def group_quantities(fit) -> pd.DataFrame:
+    """Each group's mean, level-1 variance and ICC: point value, 95% interval (``<quantity>
+    low/high``) and ``<quantity> differs``, summarised by the fit (see the module docstring)."""
+    groups, population = group_values(fit)
+    columns, differs = {}, {}
     for quantity, values in groups.items():
-        diff = values - population[AVERAGE_OF[quantity]][:, None]
-        columns[quantity] = values.mean(axis=0)
-        columns[f"{quantity} low"], columns[f"{quantity} high"] = np.quantile(values, [0.025, 0.975], axis=0)
-        low, high = np.quantile(diff, [0.025, 0.975], axis=0)
-        columns[f"{quantity} differs"] = (low > 0) | (high < 0)
+        columns[quantity], columns[f"{quantity} low"], columns[f"{quantity} high"] = fit.summarise_groups(values)
+        _, low, high = fit.summarise_groups(values - np.asarray(population[AVERAGE_OF[quantity]])[..., None])
+        differs[f"{quantity} differs"] = (low > 0) | (high < 0)
     design = fit.model.design
-    return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
+    return pd.DataFrame(columns | differs, index=pd.Index(design.group_labels, name=design.group_name))
+
+
+def population_quantities(fit) -> pd.DataFrame:
+    """Population averages (``POPULATION``) by the fit's ``derived``: estimate, ``se``
+    and 95% interval ``low``/``high`` (ML: on the log scale for the positive ones)."""
+    layout = fit.model.layout
+    check_supported(layout)
+    table = fit.derived(lambda p: population_formulas(p, layout),
+                        positive=[k != "mean" for k in POPULATION])
+    table = table.loc[list(POPULATION)].rename(columns={"std_error": "se", "lower": "low", "upper": "high"})
+    return table.rename_axis("quantity")
 
 
 # ---- predicted group lines ----------------------------------------------------------
@@ -236,11 +204,11 @@ def group_lines(fit, covariate: str, function: str = "mean") -> pd.DataFrame:
         raise MelsmInputError(f"'{covariate}' is not a covariate of the {label} function (covariates: {choices})")
     if "Intercept" not in names:
         raise MelsmInputError(f"group lines need an intercept in the {label} function")
-    estimate = fit.params.iloc[:, 0]
+    estimate = fit.table()["estimate"]
     effects = fit.random_effects()
-    intercept = estimate[f"{part}:Intercept"] + _effect(effects, part, "Intercept")[0]
+    intercept = estimate[f"{part}:Intercept"] + effect_columns(effects, part, "Intercept")[0]
     average_slope = estimate[f"{part}:{covariate}"]
-    slope = average_slope + _effect(effects, part, covariate)[0]
+    slope = average_slope + effect_columns(effects, part, covariate)[0]
     x = pd.Series(matrix[:, names.index(covariate)]).groupby(design.group)
     return pd.DataFrame({"intercept": intercept, "slope": slope, "x_min": x.min().to_numpy(),
                          "x_max": x.max().to_numpy(), "against": np.sign(slope) == -np.sign(average_slope)},

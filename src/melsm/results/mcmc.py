@@ -1,8 +1,11 @@
-"""Results of a Bayesian fit: posterior summaries in the ML names, ArviZ output, DIC."""
+"""Results of a Bayesian fit: posterior summaries in the ML names, ArviZ output, DIC (the
+contract of ``melsm.results.base``; see docs/architecture.md, 'Results')."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -12,15 +15,8 @@ import pandas as pd
 from melsm.errors import MelsmConvergenceWarning
 from melsm.estimate.mcmc import conditional_deviances, draw_random_effects, marginal_group_loglik
 from melsm.model.params import level2_row
-from melsm.results.groups import (
-    cached,
-    group_lines,
-    implied_sd_corr,
-    level2_patterns,
-    mcmc_draws,
-    mcmc_groups,
-    mcmc_population,
-)
+from melsm.results.base import COMMON_COLUMNS, Results, Wording, outputs
+from melsm.results.groups import group_values, implied_sd_corr, level2_patterns
 
 RHAT_LIMIT = 1.01
 #: Draws used for the marginal (u and v integrated) criteria: marginal DIC, WAIC, LOO.
@@ -30,6 +26,12 @@ ESS_LIMIT = 400
 #: A note on prior sensitivity when |posterior mean − median| exceeds this many robust
 #: posterior SDs (IQR/1.349; see ``skewness_notes``).
 SKEW_LIMIT = 0.5
+QUANTILES = (0.025, 0.975)
+MCMC_WORDING = Wording(title="Bayesian (MCMC)", error="SD", estimate_and_error="posterior mean and standard deviation",
+                       interval="95% interval", group_intervals="95% posterior intervals",
+                       group_points="posterior means",
+                       differs="95% interval of the difference from the average excludes 0",
+                       criteria_note="DIC conditional on the random effects (as Stat-JR and MLwiN report it).")
 
 
 def skewness_notes(table: pd.DataFrame, values: np.ndarray) -> list[str]:
@@ -52,8 +54,14 @@ def skewness_notes(table: pd.DataFrame, values: np.ndarray) -> list[str]:
     return notes
 
 
-class MCMCResults:
+class MCMCResults(Results):
     """Posterior draws of a location-scale model. Build with ``Model.sample()``."""
+
+    method = "MCMC"
+    wording = MCMC_WORDING
+    has_likelihood = False
+    criteria_names = ("DIC", "marginal_DIC", "WAIC", "LOO")
+    _common_columns = {"mean": "estimate", "sd": "std_error", "q2.5": "lower", "q97.5": "upper"}
 
     def __init__(self, model, positions: np.ndarray, sample_layout, info: dict):
         import arviz as az
@@ -200,26 +208,75 @@ class MCMCResults:
         return np.asarray(self.idata.posterior[name]).ravel()
 
     def derived_draws(self) -> dict:
-        """Per-draw quantities of the seed analysis (``melsm.results.groups``), draws pooled over chains:
+        """Per-draw group and population quantities (``melsm.results.groups``), draws pooled over chains:
         ``group_mean``, ``group_variance``, ``icc`` (S, J); ``between_variance`` σ²_u,
         ``variance_mean`` E, ``variance_variance`` V, ``icc_average`` and ``population_mean``
         β0 (S,). Covariates of both functions are held at 0."""
-        groups, population = mcmc_draws(self)
+        groups, population = group_values(self)
         return {"group_mean": groups["mean"], "group_variance": groups["variance"], "icc": groups["icc"],
                 "between_variance": population["between_variance"], "variance_mean": population["variance_mean"],
                 "variance_variance": population["variance_variance"], "icc_average": population["icc"],
                 "population_mean": population["mean"]}
 
-    def group_quantities(self) -> pd.DataFrame:
-        """Each group's mean, level-1 variance and ICC: posterior mean, 95% interval
-        (``<quantity> low/high``) and ``<quantity> differs`` (the 95% interval of its
-        per-draw difference from the population average excludes 0). See ``melsm.results.groups``."""
-        return cached(self, "_group_quantities", mcmc_groups)
+    # ---- the results contract (melsm.results.base) ---------------------------------------
+    def derived(self, fn: Callable[[Mapping[str, Any]], Any], positive: bool | Sequence[bool] = False) -> pd.DataFrame:
+        """``fn`` of the reported parameters evaluated per draw (JAX-vectorised over the
+        pooled draws, so write it with operators and ``jax.numpy``, as for ML):
+        ``estimate`` the posterior mean of g, ``std_error`` its posterior SD, ``lower`` and
+        ``upper`` its 2.5% and 97.5% quantiles. ``positive`` changes nothing here
+        (quantiles follow any monotone transformation)."""
+        draws = np.column_stack([self.draws(name) for name in self.names])
+        labels: list = []
 
-    def population_quantities(self) -> pd.DataFrame:
-        """σ²_u, mean E and variance V of the group variances, average ICC and β0:
-        posterior mean (``estimate``), SD (``se``) and 95% interval. See ``melsm.results.groups``."""
-        return cached(self, "_population_quantities", mcmc_population)
+        def one(row):
+            names, values = outputs(fn(dict(zip(self.names, row, strict=True))))
+            labels[:] = names
+            return jnp.stack([jnp.asarray(v, dtype=row.dtype) for v in values])
+
+        values = np.asarray(jax.vmap(one)(jnp.asarray(draws)))
+        rows = [(v.mean(), v.std(ddof=1), *np.quantile(v, QUANTILES))
+                for v in (np.ascontiguousarray(values[:, k]) for k in range(values.shape[1]))]
+        return pd.DataFrame(rows, columns=list(COMMON_COLUMNS), index=pd.Index(labels, name="quantity"))
+
+    def parameter_values(self) -> dict[str, np.ndarray]:
+        """The draws by name, chains pooled (S,)."""
+        return {name: self.draws(name) for name in self.names}
+
+    def group_coefficient(self, part: str, term: str = "Intercept") -> np.ndarray:
+        """(S, J): the draws of ``<part>:<term>`` plus group j's random effect of that term
+        in the same draw (chains pooled in the order of ``draws``)."""
+        # b_draws is (draw, chain, ...) while draws() pools chain by chain: pair them alike,
+        # or β0 of one draw meets u0j of another and the intervals lose their correlation
+        b = np.swapaxes(self.b_draws, 0, 1).reshape(-1, *self.b_draws.shape[2:])
+        index = next((k for p, t, k in self.model.layout.random_effects() if (p, t) == (part, term)), None)
+        effect = b[:, :, index] if index is not None else np.zeros(b.shape[:2])
+        return self.draws(f"{part}:{term}")[:, None] + effect
+
+    def summarise_groups(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Posterior mean and 2.5/97.5% quantiles over the draws."""
+        low, high = np.quantile(values, QUANTILES, axis=0)
+        return values.mean(axis=0), low, high
+
+    def _as_variance(self, table: pd.DataFrame, name: str) -> None:
+        squares = self.draws(name) ** 2
+        table.loc[name, list(COMMON_COLUMNS)] = [squares.mean(), squares.std(ddof=1), *np.quantile(squares, QUANTILES)]
+        table.loc[name, "mcse_mean"] = np.nan  # the SD's, not the variance's: not carried over
+
+    def fit_statistics(self) -> dict[str, float]:
+        return {"DIC": self.dic["DIC"], "pD": self.dic["p_D"]}
+
+    def information_criteria(self) -> dict[str, float]:
+        """Conditional DIC (``dic``), marginal DIC, and WAIC and PSIS-LOO by group on the
+        deviance scale, −2·elpd."""
+        marginal, waic, loo = self.marginal_dic(), self.waic(), self.loo()
+        return {"DIC": self.dic["DIC"], "D_bar": self.dic["D_bar"], "p_D": self.dic["p_D"],
+                "marginal_DIC": marginal["DIC"], "marginal_p_D": marginal["p_D"],
+                "WAIC": -2 * float(waic.elpd_waic), "LOO": -2 * float(loo.elpd_loo)}
+
+    @property
+    def seconds(self) -> float:
+        """Sampling time (warm-up and draws), in seconds."""
+        return self.info["seconds"]
 
     def typical_groups(self, max_patterns: int = 6) -> pd.DataFrame:
         """Posterior means of the SDs and correlations implied by the level-2 functions for
@@ -237,17 +294,6 @@ class MCMCResults:
         implied = implied_sd_corr(sigma, [f"{part}:{term}" for part, term, _ in effects])
         return pd.DataFrame({k: v.mean(axis=0) for k, v in implied.items()}, index=patterns.index)
 
-    def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
-        """Each group's predicted line against ``covariate`` (``melsm.results.groups.group_lines``)."""
-        return group_lines(self, covariate, function)
-
-    @property
-    def plot(self):
-        """Figures of this fit: ``fit.plot.caterpillar("variance")`` etc. (``melsm.reporting.plots``)."""
-        from melsm.reporting.plots import FitPlots
-
-        return FitPlots(self)
-
     def random_effects(self) -> pd.DataFrame:
         """Posterior mean and SD of each group's random effects (same layout as ML)."""
         layout, design = self.model.layout, self.model.design
@@ -262,7 +308,7 @@ class MCMCResults:
     def to_dict(self) -> dict:
         return {
             "method": "mcmc", "converged": self.converged, "problems": self.problems, "notes": self.notes,
-            "n_obs": self.model.design.n_obs, "n_groups": self.model.design.n_groups,
+            "n_obs": self.n_obs, "n_groups": self.n_groups,
             "dic": self.dic["DIC"], "dic_parts": self.dic,
             "chains": self.info["chains"], "warmup": self.info["warmup"], "draws": self.info["draws"],
             "seconds": round(self.info["seconds"], 3), "divergences": self.info["divergences"],

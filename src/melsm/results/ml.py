@@ -1,4 +1,5 @@
-"""Results of a maximum-likelihood fit: tables, tests, predictions.
+"""Results of a maximum-likelihood fit: tables, tests, predictions (the contract of
+``melsm.results.base``; see docs/architecture.md, 'Results').
 
 Standard errors come from the exact Hessian of the log-likelihood in the unconstrained
 parameters θ, mapped to the reported scale by the delta method: Cov(r̂) = J Cov(θ̂) Jᵀ
@@ -9,7 +10,8 @@ Wald z and p are not shown for SDs (a test of σ = 0 sits on the boundary: use `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,22 +21,18 @@ import scipy.special
 
 from melsm.engine.compiled import compiled
 from melsm.engine.likelihood import random_effect_posterior
-from melsm.errors import MelsmInputError
 from melsm.estimate.ml import Optimum, covariance
 from melsm.model.design import new_data_arrays
 from melsm.model.params import level2_row
-from melsm.results.groups import cached, group_lines, implied_sd_corr, level2_patterns, ml_groups, ml_population
+from melsm.results.base import COMMON_COLUMNS, Z95, Results, Wording, outputs
+from melsm.results.groups import effect_columns, implied_sd_corr, level2_patterns
+from melsm.results.lrtest import LRTest, lrtest
 
-Z95 = float(scipy.special.ndtri(0.975))
-#: LR statistics below this (log-likelihoods equal to the optimiser's accuracy) count as 0.
-LR_ZERO = 1e-6
+__all__ = ["MLResults", "LRTest", "Z95", "ML_WORDING"]
 
-
-def chi2_sf(x: float, df: float) -> float:
-    """Upper tail of χ²(df); χ²(0) is a point mass at 0."""
-    if df == 0:
-        return 1.0 if x <= 0 else 0.0
-    return float(scipy.special.chdtrc(df, x))
+ML_WORDING = Wording(title="Maximum likelihood", error="SE", estimate_and_error="estimate and standard error",
+                     interval="95% CI", group_intervals="empirical-Bayes 95% intervals",
+                     group_points="empirical-Bayes predictions", differs="interval excludes the average")
 
 
 @compiled(static_argnames=("layout",))
@@ -47,23 +45,7 @@ def _posterior(theta, data, nodes, layout, n_quad):
     return random_effect_posterior(theta, data, nodes, layout, n_quad)
 
 
-@dataclass(frozen=True)
-class LRTest:
-    """Likelihood-ratio test of a restricted fit against a larger one."""
-
-    statistic: float
-    df: int
-    p_value: float
-    distribution: str
-    note: str = ""
-
-    def __str__(self) -> str:
-        p = "< 0.0001" if self.p_value < 1e-4 else f"{self.p_value:.4f}"
-        text = f"LR test: {self.distribution} = {self.statistic:.2f}, p {p if p[0] == '<' else '= ' + p}"
-        return text + (f"  ({self.note})" if self.note else "")
-
-
-class MLResults:
+class MLResults(Results):
     """A fitted location-scale model (maximum likelihood). Build with ``Model.fit()``.
 
     ``converged``: the gradient is small (every |∂ log L/∂θ| < 1e-3) and −∇² log L is
@@ -75,6 +57,12 @@ class MLResults:
     with a zero-variance effect is undefined: NaN estimate); the other SEs are conditional
     on the boundary.
     """
+
+    method = "ML"
+    wording = ML_WORDING
+    has_likelihood = True
+    criteria_names = ("AIC", "BIC")
+    _common_columns = {"se": "std_error", "ci_low": "lower", "ci_high": "upper"}
 
     def __init__(self, model, opt: Optimum, info: dict):
         self.model = model
@@ -128,19 +116,7 @@ class MLResults:
                                      f"{variances[k]:.3g} (the log-likelihood is flat or not concave there)")
         self.params = self._table()
 
-    # ---- basic statistics ------------------------------------------------------------
-    @property
-    def n_obs(self) -> int:
-        return self.model.design.n_obs
-
-    @property
-    def n_groups(self) -> int:
-        return self.model.design.n_groups
-
-    @property
-    def n_params(self) -> int:
-        return self.model.layout.n_params
-
+    # ---- fit criteria ------------------------------------------------------------------
     @property
     def aic(self) -> float:
         return -2 * self.loglik + 2 * self.n_params
@@ -149,6 +125,13 @@ class MLResults:
     def bic(self) -> float:
         return -2 * self.loglik + np.log(self.n_obs) * self.n_params
 
+    def fit_statistics(self) -> dict[str, float]:
+        return {"Log-likelihood": self.loglik, "Parameters": self.n_params, "AIC": self.aic, "BIC": self.bic}
+
+    def information_criteria(self) -> dict[str, float]:
+        return {"loglik": self.loglik, "n_params": self.n_params, "AIC": self.aic, "BIC": self.bic}
+
+    # ---- the parameter table -----------------------------------------------------------
     def _table(self) -> pd.DataFrame:
         est, se = self.estimates, self.bse
         z = np.where(np.array(self.kinds) == "sd", np.nan, est / se)
@@ -189,6 +172,48 @@ class MLResults:
         cov = jac[:, free] @ self.cov_theta[np.ix_(free, free)] @ jac[:, free].T
         return value, np.sqrt(np.clip(np.diag(cov), 0, None))
 
+    def derived(self, fn: Callable[[Mapping[str, Any]], Any], positive: bool | Sequence[bool] = False) -> pd.DataFrame:
+        """``fn`` of the reported parameters (JAX scalars by name: write it with operators
+        and ``jax.numpy``) by the delta method: ĝ = g(r̂), SE² = ∇g Cov(θ̂) ∇gᵀ with
+        ∇g = ∂g(r(θ))/∂θ at θ̂ (``delta_method``); 95% interval ĝ ± 1.96·SE, or
+        exp(log ĝ ± 1.96·SE/ĝ) for ``positive`` outputs with ĝ > 0. Columns
+        ``COMMON_COLUMNS``; rows named by ``fn``'s dict keys, else numbered."""
+        labels: list = []
+
+        def function(p):
+            names, values = outputs(fn(p))
+            labels[:] = names  # known once traced
+            return values
+
+        value, se = self.delta_method(function)
+        flags = np.broadcast_to(np.asarray(positive, dtype=bool), value.shape) & (value > 0)
+        low, high = value - Z95 * se, value + Z95 * se
+        half = np.where(flags, Z95 * se / np.where(value > 0, value, 1), 0)
+        low, high = np.where(flags, value * np.exp(-half), low), np.where(flags, value * np.exp(half), high)
+        return pd.DataFrame(dict(zip(COMMON_COLUMNS, (value, se, low, high), strict=True)),
+                            index=pd.Index(labels, name="quantity"))
+
+    def parameter_values(self) -> dict[str, np.ndarray]:
+        """The estimates by name (numpy scalars)."""
+        return dict(zip(self.names, self.estimates, strict=True))
+
+    def group_coefficient(self, part: str, term: str = "Intercept") -> np.ndarray:
+        """(3, J): η̂_j ∓ 1.96 posterior SDs and η̂_j (middle row), where η̂_j is the
+        estimate of ``<part>:<term>`` plus group j's empirical-Bayes prediction."""
+        mean, sd = effect_columns(self.random_effects(), part, term)
+        eta = self.parameter_values()[f"{part}:{term}"] + mean
+        return np.stack([eta - Z95 * sd, eta, eta + Z95 * sd])
+
+    def summarise_groups(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The middle row, and the smaller and larger of the end rows (a decreasing function
+        of the coefficient, as the ICC of the variance, swaps the ends)."""
+        return values[1], np.minimum(values[0], values[2]), np.maximum(values[0], values[2])
+
+    def _as_variance(self, table: pd.DataFrame, name: str) -> None:
+        est, se, low, high = table.loc[name, list(COMMON_COLUMNS)].to_numpy()
+        # the SD's interval is never negative (log scale), so squaring keeps its order
+        table.loc[name, list(COMMON_COLUMNS)] = [est ** 2, 2 * est * se, low ** 2, high ** 2]
+
     def covariance_matrix(self, group_covariates: dict | None = None) -> pd.DataFrame:
         """Σ of the random effects (user order). With a between function, Σ for a group
         whose between covariates are ``group_covariates`` (default: all zero)."""
@@ -216,40 +241,8 @@ class MLResults:
 
     # ---- tests -----------------------------------------------------------------------
     def lrtest(self, other: MLResults) -> LRTest:
-        """LR test between this fit and a nested one (either order).
-
-        When the larger model adds random effects (so the null puts variances on their
-        boundary) the statistic is referred to the χ̄² mixture ½χ²(df−1) + ½χ²(df) for one
-        added random effect (Self & Liang 1987; runmixregls' chibar2(01) for one SD).
-        With more than one added random effect the plain χ²(df) is used, which is
-        conservative. A fit that did not converge is named in the note.
-        """
-        if not isinstance(other, MLResults):
-            raise MelsmInputError("lrtest needs another maximum-likelihood fit")
-        small, big = sorted((self, other), key=lambda f: f.n_params)
-        if small.n_obs != big.n_obs or small.model.design.response != big.model.design.response:
-            raise MelsmInputError("LR test needs fits of the same response on the same rows")
-        df = big.n_params - small.n_params
-        if df <= 0:
-            raise MelsmInputError("the two fits have the same number of parameters: not nested")
-        statistic = 2 * (big.loglik - small.loglik)
-        # Below the optimiser's accuracy the statistic is 0; otherwise noise of 1e-12 would
-        # drop the χ²(0) atom of the χ̄² mixture and halve the p-value (1 → 0.5).
-        statistic = 0.0 if statistic < LR_ZERO else statistic
-        added = [n for n in big.names if n.startswith("sd:") and n not in small.names]
-        if len(added) == 1:
-            p = 0.5 * chi2_sf(statistic, df) + 0.5 * chi2_sf(statistic, df - 1)
-            dist = f"chibar2({df - 1}{df})" if df < 10 else f"chibar2({df - 1},{df})"
-            note = f"{added[0]} = 0 is on the boundary"
-        else:
-            p = chi2_sf(statistic, df)
-            dist = f"chi2({df})"
-            note = ("conservative: the null puts several variances on their boundary"
-                    if len(added) > 1 else "")
-        failed = [label for label, f in (("restricted", small), ("full", big)) if not f.converged]
-        if failed:
-            note = "; ".join(filter(None, [note, f"UNRELIABLE: the {' and '.join(failed)} fit did not converge"]))
-        return LRTest(statistic=statistic, df=df, p_value=float(p), distribution=dist, note=note)
+        """LR test between this fit and a nested one (either order): ``melsm.results.lrtest``."""
+        return lrtest(self, other)
 
     # ---- random effects and predictions ----------------------------------------------
     def _posterior(self):
@@ -318,29 +311,6 @@ class MLResults:
         mean, var = self._linear_predictors(arrays["X"], arrays["W"], arrays["Zu"],
                                             arrays["Zv"], b)
         return pd.DataFrame({"mean": mean, "variance": var}, index=data.index)
-
-    # ---- group quantities and figures -------------------------------------------------
-    def group_quantities(self) -> pd.DataFrame:
-        """Each group's mean, level-1 variance and ICC with empirical-Bayes 95% intervals
-        (``<quantity> low/high``) and ``<quantity> differs`` (the interval excludes the
-        population average). See ``melsm.results.groups``."""
-        return cached(self, "_group_quantities", ml_groups)
-
-    def population_quantities(self) -> pd.DataFrame:
-        """σ²_u, mean E and variance V of the group variances, average ICC and β0 with
-        delta-method SEs and 95% intervals. See ``melsm.results.groups``."""
-        return cached(self, "_population_quantities", ml_population)
-
-    def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
-        """Each group's predicted line against ``covariate`` (``melsm.results.groups.group_lines``)."""
-        return group_lines(self, covariate, function)
-
-    @property
-    def plot(self):
-        """Figures of this fit: ``fit.plot.caterpillar("variance")`` etc. (``melsm.reporting.plots``)."""
-        from melsm.reporting.plots import FitPlots
-
-        return FitPlots(self)
 
     # ---- output ----------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -87,31 +87,44 @@ def format_summary(fit) -> str:
             values = "".join(_number(sigma.iloc[r, c], cell) if c <= r else " " * cell
                              for c in range(len(labels)))
             lines.append(f"  {lab:<{cell}}{values}")
-    typical = fit.typical_groups() if design.g_names else None
-    if typical is not None and len(typical):
-        lines += ["", "Implied random-effect SDs and correlations for typical groups (level-2 functions)"]
-        label_width = max(len(str(i)) for i in typical.index) + 2
-        names = [c.replace(",", ", ") for c in typical.columns]
-        widths = [max(10, len(n) + 2) for n in names]
-        lines.append(f"  {'':<{label_width}}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True)))
-        for label, row in typical.iterrows():
-            lines.append(f"  {label:<{label_width}}"
-                         + "".join(_number(v, w) for v, w in zip(row.to_numpy(), widths, strict=True)))
+    lines += _typical_lines(fit)
     if fit.problems:
         lines += ["", "Problems:"] + [f"  {text}" for text in fit.problems]
-    if fit.boundary:
-        lines += ["", "Boundary: estimated on the edge of the parameter space (a correlation within 0.001 of "
-                  "+-1 counts); no SEs for these or for the correlations of the effects involved (test with "
-                  "lrtest):"]
-        for name, value in fit.boundary_values.items():
-            if name.startswith("sd:"):
-                lines.append(f"  {name} = 0 (variance zero; its correlations are undefined)")
-            elif name.startswith("corr:"):
-                lines.append(f"  {name} = {value:+.4g} (singular covariance matrix)")
-            else:
-                lines.append(f"  {name.removeprefix('singular:')} is an exact linear combination "
-                             "of the other random effects (singular covariance matrix)")
-    return "\n".join(lines)
+    return "\n".join(lines + _boundary_lines(fit))
+
+
+def _typical_lines(fit) -> list[str]:
+    """The implied SDs and correlations of typical groups, under level-2 functions."""
+    typical = fit.typical_groups() if fit.model.design.g_names else None
+    if typical is None or not len(typical):
+        return []
+    lines = ["", "Implied random-effect SDs and correlations for typical groups (level-2 functions)"]
+    label_width = max(len(str(i)) for i in typical.index) + 2
+    names = [c.replace(",", ", ") for c in typical.columns]
+    widths = [max(10, len(n) + 2) for n in names]
+    lines.append(f"  {'':<{label_width}}" + "".join(f"{n:>{w}}" for n, w in zip(names, widths, strict=True)))
+    for label, row in typical.iterrows():
+        lines.append(f"  {label:<{label_width}}"
+                     + "".join(_number(v, w) for v, w in zip(row.to_numpy(), widths, strict=True)))
+    return lines
+
+
+def _boundary_lines(fit) -> list[str]:
+    """What was estimated on the boundary of the parameter space, and what that means."""
+    if not fit.boundary:
+        return []
+    lines = ["", "Boundary: estimated on the edge of the parameter space (a correlation within 0.001 of "
+             "+-1 counts); no SEs for these or for the correlations of the effects involved (test with "
+             "lrtest):"]
+    for name, value in fit.boundary_values.items():
+        if name.startswith("sd:"):
+            lines.append(f"  {name} = 0 (variance zero; its correlations are undefined)")
+        elif name.startswith("corr:"):
+            lines.append(f"  {name} = {value:+.4g} (singular covariance matrix)")
+        else:
+            lines.append(f"  {name.removeprefix('singular:')} is an exact linear combination "
+                         "of the other random effects (singular covariance matrix)")
+    return lines
 
 
 def _label(name: str) -> str:

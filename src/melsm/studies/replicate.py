@@ -73,12 +73,12 @@ def replicate_rows(study: Study, design_id: int, replicate: int) -> pd.DataFrame
         except Exception as err:  # noqa: BLE001
             frames.append(failed_rows(study, design_id, replicate, f"fit failed: {_one_line(err)}", [name]))
             continue
-        table = fit.params
+        table = fit.table()
         frames.append(pd.DataFrame({
             "design": design_id, "replicate": replicate, "model": name, "parameter": table.index.to_list(),
             "truth": [implied_truth(n, point.truth) for n in table.index],
-            "estimate": table["estimate"].to_numpy(), "se": table["se"].to_numpy(),
-            "ci_low": table["ci_low"].to_numpy(), "ci_high": table["ci_high"].to_numpy(),
+            "estimate": table["estimate"].to_numpy(), "se": table["std_error"].to_numpy(),
+            "ci_low": table["lower"].to_numpy(), "ci_high": table["upper"].to_numpy(),
             "converged": bool(fit.converged), "boundary": ",".join(fit.boundary), "loglik": float(fit.loglik),
             "seconds": time.perf_counter() - start, "error": "", "message": "" if fit.converged else fit.message,
         }))

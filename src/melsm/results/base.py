@@ -1,0 +1,229 @@
+"""The results contract shared by maximum-likelihood and MCMC fits.
+
+``Results`` is the one base of ``MLResults`` and ``MCMCResults`` (the pattern of
+statsmodels' ``LikelihoodModelResults``: one base, quantities computed on first use).
+Code that takes a fit (comparison tables, findings, figures, the report, the app) asks
+it through this contract and never for its type:
+
+- ``table(scale)``: one row per reported parameter with the columns ``estimate``,
+  ``std_error`` (SE for ML, posterior SD for MCMC), ``lower``, ``upper`` (95% confidence
+  or credible interval), then the method's own columns (ML: ``z``, ``p``; MCMC:
+  ``r_hat``, ``ess_bulk``, ``ess_tail``, ``mcse_mean``);
+- ``derived(fn)``: a function of the reported parameters in the same columns, by the
+  delta method (ML) or per draw (MCMC);
+- ``parameter_values``, ``group_coefficient``, ``summarise_groups``: what the group and
+  population quantities (``melsm.results.groups``) are computed from, by one code path;
+- capability flags and criteria: ``has_likelihood`` (log-likelihood and LR tests),
+  ``criteria_names``, ``fit_statistics()``, ``information_criteria()``, ``criterion()``;
+- ``method`` ("ML" or "MCMC") and ``wording``: for display only.
+
+``register_accessor(name)`` adds ``fit.<name>`` to every fit (as pandas'
+``register_dataframe_accessor``): the reporting layer registers ``fit.plot`` without the
+results layer importing it. See docs/architecture.md, 'Results'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.special
+
+from melsm.results import groups
+
+Z95 = float(scipy.special.ndtri(0.975))
+#: The columns every parameter table and every ``derived`` table starts with.
+COMMON_COLUMNS = ("estimate", "std_error", "lower", "upper")
+SCALES = ("sd", "variance")
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a method's numbers are described in tables, figures and sentences."""
+
+    title: str  #: "Maximum likelihood"
+    error: str  #: the short name of the second column of a comparison table: "SE"
+    estimate_and_error: str  #: "estimate and standard error"
+    interval: str  #: "95% CI"
+    group_intervals: str  #: what a group's interval is
+    group_points: str  #: what a group's point value is
+    differs: str  #: when a group differs from the population average
+    criteria_note: str = ""  #: a note on the fit criteria, for table footnotes
+
+
+def outputs(value: Any) -> tuple[list, list]:
+    """(names, values) of what a ``derived`` function returned: a dict's keys and values,
+    else positions 0, 1, ... of a list or tuple, or of the one value."""
+    if isinstance(value, Mapping):
+        return list(value), list(value.values())
+    values = list(value) if isinstance(value, list | tuple) else [value]
+    return list(range(len(values))), values
+
+
+class _Accessor:
+    """``fit.<name>``: the registered class built around the fit on each access (not cached,
+    so nothing of it is pickled with the fit)."""
+
+    def __init__(self, name: str, accessor: type):
+        self._name, self._accessor = name, accessor
+
+    def __get__(self, fit, owner=None):
+        if fit is None:
+            return self._accessor
+        return self._accessor(fit)
+
+
+def register_accessor(name: str) -> Callable[[type], type]:
+    """Class decorator: ``fit.<name>`` is ``cls(fit)`` for every ML and MCMC fit.
+
+    >>> @register_accessor("plot")
+    ... class FitPlots:
+    ...     def __init__(self, fit): self._fit = fit
+    """
+
+    def decorator(accessor: type) -> type:
+        existing = Results.__dict__.get(name)
+        if existing is not None and not isinstance(existing, _Accessor):
+            raise AttributeError(f"cannot register '{name}': it is already an attribute of Results")
+        setattr(Results, name, _Accessor(name, accessor))
+        return accessor
+
+    return decorator
+
+
+class Results:
+    """What every fit offers (see the module docstring). Subclasses set the class
+    attributes and implement the methods that raise ``NotImplementedError``."""
+
+    #: "ML" or "MCMC": for labels only; ask the capability flags below instead.
+    method: str = ""
+    wording: Wording
+    #: Whether the fit has a log-likelihood (``loglik``) and LR tests (``lrtest``).
+    has_likelihood: bool = False
+    #: Criteria (smaller is better) that ``information_criteria`` returns and fits can be
+    #: ranked by; the first is the default.
+    criteria_names: tuple[str, ...] = ()
+    #: How the columns of ``params`` are named in ``table`` (the others keep their names).
+    _common_columns: Mapping[str, str] = {}
+
+    model: Any
+    names: list[str]
+    params: pd.DataFrame
+    converged: bool
+    problems: list[str]
+
+    # ---- sizes ------------------------------------------------------------------------
+    @property
+    def n_obs(self) -> int:
+        return self.model.design.n_obs
+
+    @property
+    def n_groups(self) -> int:
+        return self.model.design.n_groups
+
+    @property
+    def n_params(self) -> int:
+        return self.model.layout.n_params
+
+    # ---- the parameter table ------------------------------------------------------------
+    def table(self, scale: str = "sd") -> pd.DataFrame:
+        """Reported parameters in the common columns (``COMMON_COLUMNS``) followed by the
+        method's own. ``scale="variance"`` shows random-effect SDs as variances σ²: ML
+        σ̂², SE 2σ̂·SE(σ̂) (delta method), interval ends squared; MCMC the mean, SD and
+        quantiles of the σ² draws."""
+        if scale not in SCALES:
+            raise ValueError(f"scale must be 'sd' or 'variance', not {scale!r}")
+        table = self.params.rename(columns=self._common_columns)
+        table = table[list(COMMON_COLUMNS) + [c for c in table.columns if c not in COMMON_COLUMNS]]
+        if scale == "variance":
+            for name in self.names:
+                if name.startswith("sd:"):
+                    self._as_variance(table, name)
+        return table
+
+    def _as_variance(self, table: pd.DataFrame, name: str) -> None:
+        """Turn the row of SD ``name`` of ``table`` into the variance's, in place."""
+        raise NotImplementedError
+
+    def derived(self, fn: Callable[[Mapping[str, Any]], Any], positive: bool | Sequence[bool] = False) -> pd.DataFrame:
+        """``fn`` of the reported parameters (a dict name → value, as
+        ``melsm.results.groups.population_formulas`` takes) in the columns
+        ``COMMON_COLUMNS``. ``fn`` returns a number, a list of numbers or a dict name →
+        number (the rows' names). ML: delta method; MCMC: per draw (see the subclasses).
+        ``positive`` (one flag, or one per output): the quantity is positive, and ML forms
+        its interval on the log scale, exp(log q̂ ± 1.96·SE/q̂)."""
+        raise NotImplementedError
+
+    # ---- what group quantities are computed from ------------------------------------------
+    def parameter_values(self) -> dict[str, np.ndarray]:
+        """Reported parameters at the fit's evaluation points: ML the estimates (0-d
+        arrays), MCMC the draws, chains pooled (S,)."""
+        raise NotImplementedError
+
+    def group_coefficient(self, part: str, term: str = "Intercept") -> np.ndarray:
+        """Each group's coefficient of ``term`` in function ``part`` ("mean" or
+        "within"), fixed plus random effect, at the evaluation points: (K, J) for J groups.
+        ML: K = 3, the ends and middle of the empirical-Bayes 95% interval (prediction ∓
+        1.96 posterior SDs); MCMC: the S draws."""
+        raise NotImplementedError
+
+    def summarise_groups(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Point value, lower and upper 95% bound over axis 0 of ``values`` (K, J), a
+        function of ``group_coefficient``'s values evaluated at the same points. ML: the
+        middle row and the smaller and larger end (valid for a function monotone in one
+        coefficient, as conditional EB intervals are); MCMC: mean and 2.5/97.5% quantiles."""
+        raise NotImplementedError
+
+    # ---- fit criteria -------------------------------------------------------------------
+    def fit_statistics(self) -> dict[str, float]:
+        """Cheap statistics of the fit for the bottom of a comparison table (label → value):
+        ML log-likelihood, parameters, AIC, BIC; MCMC DIC and p_D."""
+        raise NotImplementedError
+
+    def information_criteria(self) -> dict[str, float]:
+        """Every criterion of ``criteria_names`` with the parts it is made of (ML: ``loglik``,
+        ``n_params``, ``AIC``, ``BIC``; MCMC: DIC, marginal DIC, WAIC and LOO, which need
+        the marginal likelihood of every kept draw: seconds)."""
+        raise NotImplementedError
+
+    def criterion(self) -> tuple[str, float]:
+        """The default criterion (``criteria_names[0]``: AIC or DIC) and its value."""
+        name = self.criteria_names[0]
+        return name, float(self.fit_statistics()[name])
+
+    # ---- groups and population (one code path: melsm.results.groups) ------------------------
+    def random_effects(self) -> pd.DataFrame:
+        """Each group's random effects ``<part>:<term>`` and their SDs ``<part>:<term> sd``."""
+        raise NotImplementedError
+
+    def typical_groups(self, max_patterns: int = 6) -> pd.DataFrame:
+        """SDs and correlations of the random effects implied by the level-2 functions for
+        typical groups (``melsm.results.groups.level2_patterns``)."""
+        raise NotImplementedError
+
+    def group_quantities(self) -> pd.DataFrame:
+        """Each group's mean, level-1 variance and ICC with 95% intervals (``<quantity>
+        low/high``) and ``<quantity> differs`` (the interval of its difference from the
+        population average excludes 0). See ``melsm.results.groups``."""
+        return groups.cached(self, "_group_quantities", groups.group_quantities)
+
+    def population_quantities(self) -> pd.DataFrame:
+        """σ²_u, mean E and variance V of the group variances, average ICC and β0 with SEs
+        (ML delta method; MCMC posterior SD) and 95% intervals. See ``melsm.results.groups``."""
+        return groups.cached(self, "_population_quantities", groups.population_quantities)
+
+    def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
+        """Each group's predicted line against ``covariate`` (``melsm.results.groups.group_lines``)."""
+        return groups.group_lines(self, covariate, function)
+
+    # ---- output -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The fit as JSON-ready values (``method`` in lower case, ``params``, ...)."""
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """A plain-text summary in runmixregls' blocks (``melsm.results.summary``)."""
+        raise NotImplementedError
