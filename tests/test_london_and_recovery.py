@@ -1,4 +1,4 @@
-"""London Model 6 (DESIGN §4): convergence and quadrature settling; recovery of a known truth."""
+"""London Model 6 (Leckie 2014): convergence and quadrature settling; recovery of a known truth."""
 
 import numpy as np
 import pandas as pd

@@ -1,4 +1,4 @@
-"""The demo: the London schools analysis (DESIGN §4) and the Riesby model, as one report.
+"""The demo: the London schools analysis (Leckie 2014) and the Riesby model, as one report.
 
 ``run_demo(path)`` fits Models 1–6 of the London schools data by maximum likelihood and
 by MCMC, and the Riesby location-scale model (MIXREGLS' example) by maximum likelihood,
