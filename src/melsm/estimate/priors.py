@@ -67,6 +67,7 @@ import numpy as np
 
 from melsm.errors import MelsmInputError
 from melsm.model.params import ParamLayout, is_intercept
+from melsm.model.transforms import corr_cholesky, corr_cholesky_inverse
 
 
 @dataclass(frozen=True)
@@ -216,25 +217,16 @@ class SampleLayout:
         """τ_q (quadratic association), after the correlations; empty otherwise."""
         return z[self.n_theta - self.layout.n_assoc:self.n_theta]
 
+    @property
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """The pairs (i, j), j < i, of ``blocks`` whose CPCs are in y, in y's order."""
+        return tuple((i, j) for block in self.blocks for a, i in enumerate(block) for j in block[:a])
+
     def correlation_cholesky(self, y):
-        """Block-diagonal Cholesky factor of the correlation matrix from y, and
-        log|∂L/∂y| (Stan's cholesky_corr transform)."""
-        q = self.layout.q
-        rows = [[jnp.zeros(()) for _ in range(q)] for _ in range(q)]
-        log_jac = jnp.zeros(())
-        k = 0
-        for block in self.blocks:
-            for a, i in enumerate(block):
-                remaining = jnp.ones(())
-                for j in block[:a]:
-                    z = jnp.tanh(y[k])
-                    k += 1
-                    rows[i][j] = z * jnp.sqrt(remaining)
-                    log_jac = log_jac + 0.5 * jnp.log(remaining) + jnp.log1p(-z * z)
-                    remaining = remaining - rows[i][j] ** 2
-                rows[i][i] = jnp.sqrt(remaining)
-        L = jnp.stack([jnp.stack(r) for r in rows]) if q else jnp.zeros((0, 0))
-        return L, log_jac
+        """Block-diagonal Cholesky factor R of the correlation matrix from y, and
+        log|∂R/∂y| (``melsm.model.transforms.corr_cholesky``)."""
+        w = {pair: y[k] for k, pair in enumerate(self.pairs)}
+        return corr_cholesky(w, self.layout.q, jnp, jacobian=True)
 
     def to_theta(self, z):
         """z → the ML layout's θ (so the likelihood code serves both estimators): σ = |s|
@@ -260,15 +252,7 @@ class SampleLayout:
         beta, alpha, kappa, _ = lay.split(np.asarray(theta, float))
         L = lay.cholesky(np.asarray(theta, float), xp=np)
         sd = np.sqrt(np.sum(L**2, axis=1))
-        R = L / np.maximum(sd[:, None], 1e-300)
-        y = []
-        for block in self.blocks:
-            for a, i in enumerate(block):
-                remaining = 1.0
-                for j in block[:a]:
-                    z = np.clip(R[i, j] / np.sqrt(max(remaining, 1e-12)), -0.999, 0.999)
-                    y.append(np.arctanh(z))
-                    remaining -= (z * np.sqrt(max(remaining, 1e-12))) ** 2
+        y = corr_cholesky_inverse(L / np.maximum(sd[:, None], 1e-300), self.pairs)
         sd_part = np.maximum(sd[list(self.sd_rows)], 1e-3)
         logged = list(self.log_entries)
         sd_part[logged] = np.log(sd_part[logged])

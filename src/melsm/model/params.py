@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
+from melsm.model.transforms import corr_cholesky
+
 #: A correlation within this of ±1 is reported on the boundary (Σ nearly singular).
 CORRELATION_BOUNDARY = 1e-3
 
@@ -118,23 +120,6 @@ class ParamLayout:
                 out.append((rows[1], rows[0], a, b))
         return tuple(out)
 
-    def _cpc_cholesky(self, z: dict, xp, batch: tuple):
-        """Cholesky factor of a correlation matrix from canonical partial correlations
-        z[(i, j)] (arrays of shape ``batch``): L_ij = z_ij √(1 − Σ_{m<j} L_im²), L_ii the rest."""
-        one, zero = xp.ones(batch), xp.zeros(batch)
-        rows = []
-        for i in range(self.q):
-            remaining, row = one, []
-            for j in range(self.q):
-                if j < i:
-                    value = z.get((i, j), zero) * xp.sqrt(remaining)
-                    remaining = remaining - value * value
-                    row.append(value)
-                else:
-                    row.append(xp.sqrt(remaining) if j == i else zero)
-            rows.append(xp.stack(row, axis=-1))
-        return xp.stack(rows, axis=-2)
-
     @property
     def between_rows(self) -> tuple[int, ...]:
         """Rows of L whose length is a level-2 function (unit directions in L)."""
@@ -147,9 +132,9 @@ class ParamLayout:
         scales = self.group_sd_scales(kappa, G, xp=xp)
         if not self.corr_functions:
             return scales[:, :, None] * L[None]
-        z = {(i, j): xp.tanh(G[:, a:b] @ kappa[a:b]) for i, j, a, b in self.corr_functions}
+        w = {(i, j): G[:, a:b] @ kappa[a:b] for i, j, a, b in self.corr_functions}
         length = xp.sqrt(xp.sum(L * L, axis=1))  # row lengths at g = 0: σ, or 1 for function rows
-        return (scales * length[None])[:, :, None] * self._cpc_cholesky(z, xp, (G.shape[0],))
+        return (scales * length[None])[:, :, None] * corr_cholesky(w, self.q, xp, (G.shape[0],))
 
     def group_sd_scales(self, kappa, G, xp=jnp):
         """(J, q): each group's SD multiplier per row of L, exp(½ g_jᵀκ_k) for rows with a
@@ -216,12 +201,13 @@ class ParamLayout:
         L = xp.stack(rows) if rows else xp.zeros((0, 0))
         if self.corr_functions:  # row lengths times the correlation factor at g = 0
             kappa = self.split(theta)[2]
-            z = {}
-            for i, j, a, b in self.corr_functions:
-                names = self.g_names[a:b]
-                z[(i, j)] = sum((xp.tanh(kappa[a + k]) for k, n in enumerate(names) if is_intercept(n)), zero)
+            w = {}
+            for i, j, a, b in self.corr_functions:  # at g = 0 only the intercept is left
+                k = next((k for k, n in enumerate(self.g_names[a:b]) if is_intercept(n)), None)
+                if k is not None:
+                    w[(i, j)] = kappa[a + k]
             lengths = xp.stack([L[r, r] for r in range(self.q)])
-            L = lengths[:, None] * self._cpc_cholesky(z, xp, ())
+            L = lengths[:, None] * corr_cholesky(w, self.q, xp)
         return L
 
     def pack(self, beta, alpha, kappa, L, assoc=None) -> np.ndarray:

@@ -40,6 +40,7 @@ import pandas as pd
 
 from melsm.errors import MelsmInputError
 from melsm.model.spec import make_spec
+from melsm.model.transforms import sd_corr_cholesky
 from melsm.pipeline import Model
 
 #: Distributions of covariates and their parameters (with defaults).
@@ -239,10 +240,9 @@ def truth_theta(layout, truth: dict) -> np.ndarray:
             a, b = (effects[e] for e in rest.split(","))
             corr[a, b] = corr[b, a] = v
     try:
-        chol = np.linalg.cholesky(corr) if layout.q else np.zeros((0, 0))
+        L = sd_corr_cholesky(sd, corr)
     except np.linalg.LinAlgError:
         raise MelsmInputError("the correlations in truth do not form a positive-definite matrix") from None
-    L = sd[:, None] * chol
     assoc = [values["assoc:quadratic"]] if layout.quadratic else None
     with np.errstate(divide="ignore"):  # an SD of 0 is log 0 = -inf in θ, exp(-inf) = 0 back
         return layout.pack(beta, alpha, kappa, L, assoc)
