@@ -57,6 +57,7 @@ from melsm.engine import jax_config as _jax  # noqa: F401  (float64, compilation
 from melsm.engine.compiled import compiled
 from melsm.engine.likelihood import ModelData, Nodes, find_nodes, loglik, nested_nodes
 from melsm.errors import MelsmBoundaryWarning, MelsmConvergenceWarning
+from melsm.model.association import Association
 from melsm.model.params import ParamLayout, is_intercept
 
 #: Default Gauss–Hermite points per scale dimension, chosen by measured accuracy
@@ -104,14 +105,14 @@ REFINE_GRADIENT = 1e-8
 def default_quadrature(layout: ParamLayout) -> int:
     """Points per dimension (``DEFAULT_QUADRATURE``); the quadratic association's nested
     rule: 11 outer points (×41 inner), within 1e-4 of its limit on the Riesby data."""
-    return 11 if layout.quadratic else DEFAULT_QUADRATURE.get(layout.n_agq, 5)
+    return 11 if layout.association.nested_rule else DEFAULT_QUADRATURE.get(layout.n_agq, 5)
 
 
 def newton_steps(layout: ParamLayout) -> int:
     """Newton steps for the quadrature modes: the quadratic association's joint posterior of
     (η_v, η_u) need not be log-concave away from the mode, and from a cold start (η = 0)
     Newton took up to 16 steps on the Riesby data."""
-    return 2 * N_NEWTON + 4 if layout.quadratic else N_NEWTON
+    return N_NEWTON if layout.association.location_exact else 2 * N_NEWTON + 4
 
 
 def _loglik_and_nodes(theta, data: ModelData, eta_start, node_theta, layout: ParamLayout, n_quad: int,
@@ -125,14 +126,15 @@ def _loglik_and_nodes(theta, data: ModelData, eta_start, node_theta, layout: Par
     points on, all of it for the Laplace approximation. (``_Objective.second_order``
     differentiates the gradient at θ ± h with the nodes of θ.)
     """
+    params = layout.params(theta)
     if not layout.n_agq:
-        return loglik(theta, data, None, layout, n_quad), None
+        return loglik(params, data, None, layout, n_quad), None
     # Stopping the gradient of θ (not of the nodes) keeps autodiff out of the node search.
-    at = theta if nodes_move else jax.lax.stop_gradient(node_theta)
+    at = params if nodes_move else layout.params(jax.lax.stop_gradient(node_theta))
     nodes = find_nodes(at, data, eta_start, layout, newton_steps(layout), implicit=nodes_move)
-    if layout.quadratic:
+    if layout.association.nested_rule:
         nodes = nested_nodes(at, data, nodes, layout, n_quad)
-    return loglik(theta, data, nodes, layout, n_quad), nodes
+    return loglik(params, data, nodes, layout, n_quad), nodes
 
 
 @compiled(static_argnames=("layout", "n_quad", "nodes_move"))
@@ -294,7 +296,7 @@ def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: i
     # Under the quadratic association the quadrature error is larger and more sensitive
     # to the nodes' placement, so fixed-node derivatives would not match the value.
     objective = _Objective(data, layout, n_quad, n_groups,
-                           nodes_move=n_quad < FIXED_NODES_FROM or layout.quadratic)
+                           nodes_move=n_quad < FIXED_NODES_FROM or layout.association.nested_rule)
     if not np.isfinite(objective.fun(theta0)):
         raise FloatingPointError("the log-likelihood is not finite at the starting values")
     floors = _floors_by_row(layout, boundary_log_sd)
@@ -490,10 +492,10 @@ def _flat_rows(opt: Optimum, layout: ParamLayout, floors: dict) -> set:
 
 def _step_off(theta: np.ndarray, layout: ParamLayout, floors: dict, r: int) -> np.ndarray:
     """θ with the diagonal entry of L in row r set to STEP_OFF_FRACTION of its scale."""
-    beta, alpha, kappa, _ = layout.split(np.asarray(theta, float))
-    L = layout.cholesky(np.asarray(theta, float), xp=np)
+    p = layout.params(np.asarray(theta, float), xp=np)
+    L = p.chol.copy()
     L[r, r] = np.exp(floors[r][1]) * STEP_OFF_FRACTION / BOUNDARY_FRACTION
-    return layout.pack(beta, alpha, kappa, L, layout.assoc(np.asarray(theta, float)))
+    return layout.theta(p._replace(chol=L))
 
 
 def _screen(objective: _Objective, base: Optimum, layout: ParamLayout, floors: dict,
@@ -528,9 +530,8 @@ def _restrict(theta: np.ndarray, layout: ParamLayout, floors: dict, pivots: froz
     of the earlier ones given by its row of L, and its column of L is zero); the held
     diagonal entries are set to ``HELD_FRACTION`` of their natural scale.
     """
-    beta, alpha, kappa, _ = layout.split(np.asarray(theta, float))
-    sigma = layout.cholesky(np.asarray(theta, float), xp=np)
-    sigma = sigma @ sigma.T
+    p = layout.params(np.asarray(theta, float), xp=np)
+    sigma = p.chol @ p.chol.T
     for r in zero_rows:
         sigma[r, :] = 0.0
         sigma[:, r] = 0.0
@@ -545,7 +546,7 @@ def _restrict(theta: np.ndarray, layout: ParamLayout, floors: dict, pivots: froz
         L[j, j] = np.sqrt(max(d, tiny**2))
         for i in range(j + 1, q):
             L[i, j] = (sigma[i, j] - L[i, :j] @ L[j, :j]) / L[j, j]
-    return layout.pack(beta, alpha, kappa, L, layout.assoc(np.asarray(theta, float)))
+    return layout.theta(p._replace(chol=L))
 
 
 def _inverse_start(opt: Optimum, layout: ParamLayout, pivots: frozenset, zero_rows: frozenset):
@@ -674,8 +675,8 @@ def without_scale_effects(layout: ParamLayout) -> ParamLayout:
     whose coefficients come last in κ and G)."""
     functions = tuple(f for f in layout.g_functions if f[0].startswith("mean:"))
     n_kappa = functions[-1][2] if functions else 0
-    return replace(layout, zv_names=(), independent_blocks=False, g_names=layout.g_names[:n_kappa],
-                   g_functions=functions, quadratic=False)
+    return replace(layout, zv_names=(), association=Association.CORRELATED, g_names=layout.g_names[:n_kappa],
+                   g_functions=functions)
 
 
 def _function_intercepts(kappa: np.ndarray, layout: ParamLayout, L: np.ndarray) -> np.ndarray:
@@ -692,17 +693,17 @@ def _function_intercepts(kappa: np.ndarray, layout: ParamLayout, L: np.ndarray) 
 def embed_start(theta_small: np.ndarray, small: ParamLayout, full: ParamLayout,
                 design) -> np.ndarray:
     """Starting values for the full model from the fit without scale effects."""
-    beta, alpha, kappa_small, _ = small.split(theta_small)
-    L_small = small.cholesky(np.asarray(theta_small), xp=np)
+    p = small.params(np.asarray(theta_small), xp=np)
+    kappa_small = p.kappa
     L = initial_cholesky(design, full, 1.0)
     q_v = full.q_v
-    L[q_v:, q_v:] = L_small
+    L[q_v:, q_v:] = p.chol
     # the scale effects' functions start at the initial variances, covariates at 0
     kappa = _function_intercepts(np.zeros(len(full.g_names)), full, L)
     kappa[:len(kappa_small)] = kappa_small
     for b in full.between_rows:
         L[b] /= max(L[b, b], 1e-12)
-    return full.pack(beta, alpha, kappa, L)
+    return full.pack(p.beta, p.alpha, kappa, L)
 
 
 def embed_inverse_hessian(opt_small: Optimum, small: ParamLayout, full: ParamLayout,
@@ -758,10 +759,11 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
             if stage.pivots:
                 # Let the full model start those location effects away from the boundary
                 # (in log σ the way back from 10⁻⁸ is long and flat).
-                L_stage = small.cholesky(theta_stage, xp=np)
+                p = small.params(theta_stage, xp=np)
+                L_stage = p.chol.copy()
                 for r in stage.pivots:
                     L_stage[r, r] = L0[r, r]
-                theta_stage = small.pack(*small.split(theta_stage)[:3], L_stage)
+                theta_stage = small.theta(p._replace(chol=L_stage))
             theta0 = embed_start(theta_stage, small, layout, design)
             inverse_hessian0 = None if stage.pivots else embed_inverse_hessian(stage, small, layout)
         else:
