@@ -193,7 +193,7 @@ def marginal_group_loglik(z_batch, data, sample_layout: SampleLayout, n_quad: in
     """log L_j(θ) for each draw in ``z_batch`` (S, dim): both u and v integrated out
     (v by adaptive quadrature, started from the draw's own η_v). Returns (S, J)."""
     from melsm.engine.likelihood import find_nodes, group_loglik
-    from melsm.estimate.ml import newton_steps
+    from melsm.estimate.objective import newton_steps
 
     layout = sample_layout.layout
 
