@@ -16,6 +16,7 @@ from pathlib import Path
 
 from melsm.demo import DEMO_MCMC, RIESBY
 from melsm.errors import MelsmInputError, MelsmStudyWarning
+from melsm.model.association import NAMES as ASSOCIATIONS
 
 
 def _read_data(source: str):
@@ -222,7 +223,7 @@ def _fit_arguments(sub) -> None:
                           '"EFFECT=FORMULA" for any random effect or the location-scale correlation, e.g. '
                           '"within:Intercept=~ g"')
     fit.add_argument("--association", default="correlated",
-                     choices=["correlated", "none", "linear", "quadratic"])
+                     choices=list(ASSOCIATIONS))
     fit.add_argument("--quadrature", type=int, default=None,
                      help="Gauss-Hermite points per random scale effect")
     fit.add_argument("--max-iter", type=int, default=None,
@@ -256,7 +257,7 @@ def _report_arguments(sub) -> None:
                      help='repeat for each model: "NAME = MEAN ; WITHIN ; BETWEEN" (WITHIN, BETWEEN optional), '
                           'e.g. "Model 2 = normexam ~ 1 + (1 | school) ; ~ 1 + (1 | school)"')
     rep.add_argument("--method", choices=["ml", "mcmc"], default="ml")
-    rep.add_argument("--association", default="correlated", choices=["correlated", "none", "linear", "quadratic"])
+    rep.add_argument("--association", default="correlated", choices=list(ASSOCIATIONS))
     rep.add_argument("--quadrature", type=int, default=None)
     rep.add_argument("--max-iter", type=int, default=None)
     rep.add_argument("--priors", choices=["default", "diffuse"], default="default")

@@ -9,6 +9,7 @@ import pandas as pd
 from melsm.engine.likelihood import ModelData, model_data
 from melsm.errors import MelsmDataWarning, MelsmInputError, count
 from melsm.estimate.ml import fit_ml, warn_boundary
+from melsm.model.association import Association
 from melsm.model.design import build_design
 from melsm.model.params import ParamLayout
 from melsm.model.scaling import Units, standardise
@@ -23,7 +24,7 @@ def _check_quadrature_size(points: int, layout: ParamLayout) -> None:
     """Refuse a rule with more than ``MAX_NODES_PER_GROUP`` nodes: K^d for d scale effects,
     K(4K − 3) for the quadratic association's nested rule."""
     def nodes(k: int) -> int:
-        return k * (4 * k - 3) if layout.quadratic else k ** layout.n_agq
+        return layout.association.nodes_per_group(k, layout.n_agq)
 
     if nodes(points) > MAX_NODES_PER_GROUP:
         largest = max(k for k in range(1, MAX_NODES_PER_GROUP + 1) if nodes(k) <= MAX_NODES_PER_GROUP)
@@ -60,7 +61,6 @@ class Model:
                  data: pd.DataFrame | None = None, association: str = "correlated"):
         if data is None:
             raise MelsmInputError("no data given (data=...)")
-        self.association = association
         self.spec = make_spec(mean, within, between, association)
         self.design = d = build_design(self.spec, data)
         if d.n_dropped:
@@ -68,19 +68,20 @@ class Model:
             warnings.warn(f"dropped {d.n_dropped} of {d.n_dropped + d.n_obs} rows with missing values "
                           f"in the model's columns (missing values: {counts})",
                           MelsmDataWarning, stacklevel=2)
-        if association == "quadratic" and (len(d.zu_names) != 1 or len(d.zv_names) != 1):
-            raise MelsmInputError(
-                "association='quadratic' needs exactly one random effect in the mean formula and one in the "
-                f"within formula (as in MIXREGLS), not {len(d.zu_names)} and {len(d.zv_names)}")
+        self.spec.association.check_effects(len(d.zu_names), len(d.zv_names))
         self.layout = ParamLayout(tuple(d.x_names), tuple(d.w_names), tuple(d.g_names),
-                                  tuple(d.zu_names), tuple(d.zv_names),
-                                  independent_blocks=self.spec.association == "none",
-                                  g_functions=tuple(tuple(f) for f in d.g_functions),
-                                  quadratic=self.spec.association == "quadratic")
+                                  tuple(d.zu_names), tuple(d.zv_names), self.spec.association,
+                                  g_functions=tuple(tuple(f) for f in d.g_functions))
         self._units: Units | None = None
         self._internal_data: ModelData | None = None
         self._model_data: ModelData | None = None
         self._sampler_data: ModelData | None = None
+
+    @property
+    def association(self) -> Association:
+        """The association of location and scale effects (``melsm.model.association``), as
+        the specification holds it (``"linear"`` is ``"correlated"``)."""
+        return self.spec.association
 
     @property
     def units(self) -> Units:

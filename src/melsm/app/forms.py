@@ -22,8 +22,10 @@ import re
 
 import pandas as pd
 
+from melsm.model.association import NAMES
+
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-ASSOCIATIONS = ("correlated", "none", "linear", "quadratic")
+ASSOCIATIONS = NAMES
 MCMC_LIMITS = {"chains": (2, 64), "warmup": (10, 20000), "draws": (10, 20000), "seed": (0, 2**31 - 1)}
 MCMC_DEFAULTS = {"chains": 8, "warmup": 500, "draws": 500, "seed": 0}
 NAME_LENGTH = 60

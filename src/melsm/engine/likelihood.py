@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from melsm.engine.quadrature import normal_rule
-from melsm.model.params import ParamLayout
+from melsm.model.params import ParamLayout, Params
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -163,16 +163,15 @@ def small_cholesky(S):
 
 
 # ---- the likelihood given the scale effects ------------------------------------------
-def group_factors(theta, data: ModelData, layout: ParamLayout):
+def group_factors(params: Params, data: ModelData, layout: ParamLayout):
     """β, α and the blocks of L_j = S_j L: L_vv,j (J,q_v,q_v), L_uv,j (J,q_u,q_v),
     L_uu,j (J,q_u,q_u), with S_j the groups' level-2 SD multipliers (``ParamLayout``)."""
-    beta, alpha, _, _ = layout.split(theta)
     qv = layout.q_v
-    L_j = layout.group_cholesky(theta, data.G)
-    return beta, alpha, L_j[:, :qv, :qv], L_j[:, qv:, :qv], L_j[:, qv:, qv:]
+    L_j = layout.group_cholesky(params, data.G)
+    return params.beta, params.alpha, L_j[:, :qv, :qv], L_j[:, qv:, :qv], L_j[:, qv:, qv:]
 
 
-def quadratic_effects(theta, L_vv_j, L_uv_j, L_uu_j, eta, layout: ParamLayout):
+def quadratic_effects(params: Params, L_vv_j, L_uv_j, L_uu_j, eta, layout: ParamLayout):
     """(v_j, u_j) under the quadratic association from η_j = (η_v, η_u) (J, 2) and the
     blocks of the groups' factors (``group_factors``): b_v = L_vv η_v, u = b_u = L_uv η_v
     + L_uu η_u, v_j = b_v,j + τ_q θ1_j² with θ1_j = b_u,j / σ_u,j (MIXREGLS'
@@ -180,25 +179,25 @@ def quadratic_effects(theta, L_vv_j, L_uv_j, L_uu_j, eta, layout: ParamLayout):
     l_vv, l_uv, l_uu = L_vv_j[:, 0, 0], L_uv_j[:, 0, 0], L_uu_j[:, 0, 0]
     u = l_uv * eta[:, 0] + l_uu * eta[:, 1]
     theta1 = u / jnp.sqrt(l_uv * l_uv + l_uu * l_uu)
-    return (l_vv * eta[:, 0] + layout.assoc(theta)[0] * theta1**2)[:, None], u[:, None]
+    return (l_vv * eta[:, 0] + params.assoc[0] * theta1**2)[:, None], u[:, None]
 
 
-def conditional_terms(theta, data: ModelData, eta, layout: ParamLayout):
+def conditional_terms(params: Params, data: ModelData, eta, layout: ParamLayout):
     """log p(y_j | η_j) for all groups, with the Gaussian posterior of η_u.
 
     η_j is η_v (the scale part); under the quadratic association it is (η_v, η_u) and
     nothing is integrated exactly. Returns (logp (J,), mean of η_u | η_v, y (J,q_u),
     covariance M⁻¹ (J,q_u,q_u)); the last two are empty under the quadratic association.
     """
-    beta, alpha, L_vv_j, L_uv_j, L_uu_j = group_factors(theta, data, layout)
-    qu = 0 if layout.quadratic else layout.q_u
+    beta, alpha, L_vv_j, L_uv_j, L_uu_j = group_factors(params, data, layout)
+    qu = layout.q_u if layout.association.location_exact else 0
     n_groups = data.G.shape[0]
     g = data.chunk_group
     # Tiny contractions are written as broadcast-and-sum: XLA's CPU dot kernels are
     # slow for batched products with 1–3 terms.
     mu = jnp.sum(data.X * beta, axis=-1)  # (C, c)
-    if layout.quadratic:
-        v, shift = quadratic_effects(theta, L_vv_j, L_uv_j, L_uu_j, eta, layout)
+    if layout.association.location_in_scale:
+        v, shift = quadratic_effects(params, L_vv_j, L_uv_j, L_uu_j, eta, layout)
     else:
         v = jnp.sum(L_vv_j * eta[:, None, :], axis=-1)  # (J, q_v)
         shift = jnp.sum(L_uv_j * eta[:, None, :], axis=-1) if qu and layout.q_v else None  # (J, q_u)
@@ -233,9 +232,9 @@ def conditional_terms(theta, data: ModelData, eta, layout: ParamLayout):
     return logp, post_mean, M_inv
 
 
-def log_joint(theta, data, eta, layout):
+def log_joint(params: Params, data: ModelData, eta, layout: ParamLayout):
     """h_j(η) = log p(y_j | η) + log φ(η), per group."""
-    logp = conditional_terms(theta, data, eta, layout)[0]
+    logp = conditional_terms(params, data, eta, layout)[0]
     return logp - 0.5 * jnp.sum(eta**2, axis=1) - 0.5 * layout.n_agq * LOG_2PI
 
 
@@ -251,7 +250,7 @@ def _solve_blocks(A, b):
     return jnp.einsum("jab,jb->ja", inverse, b)
 
 
-def find_nodes(theta, data, eta_start, layout: ParamLayout, n_newton: int,
+def find_nodes(params: Params, data: ModelData, eta_start, layout: ParamLayout, n_newton: int,
                implicit: bool = True) -> Nodes:
     """Mode and curvature of each h_j: vectorised, safeguarded Newton steps.
 
@@ -264,7 +263,7 @@ def find_nodes(theta, data, eta_start, layout: ParamLayout, n_newton: int,
     qv, n_groups = layout.n_agq, eta_start.shape[0]
 
     def grad_eta(eta):
-        return jax.grad(lambda e: jnp.sum(log_joint(theta, data, e, layout)))(eta)
+        return jax.grad(lambda e: jnp.sum(log_joint(params, data, e, layout)))(eta)
 
     def neg_hessian(f, eta):
         A = -_block_columns(lambda t: jax.jvp(f, (eta,), (t,))[1], n_groups, qv)
@@ -312,7 +311,7 @@ def inner_points(n_quad: int) -> int:
     return 4 * n_quad - 3
 
 
-def nested_nodes(theta, data: ModelData, nodes: Nodes, layout: ParamLayout, n_quad: int,
+def nested_nodes(params: Params, data: ModelData, nodes: Nodes, layout: ParamLayout, n_quad: int,
                  n_newton: int = 4) -> Nodes:
     """Nodes of the nested rule of the quadratic association, over η = (η_v, η_u).
 
@@ -336,7 +335,7 @@ def nested_nodes(theta, data: ModelData, nodes: Nodes, layout: ParamLayout, n_qu
     t2 = nodes.mode[None, :, 1] + (cov[:, 1, 0] / cov[:, 0, 0])[None] * (t1 - nodes.mode[None, :, 0])
 
     def h(t2):
-        return jax.vmap(lambda a, b: log_joint(theta, data, jnp.stack([a, b], -1), layout))(t1, t2)
+        return jax.vmap(lambda a, b: log_joint(params, data, jnp.stack([a, b], -1), layout))(t1, t2)
 
     grad = jax.grad(lambda t: jnp.sum(h(t)))  # the groups and outer nodes are separable
 
@@ -352,17 +351,17 @@ def nested_nodes(theta, data: ModelData, nodes: Nodes, layout: ParamLayout, n_qu
     return nodes._replace(nested=(t1, t2, log_s2, jnp.log(s1)))
 
 
-def quadrature_points(theta, data: ModelData, nodes: Nodes, layout: ParamLayout, n_quad: int):
+def quadrature_points(params: Params, data: ModelData, nodes: Nodes, layout: ParamLayout, n_quad: int):
     """Points (P, J, n_agq) and log terms (P, J) with log L_j = logsumexp_p(h_j(η_p) + term_p,j).
 
     Tensor AGQ: term = log|R_j| + (d/2) log 2π + log w_k + ½|z_k|². The quadratic
     association's nested rule (``nested_nodes``): term = log s1 + log s_k + log 2π
     + log w_k + ½z_k² + log w_m + ½z_m²."""
-    if not layout.quadratic:
+    if not layout.association.nested_rule:
         points, log_terms = node_points(nodes, n_quad, layout.n_agq)
         return points, log_terms[:, None] + nodes.log_det[None] + 0.5 * layout.n_agq * LOG_2PI
     if nodes.nested is None:
-        nodes = nested_nodes(theta, data, nodes, layout, n_quad)
+        nodes = nested_nodes(params, data, nodes, layout, n_quad)
     t1, t2, log_s2, log_s1 = nodes.nested
     z_outer, logw_outer = normal_rule(n_quad, 1)
     z, logw = normal_rule(inner_points(n_quad), 1)
@@ -377,21 +376,22 @@ def quadrature_points(theta, data: ModelData, nodes: Nodes, layout: ParamLayout,
             log_terms.reshape(-1, n_groups))
 
 
-def group_loglik(theta, data: ModelData, nodes: Nodes | None, layout: ParamLayout, n_quad: int):
+def group_loglik(params: Params, data: ModelData, nodes: Nodes | None, layout: ParamLayout, n_quad: int):
     """log L_j for every group (closed form without scale effects, else AGQ)."""
     n_groups = data.G.shape[0]
     if layout.n_agq == 0:
-        return conditional_terms(theta, data, jnp.zeros((n_groups, 0)), layout)[0]
-    points, log_terms = quadrature_points(theta, data, nodes, layout, n_quad)
-    h = jax.vmap(lambda eta: log_joint(theta, data, eta, layout))(points)  # (P, J)
+        return conditional_terms(params, data, jnp.zeros((n_groups, 0)), layout)[0]
+    points, log_terms = quadrature_points(params, data, nodes, layout, n_quad)
+    h = jax.vmap(lambda eta: log_joint(params, data, eta, layout))(points)  # (P, J)
     return jax.scipy.special.logsumexp(h + log_terms, axis=0)
 
 
-def loglik(theta, data, nodes, layout, n_quad):
-    return jnp.sum(group_loglik(theta, data, nodes, layout, n_quad))
+def loglik(params: Params, data: ModelData, nodes: Nodes | None, layout: ParamLayout, n_quad: int):
+    """log L = Σ_j log L_j (``group_loglik``)."""
+    return jnp.sum(group_loglik(params, data, nodes, layout, n_quad))
 
 
-def random_effect_posterior(theta, data: ModelData, nodes: Nodes | None, layout: ParamLayout,
+def random_effect_posterior(params: Params | jax.Array, data: ModelData, nodes: Nodes | None, layout: ParamLayout,
                             n_quad: int):
     """Posterior mean (J,q) and covariance (J,q,q) of b_j = (v_j, u_j) given y_j.
 
@@ -399,22 +399,24 @@ def random_effect_posterior(theta, data: ModelData, nodes: Nodes | None, layout:
     M⁻¹c and covariance M⁻¹, so b_j | η_v has mean (L_vv η_v, L_uv η_v + G M⁻¹c) and
     covariance blockdiag(0, G M⁻¹ Gᵀ) (L_vv, L_uv, G: the group's own, L_j = S_j L).
     Under the quadratic association the nodes are over (η_v, η_u) and b_j is a function
-    of them (``quadratic_effects``): its conditional covariance is 0.
+    of them (``quadratic_effects``): its conditional covariance is 0. ``params``: ``Params``
+    or the optimiser's θ.
     """
-    _, _, L_vv_j, L_uv_j, L_uu_j = group_factors(theta, data, layout)
+    params = layout.as_params(params)
+    _, _, L_vv_j, L_uv_j, L_uu_j = group_factors(params, data, layout)
     n_groups = data.G.shape[0]
     if layout.n_agq == 0:
         points = jnp.zeros((1, n_groups, 0))
         log_terms = jnp.zeros((1, n_groups))
     else:
-        points, log_terms = quadrature_points(theta, data, nodes, layout, n_quad)
+        points, log_terms = quadrature_points(params, data, nodes, layout, n_quad)
     qv = layout.q_v
 
     def at_node(eta):
-        logp, m_u, cov_u = conditional_terms(theta, data, eta, layout)
+        logp, m_u, cov_u = conditional_terms(params, data, eta, layout)
         h = logp - 0.5 * jnp.sum(eta**2, axis=1)
-        if layout.quadratic:
-            v, u = quadratic_effects(theta, L_vv_j, L_uv_j, L_uu_j, eta, layout)
+        if layout.association.location_in_scale:
+            v, u = quadratic_effects(params, L_vv_j, L_uv_j, L_uu_j, eta, layout)
             return h, jnp.concatenate([v, u], axis=1), jnp.zeros((n_groups, layout.q_u, layout.q_u))
         v = jnp.einsum("jab,jb->ja", L_vv_j, eta)
         u = jnp.einsum("juv,jv->ju", L_uv_j, eta) + jnp.einsum("jab,jb->ja", L_uu_j, m_u)

@@ -36,9 +36,10 @@ from melsm.estimate.priors import Priors, SampleLayout, log_prior, prior_scales
 
 
 def log_density(z, data, scales, sample_layout: SampleLayout, priors: Priors):
-    theta = sample_layout.to_theta(z)
+    """log p(z | y) up to a constant (module docstring)."""
+    params = sample_layout.params(z)
     eta = sample_layout.eta(z)
-    return jnp.sum(log_joint(theta, data, eta, sample_layout.layout)) + log_prior(
+    return jnp.sum(log_joint(params, data, eta, sample_layout.layout)) + log_prior(
         z, scales, sample_layout, priors)
 
 
@@ -115,13 +116,14 @@ def _progress_cb(done, total):
 def draw_random_effects(key, z, data, sample_layout: SampleLayout):
     """b_j = (v_j, u_j) for one draw of z: u drawn exactly given η_v and y."""
     layout = sample_layout.layout
-    theta = sample_layout.to_theta(z)
+    params = sample_layout.params(z)
+    theta = layout.theta(params, jnp)
     eta_v = sample_layout.eta(z)
-    _, _, L_vv_j, L_uv_j, L_uu_j = group_factors(theta, data, layout)
-    if layout.quadratic:  # both effects are sampled: b is a function of the draw
-        v, u = quadratic_effects(theta, L_vv_j, L_uv_j, L_uu_j, eta_v, layout)
+    _, _, L_vv_j, L_uv_j, L_uu_j = group_factors(params, data, layout)
+    if layout.association.location_in_scale:  # both effects are sampled: b is a function of the draw
+        v, u = quadratic_effects(params, L_vv_j, L_uv_j, L_uu_j, eta_v, layout)
         return jnp.concatenate([v, u], axis=1), theta
-    _, mean, cov = conditional_terms(theta, data, eta_v, layout)
+    _, mean, cov = conditional_terms(params, data, eta_v, layout)
     if layout.q_u:
         chol = jnp.linalg.cholesky(cov)
         eta_u = mean + jnp.einsum("jab,jb->ja", chol, jax.random.normal(key, mean.shape))
@@ -174,14 +176,9 @@ def starting_points(ml_fit, sample_layout: SampleLayout, chains: int, rng) -> np
     """Over-dispersed starts (chains, dim): the ML estimates plus noise of twice their SE
     (β, α, κ), 10% of the SD (SDs: 0.1 on log σ, 0.1·s on signed s), 0.1 (correlations) or
     0.5 (η)."""
-    from melsm.estimate.ml import covariance
-
-    layout, n_groups = sample_layout.layout, sample_layout.n_groups
-    eta_hat = (np.asarray(ml_fit._opt.nodes.mode)[:n_groups] if layout.n_agq
-               else np.zeros((n_groups, 0)))
-    centre = sample_layout.from_theta(ml_fit.theta, eta_hat)
-    cov = covariance(ml_fit._opt, layout)
-    se = np.sqrt(np.clip(np.nan_to_num(np.diag(cov), nan=0.01), 1e-6, 1.0))
+    layout = sample_layout.layout
+    centre = sample_layout.from_theta(ml_fit.theta, ml_fit.modes)
+    se = np.sqrt(np.clip(np.nan_to_num(np.diag(ml_fit.cov_theta), nan=0.01), 1e-6, 1.0))
     jitter_theta = np.full(sample_layout.n_theta, 0.1)
     px, pw, pg, _ = layout.sizes
     jitter_theta[:px + pw + pg] = 2 * se[:px + pw + pg]
@@ -196,17 +193,17 @@ def marginal_group_loglik(z_batch, data, sample_layout: SampleLayout, n_quad: in
     """log L_j(θ) for each draw in ``z_batch`` (S, dim): both u and v integrated out
     (v by adaptive quadrature, started from the draw's own η_v). Returns (S, J)."""
     from melsm.engine.likelihood import find_nodes, group_loglik
-    from melsm.estimate.ml import newton_steps
+    from melsm.estimate.objective import newton_steps
 
     layout = sample_layout.layout
 
     def one(z):
-        theta = sample_layout.to_theta(z)
+        params = sample_layout.params(z)
         if not layout.n_agq:
-            return group_loglik(theta, data, None, layout, n_quad)
-        nodes = find_nodes(theta, data, sample_layout.eta(z), layout, newton_steps(layout),
+            return group_loglik(params, data, None, layout, n_quad)
+        nodes = find_nodes(params, data, sample_layout.eta(z), layout, newton_steps(layout),
                            implicit=False)
-        return group_loglik(theta, data, nodes, layout, n_quad)
+        return group_loglik(params, data, nodes, layout, n_quad)
 
     return jax.lax.map(one, z_batch)
 

@@ -66,7 +66,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from melsm.errors import MelsmInputError
-from melsm.model.params import ParamLayout, is_intercept
+from melsm.model.params import ParamLayout, Params, is_intercept
+from melsm.model.transforms import corr_cholesky, corr_cholesky_inverse
 
 
 @dataclass(frozen=True)
@@ -216,29 +217,22 @@ class SampleLayout:
         """τ_q (quadratic association), after the correlations; empty otherwise."""
         return z[self.n_theta - self.layout.n_assoc:self.n_theta]
 
-    def correlation_cholesky(self, y):
-        """Block-diagonal Cholesky factor of the correlation matrix from y, and
-        log|∂L/∂y| (Stan's cholesky_corr transform)."""
-        q = self.layout.q
-        rows = [[jnp.zeros(()) for _ in range(q)] for _ in range(q)]
-        log_jac = jnp.zeros(())
-        k = 0
-        for block in self.blocks:
-            for a, i in enumerate(block):
-                remaining = jnp.ones(())
-                for j in block[:a]:
-                    z = jnp.tanh(y[k])
-                    k += 1
-                    rows[i][j] = z * jnp.sqrt(remaining)
-                    log_jac = log_jac + 0.5 * jnp.log(remaining) + jnp.log1p(-z * z)
-                    remaining = remaining - rows[i][j] ** 2
-                rows[i][i] = jnp.sqrt(remaining)
-        L = jnp.stack([jnp.stack(r) for r in rows]) if q else jnp.zeros((0, 0))
-        return L, log_jac
+    @property
+    def pairs(self) -> tuple[tuple[int, int], ...]:
+        """The pairs (i, j), j < i, of ``blocks`` whose CPCs are in y, in y's order."""
+        return tuple((i, j) for block in self.blocks for a, i in enumerate(block) for j in block[:a])
 
-    def to_theta(self, z):
-        """z → the ML layout's θ (so the likelihood code serves both estimators): σ = |s|
-        and the correlation factor D R D (module docstring)."""
+    def correlation_cholesky(self, y):
+        """Block-diagonal Cholesky factor R of the correlation matrix from y, and
+        log|∂R/∂y| (``melsm.model.transforms.corr_cholesky``)."""
+        w = {pair: y[k] for k, pair in enumerate(self.pairs)}
+        return corr_cholesky(w, self.layout.q, jnp, jacobian=True)
+
+    def params(self, z) -> Params:
+        """z → ``Params``, the sampler's bijection (docs/architecture.md, 'Parameters'):
+        L = diag(σ) D R D with σ = |s| (or exp of the log entries), R the CPC factor of y
+        (``correlation_cholesky``) and D the signs of s (module docstring). Rows with a
+        level-2 variance function have σ = 1: R's row is already a unit direction."""
         beta, alpha, kappa, sd_part, y, _ = self.split(z)
         R, _ = self.correlation_cholesky(y)
         sd = jnp.ones(self.layout.q)
@@ -247,40 +241,31 @@ class SampleLayout:
         if self.signed_entries:
             signs = self.row_signs(z)
             R = signs[:, None] * R * signs[None, :]
-        L = sd[:, None] * R
-        for b in self.layout.between_rows:
-            L = L.at[b].set(L[b] / L[b, b])
-        chol = [jnp.log(L[r, c]) if r == c else L[r, c] for r, c in self.layout.chol_entries]
-        parts = [beta, alpha, kappa] + ([jnp.stack(chol)] if chol else []) + [self.assoc(z)]
-        return jnp.concatenate(parts)
+        L = self.layout.correlation_functions_at_zero(sd[:, None] * R, kappa, jnp)
+        return Params(beta, alpha, kappa, L, self.assoc(z))
+
+    def to_theta(self, z):
+        """z → the optimiser's θ (``ParamLayout.theta``), for reporting draws on the ML
+        layout's scale."""
+        return self.layout.theta(self.params(z), jnp)
 
     def from_theta(self, theta: np.ndarray, eta: np.ndarray) -> np.ndarray:
-        """Inverse of ``to_theta`` (numpy; positive s), for starting values from an ML fit."""
-        lay = self.layout
-        beta, alpha, kappa, _ = lay.split(np.asarray(theta, float))
-        L = lay.cholesky(np.asarray(theta, float), xp=np)
-        sd = np.sqrt(np.sum(L**2, axis=1))
-        R = L / np.maximum(sd[:, None], 1e-300)
-        y = []
-        for block in self.blocks:
-            for a, i in enumerate(block):
-                remaining = 1.0
-                for j in block[:a]:
-                    z = np.clip(R[i, j] / np.sqrt(max(remaining, 1e-12)), -0.999, 0.999)
-                    y.append(np.arctanh(z))
-                    remaining -= (z * np.sqrt(max(remaining, 1e-12))) ** 2
+        """Inverse of ``to_theta`` (numpy; positive s), for starting values from an ML fit:
+        σ the row lengths of L, y the CPCs of R = diag(σ)⁻¹ L (clipped inside ±0.999)."""
+        p = self.layout.params(np.asarray(theta, float), xp=np)
+        sd = np.sqrt(np.sum(p.chol**2, axis=1))
+        y = corr_cholesky_inverse(p.chol / np.maximum(sd[:, None], 1e-300), self.pairs)
         sd_part = np.maximum(sd[list(self.sd_rows)], 1e-3)
         logged = list(self.log_entries)
         sd_part[logged] = np.log(sd_part[logged])
-        return np.concatenate([beta, alpha, kappa, sd_part, np.asarray(y, float),
-                               np.asarray(lay.assoc(np.asarray(theta, float)), float),
+        return np.concatenate([p.beta, p.alpha, p.kappa, sd_part, y, np.asarray(p.assoc, float),
                                np.asarray(eta, float).ravel()])
 
 
 def correlation_blocks(layout: ParamLayout) -> tuple[tuple[int, ...], ...]:
     """The random effects that are correlated with each other, as blocks of internal indices."""
     q, qv = layout.q, layout.q_v
-    if layout.independent_blocks:
+    if layout.association.independent_blocks:
         return tuple(b for b in (tuple(range(qv)), tuple(range(qv, q))) if b)
     return (tuple(range(q)),) if q else ()
 

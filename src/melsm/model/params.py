@@ -37,12 +37,35 @@ Reported scale: β, α, κ as they are; random-effect SDs sqrt(Σ_rr); correlati
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 
+from melsm.model.association import Association
+from melsm.model.transforms import corr_cholesky
+
 #: A correlation within this of ±1 is reported on the boundary (Σ nearly singular).
 CORRELATION_BOUNDARY = 1e-3
+
+
+class Params(NamedTuple):
+    """The model's parameters in structured form, a JAX pytree (docs/architecture.md,
+    'Parameters'). The likelihood takes it directly; the optimiser's θ
+    (``ParamLayout.params``/``ParamLayout.theta``) and the sampler's z
+    (``melsm.estimate.priors.SampleLayout``) are two bijections onto it.
+
+    ``chol`` is the shared factor L of Σ = L Lᵀ (internal order: scale effects, then
+    location effects). A row with a level-2 variance function is a unit-length direction
+    (its length is the group's SD from κ); under correlation functions L = diag(σ) C with
+    C the CPC factor at g = 0 (``ParamLayout.group_cholesky`` gives each group's).
+    """
+
+    beta: Any  # (p_x,) mean function
+    alpha: Any  # (p_w,) log level-1 variance function
+    kappa: Any  # (p_g,) level-2 functions: log variances and atanh CPCs
+    chol: Any  # (q, q) L
+    assoc: Any  # (n_assoc,) τ_q under the quadratic association, else empty
 
 
 def is_intercept(g_name: str) -> bool:
@@ -67,11 +90,9 @@ class ParamLayout:
     g_names: tuple[str, ...]
     zu_names: tuple[str, ...]
     zv_names: tuple[str, ...]
-    independent_blocks: bool  # association="none"
+    association: Association = Association.CORRELATED
     #: (effect "mean:<term>"/"within:<term>", first, end index in κ and G) per level-2 function
     g_functions: tuple[tuple[str, int, int], ...] = ()
-    #: association="quadratic": v_j = b_v,j + τ_q θ1_j² (one location and one scale effect)
-    quadratic: bool = False
 
     @property
     def q_u(self) -> int:
@@ -89,12 +110,12 @@ class ParamLayout:
     def n_agq(self) -> int:
         """Dimension of the adaptive quadrature: the scale effects, and under the quadratic
         association the location effect as well (it then enters v non-linearly)."""
-        return self.q if self.quadratic else self.q_v
+        return self.association.integration_dims(self.q_u, self.q_v)
 
     @property
     def n_assoc(self) -> int:
         """Association coefficients after the Cholesky entries in θ: τ_q, or none."""
-        return int(self.quadratic)
+        return self.association.n_params
 
     def row_of(self, effect: str) -> int:
         """Internal row of L of a random effect named ``mean:<term>`` or ``within:<term>``."""
@@ -118,38 +139,22 @@ class ParamLayout:
                 out.append((rows[1], rows[0], a, b))
         return tuple(out)
 
-    def _cpc_cholesky(self, z: dict, xp, batch: tuple):
-        """Cholesky factor of a correlation matrix from canonical partial correlations
-        z[(i, j)] (arrays of shape ``batch``): L_ij = z_ij √(1 − Σ_{m<j} L_im²), L_ii the rest."""
-        one, zero = xp.ones(batch), xp.zeros(batch)
-        rows = []
-        for i in range(self.q):
-            remaining, row = one, []
-            for j in range(self.q):
-                if j < i:
-                    value = z.get((i, j), zero) * xp.sqrt(remaining)
-                    remaining = remaining - value * value
-                    row.append(value)
-                else:
-                    row.append(xp.sqrt(remaining) if j == i else zero)
-            rows.append(xp.stack(row, axis=-1))
-        return xp.stack(rows, axis=-2)
-
     @property
     def between_rows(self) -> tuple[int, ...]:
         """Rows of L whose length is a level-2 function (unit directions in L)."""
         return tuple(r for r, _, _ in self.function_rows)
 
-    def group_cholesky(self, theta, G, xp=jnp):
-        """(J, q, q): each group's factor L_j (Σ_j = L_j L_jᵀ) for level-2 covariates G."""
-        _, _, kappa, raw = self.split(theta)
-        L = self.cholesky(theta, xp=xp)
-        scales = self.group_sd_scales(kappa, G, xp=xp)
+    def group_cholesky(self, params: Params | Any, G, xp: Any = jnp):
+        """(J, q, q): each group's factor L_j (Σ_j = L_j L_jᵀ) for level-2 covariates G:
+        L_j = S_j L, and under correlation functions L_j = S_j diag(|L_r|) C_j with C_j the
+        CPC factor of tanh(G_j δ) (module docstring). ``params``: ``Params`` or θ."""
+        p = self.as_params(params, xp)
+        scales = self.group_sd_scales(p.kappa, G, xp=xp)
         if not self.corr_functions:
-            return scales[:, :, None] * L[None]
-        z = {(i, j): xp.tanh(G[:, a:b] @ kappa[a:b]) for i, j, a, b in self.corr_functions}
-        length = xp.sqrt(xp.sum(L * L, axis=1))  # row lengths at g = 0: σ, or 1 for function rows
-        return (scales * length[None])[:, :, None] * self._cpc_cholesky(z, xp, (G.shape[0],))
+            return scales[:, :, None] * p.chol[None]
+        w = {(i, j): G[:, a:b] @ p.kappa[a:b] for i, j, a, b in self.corr_functions}
+        length = xp.sqrt(xp.sum(p.chol * p.chol, axis=1))  # row lengths at g = 0: σ, or 1 for function rows
+        return (scales * length[None])[:, :, None] * corr_cholesky(w, self.q, xp, (G.shape[0],))
 
     def group_sd_scales(self, kappa, G, xp=jnp):
         """(J, q): each group's SD multiplier per row of L, exp(½ g_jᵀκ_k) for rows with a
@@ -167,7 +172,7 @@ class ParamLayout:
             for c in range(r + 1):
                 if r == c and r in self.between_rows:
                     continue
-                if self.independent_blocks and r >= self.q_v and c < self.q_v:
+                if self.association.independent_blocks and r >= self.q_v and c < self.q_v:
                     continue
                 if r != c and self.corr_functions:
                     continue  # the correlation is a level-2 function: only log SDs are free
@@ -188,16 +193,15 @@ class ParamLayout:
         return (theta[:px], theta[px:px + pw], theta[px + pw:px + pw + pg],
                 theta[px + pw + pg:px + pw + pg + pc])
 
-    def assoc(self, theta):
-        """The association coefficients (τ_q under the quadratic association, else empty)."""
-        return theta[sum(self.sizes):]
-
-    def cholesky(self, theta, xp=jnp):
-        """The shared factor L (q × q); rows with a level-2 function are unit-length directions.
+    # ---- the optimiser's bijection θ ↔ Params ------------------------------------------
+    def params(self, theta, xp: Any = jnp) -> Params:
+        """θ → ``Params`` (docs/architecture.md, 'Parameters'): the free entries of L, its
+        diagonal as log L_rr, rows with a level-2 variance function normalised to unit
+        length, and under correlation functions L = diag(|L_r|) C(δ at g = 0).
 
         ``xp=numpy`` evaluates it eagerly without JAX (no compilation outside ``jit``).
         """
-        _, _, _, raw = self.split(theta)
+        beta, alpha, kappa, raw = self.split(theta)
         position = {rc: k for k, rc in enumerate(self.chol_entries)}
         zero = raw[:0].sum() if raw.shape[0] else 0.0
         rows = []
@@ -214,28 +218,53 @@ class ParamLayout:
                 row = [v / norm for v in row]
             rows.append(xp.stack(row))
         L = xp.stack(rows) if rows else xp.zeros((0, 0))
-        if self.corr_functions:  # row lengths times the correlation factor at g = 0
-            kappa = self.split(theta)[2]
-            z = {}
-            for i, j, a, b in self.corr_functions:
-                names = self.g_names[a:b]
-                z[(i, j)] = sum((xp.tanh(kappa[a + k]) for k, n in enumerate(names) if is_intercept(n)), zero)
-            lengths = xp.stack([L[r, r] for r in range(self.q)])
-            L = lengths[:, None] * self._cpc_cholesky(z, xp, ())
-        return L
+        return Params(beta, alpha, kappa, self.correlation_functions_at_zero(L, kappa, xp),
+                      theta[sum(self.sizes):])
+
+    def correlation_functions_at_zero(self, L, kappa, xp: Any = jnp):
+        """Under correlation functions, the diagonal L (row lengths) times the CPC factor
+        of the functions' intercepts (their value at g = 0); otherwise L unchanged."""
+        if not self.corr_functions:
+            return L
+        w = {}
+        for i, j, a, b in self.corr_functions:  # at g = 0 only the intercept is left
+            k = next((k for k, n in enumerate(self.g_names[a:b]) if is_intercept(n)), None)
+            if k is not None:
+                w[(i, j)] = kappa[a + k]
+        lengths = xp.stack([L[r, r] for r in range(self.q)])
+        return lengths[:, None] * corr_cholesky(w, self.q, xp)
+
+    def theta(self, params: Params, xp: Any = np):
+        """Inverse of ``params``: ``Params`` → θ. Rows with a level-2 function may have any
+        length (only their direction is kept); under correlation functions only the rows'
+        lengths are kept (the correlations are in κ). A zero SD gives log 0 = −∞."""
+        L = params.chol
+        if self.corr_functions:
+            L = xp.diag(xp.sqrt(xp.sum(L**2, axis=1)))
+        between = self.between_rows
+
+        def entry(r, c):
+            value = L[r, c] / L[r, r] if r in between else L[r, c]
+            return xp.log(value) if r == c else value
+
+        chol = [entry(r, c) for r, c in self.chol_entries]
+        return xp.concatenate([xp.asarray(params.beta, float), xp.asarray(params.alpha, float),
+                               xp.asarray(params.kappa, float), xp.asarray(chol, float).reshape(-1),
+                               xp.asarray(params.assoc, float)])
+
+    def as_params(self, params: Params | Any, xp: Any = jnp) -> Params:
+        """``params`` as it is, or θ unpacked by ``params`` (for callers that hold θ)."""
+        return params if isinstance(params, Params) else self.params(params, xp)
+
+    def cholesky(self, theta, xp: Any = jnp):
+        """The shared factor L (q × q) of θ (``params(theta).chol``)."""
+        return self.params(theta, xp).chol
 
     def pack(self, beta, alpha, kappa, L, assoc=None) -> np.ndarray:
-        """Inverse of ``split``/``cholesky``/``assoc`` for starting values (rows with a
-        level-2 function: any scale; ``assoc`` None: τ_q = 0)."""
-        L = np.asarray(L, dtype=float).copy()
-        if self.corr_functions:  # only the rows' lengths are free
-            L = np.diag(np.sqrt(np.sum(L**2, axis=1)))
-        for b in self.between_rows:
-            L[b] = L[b] / L[b, b]
-        chol = [np.log(L[r, c]) if r == c else L[r, c] for r, c in self.chol_entries]
+        """θ from its parts (numpy; ``assoc`` None: τ_q = 0): ``theta(Params(...))``."""
         assoc = np.zeros(self.n_assoc) if assoc is None else np.asarray(assoc, float)
-        return np.concatenate([np.asarray(beta, float), np.asarray(alpha, float),
-                               np.asarray(kappa, float), np.asarray(chol, float), assoc])
+        return self.theta(Params(np.asarray(beta, float), np.asarray(alpha, float), np.asarray(kappa, float),
+                                 np.asarray(L, dtype=float), assoc))
 
     # ---- reported scale -------------------------------------------------------------
     def random_effects(self) -> list[tuple[str, str, int]]:
@@ -250,7 +279,7 @@ class ParamLayout:
         for a in range(len(effects)):
             for b in range(a + 1, len(effects)):
                 parts = {effects[a][0], effects[b][0]}
-                if self.independent_blocks and parts == {"mean", "within"}:
+                if self.association.independent_blocks and parts == {"mean", "within"}:
                     continue
                 if self.corr_functions:
                     continue  # the one correlation is a level-2 function, reported in κ
@@ -264,7 +293,7 @@ class ParamLayout:
         names += [f"sd:{part}:{term}" for part, term, idx in self.random_effects()
                   if idx not in self.between_rows]
         names += [f"corr:{a[0]}:{a[1]},{b[0]}:{b[1]}" for a, b in self.correlation_pairs()]
-        names += ["assoc:quadratic"] * self.n_assoc
+        names += list(self.association.param_names)
         return names
 
     def reported_kinds(self) -> list[str]:
@@ -272,18 +301,18 @@ class ParamLayout:
         return [name.split(":", 1)[0] if name.split(":", 1)[0] in ("sd", "corr") else "coef"
                 for name in self.reported_names()]
 
-    def report(self, theta):
-        """θ → reported estimates (JAX-traceable, so the delta method can differentiate it)."""
-        beta, alpha, kappa, _ = self.split(theta)
-        L = self.cholesky(theta)
-        sigma = L @ L.T
+    def report(self, params: Params | Any):
+        """θ (or ``Params``) → reported estimates (JAX-traceable, so the delta method can
+        differentiate it): β, α, κ, SDs √Σ_rr, correlations Σ_rs / √(Σ_rr Σ_ss), τ_q."""
+        p = self.as_params(params)
+        sigma = p.chol @ p.chol.T
         sds = jnp.sqrt(jnp.diag(sigma))
-        out = [beta, alpha, kappa]
+        out = [p.beta, p.alpha, p.kappa]
         out += [sds[idx][None] for _, _, idx in self.random_effects() if idx not in self.between_rows]
         for a, b in self.correlation_pairs():
             i, j = a[2], b[2]
             out.append((sigma[i, j] / (sds[i] * sds[j]))[None])
-        out.append(self.assoc(theta))
+        out.append(p.assoc)
         return jnp.concatenate([jnp.atleast_1d(o) for o in out]) if out else jnp.zeros(0)
 
     def boundary_values(self, theta, pivots, zero_rows, G=None) -> list[tuple[str, float]]:
@@ -343,14 +372,10 @@ class ParamLayout:
                 out["corr:" + ",".join(sorted((names[i], names[j])))] = extreme
         return out
 
-    def predictors(self, theta, X, W, Zu, Zv, b_rows):
+    def predictors(self, params: Params | Any, X, W, Zu, Zv, b_rows):
         """Mean x'β + z'u and log level-1 variance w'α + s'v per row (numpy), with
         ``b_rows`` each row's random effects (v, u) in internal order."""
-        beta, alpha, _, _ = self.split(np.asarray(theta))
+        p = self.as_params(params, np)
+        beta, alpha = np.asarray(p.beta), np.asarray(p.alpha)
         v, u = b_rows[:, :self.q_v], b_rows[:, self.q_v:]
         return X @ beta + np.sum(Zu * u, axis=1), W @ alpha + np.sum(Zv * v, axis=1)
-
-    def log_sd_entries(self) -> list[int]:
-        """Positions in θ of the log-diagonal of L (to detect variances at zero)."""
-        offset = sum(self.sizes[:3])
-        return [offset + k for k, (r, c) in enumerate(self.chol_entries) if r == c]

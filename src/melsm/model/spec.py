@@ -21,9 +21,8 @@ import re
 from dataclasses import dataclass
 
 from melsm.errors import MelsmInputError
+from melsm.model.association import Association
 from melsm.model.grammar import column_name, parse_terms, quote
-
-ASSOCIATIONS = ("correlated", "none", "linear", "quadratic")
 
 
 @dataclass(frozen=True)
@@ -52,12 +51,8 @@ class ModelSpec:
     within_random: str | None
     between: tuple[tuple[str, str], ...] | None  # (effect "mean:<term>"/"within:<term>", fixed part)
     group: str | None
-    association: str
+    association: Association
     formulas: dict
-
-    @property
-    def has_random_scale(self) -> bool:
-        return self.within_random is not None
 
 
 def _split_top_level(text: str, sep: str) -> list[str]:
@@ -204,10 +199,7 @@ def make_spec(
     ``{"within:Intercept": "~ schgend"}`` (log σ²_v0,j = g_j'γ), and for the correlation of
     one location and one scale effect, ``{"corr:mean:Intercept,within:Intercept": "~ g"}``
     (atanh ρ_j = g_j'δ)."""
-    if not isinstance(association, str) or association not in ASSOCIATIONS:
-        raise MelsmInputError(
-            f"association {association!r} is not one of {', '.join(ASSOCIATIONS)}"
-        )
+    kind = Association.parse(association)
     m = parse_formula(mean, "mean", need_response=True)
     w = parse_formula(within if within is not None else "~ 1", "within", need_response=False)
     functions = _between_functions(between) if between else {}
@@ -234,10 +226,11 @@ def make_spec(
                     f"a between formula models the {'correlation' if effect.startswith('corr:') else 'variance'} of "
                     f"{effect.removeprefix('corr:')}, but the {where} formula has no random part"
                 )
-        if effect.startswith("corr:") and association == "none":
+        if effect.startswith("corr:") and kind.independent_blocks:
             raise MelsmInputError("a correlation function needs correlated location and scale effects, "
                                   "not association='none'")
-    if association in ("linear", "quadratic") and (
+    # "linear" (MIXREGLS' name) asks for correlated location and scale effects: both parts
+    if (association == "linear" or kind.needs_both_parts) and (
         m.random is None or w.random is None
     ):
         raise MelsmInputError(
@@ -251,6 +244,6 @@ def make_spec(
         within_random=w.random.terms if w.random else None,
         between=tuple(parsed.items()) or None,
         group=group,
-        association="correlated" if association == "linear" else association,
+        association=kind,
         formulas={"mean": mean, "within": within, "between": between},
     )

@@ -60,7 +60,7 @@ def check_supported(layout) -> None:
     """Group quantities need intercepts in both functions and a random location intercept."""
     if has_group_quantities(layout):
         return
-    if layout.quadratic:
+    if not layout.association.gaussian_effects:
         raise MelsmInputError("group means, variances and ICCs are not available under the quadratic "
                               "association (its scale effects are not Gaussian); use association='linear'")
     missing = [what for what, ok in (
@@ -75,13 +75,13 @@ def check_supported(layout) -> None:
 def has_group_quantities(layout) -> bool:
     """Whether ``check_supported`` passes."""
     return ("Intercept" in layout.x_names and "Intercept" in layout.w_names and "Intercept" in layout.zu_names
-            and not layout.quadratic)
+            and layout.association.gaussian_effects)
 
 
 def random_slopes(layout) -> list[tuple[str, str]]:
     """(function, covariate) for each covariate with a random slope whose group lines can
     be drawn: in the fixed part too, next to an intercept; function "mean" or "variance"."""
-    if layout.quadratic:
+    if not layout.association.gaussian_effects:
         return []
     return [(function, term) for function, random, fixed in (
         ("mean", layout.zu_names, layout.x_names), ("variance", layout.zv_names, layout.w_names))

@@ -70,6 +70,10 @@ class MLResults(Results):
         self._opt = opt
         self.theta = opt.theta
         self.cov_theta = covariance(opt, layout)
+        #: Each group's mode η̂_j of the quadrature ((n_groups, n_agq); empty without random
+        #: scale effects): the MCMC sampler starts its η there.
+        self.modes = (np.asarray(opt.nodes.mode)[:model.design.n_groups] if opt.nodes is not None
+                      else np.zeros((model.design.n_groups, 0)))
         self.loglik = opt.loglik
         self.converged = opt.converged
         self.message = opt.message

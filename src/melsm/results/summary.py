@@ -57,7 +57,7 @@ def format_summary(fit) -> str:
         f"Converged: {'yes' if fit.converged else 'NO - ' + fit.message}    "
         f"Iterations: {fit.iterations}    Time: {fit.seconds:.2f} s",
     ]
-    if fit.n_quad and fit.model.layout.quadratic:
+    if fit.n_quad and fit.model.layout.association.nested_rule:
         lines.append(f"Integration: location and scale effects by nested adaptive Gauss-Hermite quadrature, "
                      f"{fit.n_quad} x {inner_points(fit.n_quad)} points")
     elif fit.n_quad:

@@ -40,6 +40,7 @@ import pandas as pd
 
 from melsm.errors import MelsmInputError
 from melsm.model.spec import make_spec
+from melsm.model.transforms import sd_corr_cholesky
 from melsm.pipeline import Model
 
 #: Distributions of covariates and their parameters (with defaults).
@@ -239,11 +240,10 @@ def truth_theta(layout, truth: dict) -> np.ndarray:
             a, b = (effects[e] for e in rest.split(","))
             corr[a, b] = corr[b, a] = v
     try:
-        chol = np.linalg.cholesky(corr) if layout.q else np.zeros((0, 0))
+        L = sd_corr_cholesky(sd, corr)
     except np.linalg.LinAlgError:
         raise MelsmInputError("the correlations in truth do not form a positive-definite matrix") from None
-    L = sd[:, None] * chol
-    assoc = [values["assoc:quadratic"]] if layout.quadratic else None
+    assoc = [values[n] for n in layout.association.param_names]
     with np.errstate(divide="ignore"):  # an SD of 0 is log 0 = -inf in θ, exp(-inf) = 0 back
         return layout.pack(beta, alpha, kappa, L, assoc)
 
@@ -293,16 +293,16 @@ def simulate(model: Any, truth: dict, design: dict, seed: Any = None,
     except MelsmInputError as err:
         raise MelsmInputError(f"cannot simulate this model under this design: {err}") from None
     d, layout = built.design, built.layout
-    theta = truth_theta(layout, truth)
-    L_groups = layout.group_cholesky(theta, d.G, xp=np)  # (J, q, q)
+    params = layout.params(truth_theta(layout, truth), xp=np)
+    L_groups = layout.group_cholesky(params, d.G, xp=np)  # (J, q, q)
     eta = rng.standard_normal((d.n_groups, layout.q))
     b = np.einsum("jab,jb->ja", L_groups, eta)
-    if layout.quadratic:  # v_j = b_v,j + τ_q θ1_j², θ1_j = b_u,j / σ_u,j (one u, one v)
+    if layout.association.location_in_scale:  # v_j = b_v,j + τ_q θ1_j², θ1_j = b_u,j / σ_u,j (one u, one v)
         sd_u = np.sqrt(np.sum(L_groups[:, 1, :] ** 2, axis=1))
         with np.errstate(invalid="ignore", divide="ignore"):
             theta1 = np.where(sd_u > 0, b[:, 1] / sd_u, 0.0)
-        b[:, 0] += layout.assoc(theta)[0] * theta1**2
-    mean, log_var = layout.predictors(theta, d.X, d.W, d.Zu, d.Zv, b[d.group])
+        b[:, 0] += params.assoc[0] * theta1**2
+    mean, log_var = layout.predictors(params, d.X, d.W, d.Zu, d.Zv, b[d.group])
     y = mean + np.exp(0.5 * log_var) * rng.standard_normal(d.n_obs)
     response = np.empty(len(frame))
     response[d.row_order] = y
