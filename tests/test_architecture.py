@@ -109,7 +109,7 @@ def test_no_import_cycles():
 def test_the_checks_see_imports():
     """The graph is not empty by mistake: known edges are found."""
     assert "melsm.model.spec" in GRAPH["melsm.model.design"]
-    assert "melsm.engine.likelihood" in GRAPH["melsm.estimate.ml"]
+    assert "melsm.engine.likelihood" in GRAPH["melsm.estimate.objective"]
     assert layer_of("melsm.reporting.plots") > layer_of("melsm.results.ml")
     assert len(MODULES) > 30
 

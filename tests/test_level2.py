@@ -176,7 +176,7 @@ def test_padded_groups_do_not_change_the_likelihood():
     assert model.model_data.G.shape[0] > 37
     theta = model.layout.pack([0.5, 1.0], [-0.3], [np.log(0.3), 0.0, np.log(0.1), 1.0],
                               np.linalg.cholesky(np.array([[1.0, 0.3], [0.3, 1.0]])))
-    from melsm.engine.likelihood import model_data
+    from melsm.engine.rows import model_data
 
     padded, _ = package_loglik(model, theta, 11)
     model._model_data = model_data(model.design)  # unpadded

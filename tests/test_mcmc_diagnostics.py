@@ -18,7 +18,8 @@ import pytest
 import melsm
 from melsm.demo import LONDON_MODELS
 from melsm.estimate.mcmc import log_density, sample
-from melsm.estimate.priors import Priors, SampleLayout, prior_scales
+from melsm.estimate.priors import Priors, prior_scales
+from melsm.estimate.sample_layout import SampleLayout
 from melsm.results.mcmc import MCMCResults
 
 matplotlib.use("Agg")

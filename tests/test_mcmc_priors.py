@@ -14,14 +14,8 @@ import pytest
 import scipy.stats
 
 import melsm
-from melsm.estimate.priors import (
-    Priors,
-    SampleLayout,
-    anchor_patterns,
-    level2_log_prior,
-    log_prior,
-    prior_scales,
-)
+from melsm.estimate.priors import Priors, anchor_patterns, level2_log_prior, prior_scales
+from melsm.estimate.sample_layout import SampleLayout, log_prior
 
 MIXED = "between:within:Intercept:mixed"
 

@@ -6,7 +6,7 @@ import warnings
 
 import pandas as pd
 
-from melsm.engine.likelihood import ModelData, model_data
+from melsm.engine.rows import ModelData, model_data
 from melsm.errors import MelsmDataWarning, MelsmInputError, count
 from melsm.estimate.ml import fit_ml, warn_boundary
 from melsm.model.association import Association
@@ -94,7 +94,7 @@ class Model:
     @property
     def internal_data(self) -> ModelData:
         """Arrays of the standardised design (``units``) that the ML fit works on, padded to
-        bucketed sizes (``likelihood.model_data``)."""
+        bucketed sizes (``melsm.engine.rows.model_data``)."""
         if self._internal_data is None:
             self._internal_data = model_data(self.units.design, padded=True)
         return self._internal_data

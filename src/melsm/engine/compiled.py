@@ -35,7 +35,8 @@ def _register_pytrees() -> bool:
             import flatbuffers  # noqa: F401  (needed by jax.export serialisation)
         except ImportError:
             return False
-        from melsm.engine.likelihood import ModelData, Nodes
+        from melsm.engine.likelihood import Nodes
+        from melsm.engine.rows import ModelData
 
         jax.export.register_namedtuple_serialization(ModelData, serialized_name="melsm.ModelData")
         jax.export.register_namedtuple_serialization(Nodes, serialized_name="melsm.Nodes")

@@ -31,29 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from melsm.engine.quadrature import normal_rule
+from melsm.engine.rows import ModelData
 from melsm.model.params import ParamLayout, Params
 
 LOG_2PI = float(np.log(2 * np.pi))
-
-
-class ModelData(NamedTuple):
-    """Model arrays as JAX arrays, rows laid out in chunks.
-
-    Rows (sorted by group) are cut into chunks of ``c`` rows that never straddle two
-    groups, padded with zero rows: row arrays are (C, c) or (C, c, p). Per-group sums
-    are then a dense sum over each chunk followed by a short segment sum over chunks,
-    which is far faster on CPUs than a scatter over every row. Zero rows contribute
-    exactly zero to every sum (y = 0, all covariates 0 ⇒ log d = 0, e = 0).
-    """
-
-    y: jax.Array  # (C, c)
-    X: jax.Array  # (C, c, p_x)
-    W: jax.Array  # (C, c, p_w)
-    Zu: jax.Array  # (C, c, q_u)
-    Zv: jax.Array  # (C, c, q_v)
-    G: jax.Array  # (J, p_g)
-    chunk_group: jax.Array  # (C,)
-    n_per_group: jax.Array  # (J,)
 
 
 class Nodes(NamedTuple):
@@ -64,69 +45,6 @@ class Nodes(NamedTuple):
     log_det: jax.Array  # (J,), log|R_j|
     #: quadratic association only: the nested rule's nodes (``nested_nodes``)
     nested: tuple | None = None
-
-
-def chunk_size(group_sizes: np.ndarray) -> int:
-    """Chunk length minimising padded rows plus a cost per chunk (measured on CPU)."""
-    best = None
-    for c in (4, 8, 16, 32, 64, 128):
-        n_chunks = int(np.sum(-(-group_sizes // c)))
-        cost = n_chunks * c + 8 * n_chunks
-        if best is None or cost < best[0]:
-            best = (cost, c)
-    return best[1]
-
-
-def chunk_layout(group: np.ndarray, n_groups: int, c: int | None = None):
-    """Positions of sorted rows in a (C, c) chunked layout and each chunk's group."""
-    sizes = np.bincount(group, minlength=n_groups)
-    c = c or chunk_size(sizes)
-    per_group = -(-sizes // c)
-    chunk_group = np.repeat(np.arange(n_groups), per_group)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    within = np.arange(group.shape[0]) - starts[group]
-    first_chunk = np.concatenate([[0], np.cumsum(per_group)[:-1]])
-    chunk = first_chunk[group] + within // c
-    return chunk, within % c, chunk_group, c
-
-
-def bucket(n: int) -> int:
-    """Smallest m·2^k ≥ n with m in 4..7 (n itself below 4): at most 25% larger."""
-    if n < 4:
-        return n
-    k = max(0, int(n).bit_length() - 3)
-    while True:
-        for m in (4, 5, 6, 7):
-            if m << k >= n:
-                return m << k
-        k += 1
-
-
-def model_data(design, c: int | None = None, padded: bool = False) -> ModelData:
-    """Lay the design's rows out in chunks (see ``ModelData``).
-
-    ``padded``: round the numbers of chunks and groups up to ``bucket`` sizes with empty
-    chunks and groups. An empty group contributes exactly 0 to log L (no rows: M = I,
-    c = 0, and the quadrature integrates φ to 1), so fits are unchanged, while data
-    sets of similar size share one compiled likelihood: fewer compilations, and fewer
-    of XLA's per-program memory maps in a long session.
-    """
-    chunk, slot, chunk_group, c = chunk_layout(design.group, design.n_groups, c)
-    n_groups = bucket(design.n_groups) if padded else design.n_groups
-    n_chunks = bucket(chunk_group.shape[0]) if padded else chunk_group.shape[0]
-    chunk_group = np.concatenate([chunk_group, np.full(n_chunks - chunk_group.shape[0], n_groups - 1)])
-
-    def lay(a):
-        out = np.zeros((n_chunks, c) + a.shape[1:])
-        out[chunk, slot] = a
-        return jnp.asarray(out)
-
-    return ModelData(
-        y=lay(design.y), X=lay(design.X), W=lay(design.W), Zu=lay(design.Zu),
-        Zv=lay(design.Zv), G=jnp.asarray(np.pad(design.G, ((0, n_groups - design.n_groups), (0, 0)))),
-        chunk_group=jnp.asarray(chunk_group),
-        n_per_group=jnp.asarray(np.bincount(design.group, minlength=n_groups), float),
-    )
 
 
 # ---- small symmetric matrices: closed forms for sizes 1 and 2 ------------------------

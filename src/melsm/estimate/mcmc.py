@@ -32,7 +32,8 @@ import numpy as np
 
 from melsm.engine import jax_config as _jax  # noqa: F401
 from melsm.engine.likelihood import LOG_2PI, conditional_terms, group_factors, log_joint, quadratic_effects
-from melsm.estimate.priors import Priors, SampleLayout, log_prior, prior_scales
+from melsm.estimate.priors import Priors, prior_scales
+from melsm.estimate.sample_layout import SampleLayout, log_prior
 
 
 def log_density(z, data, scales, sample_layout: SampleLayout, priors: Priors):

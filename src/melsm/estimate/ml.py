@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 import scipy.optimize
 
-from melsm.engine.likelihood import ModelData
+from melsm.engine.rows import ModelData
 from melsm.errors import MelsmBoundaryWarning, MelsmConvergenceWarning
 from melsm.estimate.boundary import (
     BOUNDARY_TOLERANCE,

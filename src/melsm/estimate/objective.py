@@ -13,7 +13,8 @@ import numpy as np
 
 from melsm.engine import jax_config as _jax  # noqa: F401  (float64, compilation cache)
 from melsm.engine.compiled import compiled
-from melsm.engine.likelihood import ModelData, find_nodes, loglik, nested_nodes
+from melsm.engine.likelihood import find_nodes, loglik, nested_nodes
+from melsm.engine.rows import ModelData
 from melsm.model.params import ParamLayout
 
 #: Default Gauss–Hermite points per scale dimension, chosen by measured accuracy

@@ -84,6 +84,34 @@ _RANDOM_TERM = re.compile(r"^\(\s*(?P<terms>[^|]*?)\s*(?P<bars>\|\|?)\s*(?P<grou
 
 def parse_formula(formula: str, which: str, need_response: bool) -> ParsedFormula:
     """Split one formula into response, fixed terms and at most one random term."""
+    text, lhs, rhs = _sides(formula, which, need_response)
+    try:
+        terms = [t.strip() for t in _split_top_level(rhs, "+")]
+    except MelsmInputError as err:
+        raise MelsmInputError(f"{which} formula {quote(text)}: {err}") from None
+    fixed, random = [], []
+    for k, term in enumerate(terms):
+        if not term:
+            where = ("ends with '+'" if k == len(terms) - 1 else
+                     "starts with '+'" if k == 0 else "has '+' twice in a row")
+            raise MelsmInputError(f"{which} formula {quote(text)} {where}: a term is missing")
+        if "|" in term:
+            random.append(_random_part(term, text, which))
+        else:
+            fixed.append(term)
+    if len(random) > 1:
+        raise MelsmInputError(
+            f"{which} formula {quote(text)} has {len(random)} random terms; give one (terms | group)"
+        )
+    return ParsedFormula(
+        response=column_name(lhs, "response") if lhs else None,
+        fixed=parse_terms(" + ".join(fixed), f"{which} formula").text if fixed else "1",
+        random=random[0] if random else None,
+    )
+
+
+def _sides(formula: str, which: str, need_response: bool) -> tuple[str, str, str]:
+    """(the formula on one line, left side, right side) of ``lhs ~ rhs``, checked."""
     if not isinstance(formula, str):
         raise MelsmInputError(
             f"{which} formula must be a string such as "
@@ -111,50 +139,33 @@ def parse_formula(formula: str, which: str, need_response: bool) -> ParsedFormul
         )
     if not rhs:
         raise MelsmInputError(f"{which} formula {quote(text)} has nothing right of '~'")
-    try:
-        terms = [t.strip() for t in _split_top_level(rhs, "+")]
-    except MelsmInputError as err:
-        raise MelsmInputError(f"{which} formula {quote(text)}: {err}") from None
-    fixed, random = [], []
-    for k, term in enumerate(terms):
-        if not term:
-            where = ("ends with '+'" if k == len(terms) - 1 else
-                     "starts with '+'" if k == 0 else "has '+' twice in a row")
-            raise MelsmInputError(f"{which} formula {quote(text)} {where}: a term is missing")
-        if "|" in term:
-            match = _RANDOM_TERM.match(term)
-            if match is None:
-                raise MelsmInputError(
-                    f"{which} formula {quote(text)}: cannot read random term {quote(term)}; "
-                    "write it as (terms | group)"
-                )
-            if match["bars"] == "||":
-                raise MelsmInputError(
-                    f"{which} formula {quote(text)}: '||' is not supported; random effects "
-                    "are correlated (use association='none' to separate location and scale)"
-                )
-            if not match["group"].strip():
-                raise MelsmInputError(
-                    f"{which} formula {quote(text)}: random term {quote(term)} has no grouping factor right of '|'"
-                )
-            if not match["terms"]:
-                raise MelsmInputError(
-                    f"{which} formula {quote(text)}: random term {quote(term)} has nothing left of '|'; "
-                    f"write (1 | {match['group'].strip()}) for a random intercept"
-                )
-            random.append(RandomPart(parse_terms(match["terms"], f"random part of the {which} formula").text,
-                                     column_name(match["group"].strip(), "grouping factor")))
-        else:
-            fixed.append(term)
-    if len(random) > 1:
+    return text, lhs, rhs
+
+
+def _random_part(term: str, text: str, which: str) -> RandomPart:
+    """The random term ``(terms | group)`` of a formula, checked."""
+    match = _RANDOM_TERM.match(term)
+    if match is None:
         raise MelsmInputError(
-            f"{which} formula {quote(text)} has {len(random)} random terms; give one (terms | group)"
+            f"{which} formula {quote(text)}: cannot read random term {quote(term)}; "
+            "write it as (terms | group)"
         )
-    return ParsedFormula(
-        response=column_name(lhs, "response") if lhs else None,
-        fixed=parse_terms(" + ".join(fixed), f"{which} formula").text if fixed else "1",
-        random=random[0] if random else None,
-    )
+    if match["bars"] == "||":
+        raise MelsmInputError(
+            f"{which} formula {quote(text)}: '||' is not supported; random effects "
+            "are correlated (use association='none' to separate location and scale)"
+        )
+    if not match["group"].strip():
+        raise MelsmInputError(
+            f"{which} formula {quote(text)}: random term {quote(term)} has no grouping factor right of '|'"
+        )
+    if not match["terms"]:
+        raise MelsmInputError(
+            f"{which} formula {quote(text)}: random term {quote(term)} has nothing left of '|'; "
+            f"write (1 | {match['group'].strip()}) for a random intercept"
+        )
+    return RandomPart(parse_terms(match["terms"], f"random part of the {which} formula").text,
+                      column_name(match["group"].strip(), "grouping factor"))
 
 
 LOCATION_INTERCEPT = "mean:Intercept"
@@ -202,14 +213,7 @@ def make_spec(
     kind = Association.parse(association)
     m = parse_formula(mean, "mean", need_response=True)
     w = parse_formula(within if within is not None else "~ 1", "within", need_response=False)
-    functions = _between_functions(between) if between else {}
-    parsed = {}
-    for effect, text in functions.items():
-        b = parse_formula(text, "between", need_response=False)
-        if b.random is not None:
-            raise MelsmInputError(f"between formula {quote(text)} cannot have random terms "
-                                  f"(it describes the variance of the random effect {effect})")
-        parsed[effect] = b.fixed
+    parsed = _between_formulas(between)
     groups = {p.group for p in (m.random, w.random) if p is not None}
     if len(groups) > 1:
         raise MelsmInputError(
@@ -217,18 +221,7 @@ def make_spec(
             " melsm fits two-level models with one grouping factor"
         )
     group = groups.pop() if groups else None
-    for effect in parsed:
-        parts = ([p.partition(":")[0] for p in effect.removeprefix("corr:").split(",")]
-                 if effect.startswith("corr:") else [effect.partition(":")[0]])
-        for where in dict.fromkeys(parts):
-            if (m.random if where == "mean" else w.random) is None:
-                raise MelsmInputError(
-                    f"a between formula models the {'correlation' if effect.startswith('corr:') else 'variance'} of "
-                    f"{effect.removeprefix('corr:')}, but the {where} formula has no random part"
-                )
-        if effect.startswith("corr:") and kind.independent_blocks:
-            raise MelsmInputError("a correlation function needs correlated location and scale effects, "
-                                  "not association='none'")
+    _check_between_effects(parsed, m, w, kind)
     # "linear" (MIXREGLS' name) asks for correlated location and scale effects: both parts
     if (association == "linear" or kind.needs_both_parts) and (
         m.random is None or w.random is None
@@ -247,3 +240,32 @@ def make_spec(
         association=kind,
         formulas={"mean": mean, "within": within, "between": between},
     )
+
+
+def _between_formulas(between) -> dict[str, str]:
+    """{effect: fixed terms} of the level-2 functions (no random terms allowed)."""
+    parsed = {}
+    for effect, text in (_between_functions(between) if between else {}).items():
+        b = parse_formula(text, "between", need_response=False)
+        if b.random is not None:
+            raise MelsmInputError(f"between formula {quote(text)} cannot have random terms "
+                                  f"(it describes the variance of the random effect {effect})")
+        parsed[effect] = b.fixed
+    return parsed
+
+
+def _check_between_effects(parsed: dict, m: ParsedFormula, w: ParsedFormula, kind: Association) -> None:
+    """Every level-2 function is of a random effect the model has (a correlation function
+    of a pair, which also needs correlated location and scale effects)."""
+    for effect in parsed:
+        parts = ([p.partition(":")[0] for p in effect.removeprefix("corr:").split(",")]
+                 if effect.startswith("corr:") else [effect.partition(":")[0]])
+        for where in dict.fromkeys(parts):
+            if (m.random if where == "mean" else w.random) is None:
+                raise MelsmInputError(
+                    f"a between formula models the {'correlation' if effect.startswith('corr:') else 'variance'} of "
+                    f"{effect.removeprefix('corr:')}, but the {where} formula has no random part"
+                )
+        if effect.startswith("corr:") and kind.independent_blocks:
+            raise MelsmInputError("a correlation function needs correlated location and scale effects, "
+                                  "not association='none'")
