@@ -126,3 +126,17 @@ def test_module_and_function_size(module):
     path = MODULES[module]
     assert len(path.read_text().splitlines()) <= MAX_MODULE_LINES
     assert long_functions(path) == []
+
+
+def test_docstrings_point_to_sections_that_exist():
+    """``docs/architecture.md, 'Section'`` in the code names a heading of that document."""
+    import re
+
+    doc = (SRC.parent / "docs" / "architecture.md").read_text()
+    headings = {line.lstrip("#").strip().replace("`", "") for line in doc.splitlines() if line.startswith("## ")}
+    cited = set()
+    for path in MODULES.values():
+        text = " ".join(path.read_text().split())
+        cited |= set(re.findall(r"docs/architecture\.md, ['\"]([^'\"]+)['\"]", text))
+    assert cited, "no citations found: the pattern is wrong"
+    assert sorted(cited - headings) == []

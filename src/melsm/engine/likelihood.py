@@ -1,4 +1,4 @@
-"""The marginal log-likelihood of a two-level location-scale model (DESIGN §2).
+"""The marginal log-likelihood of a two-level location-scale model (docs/architecture.md, "The likelihood").
 
 Pure JAX functions of arrays. Random effects b_j = (v_j, u_j) = L_j η_j, η_j ~ N(0, I).
 Given the scale part η_v, the location effects enter linearly, so with

@@ -1,5 +1,5 @@
 """Random effects on the boundary of the parameter space in an ML fit (docs/architecture.md,
-'Boundaries').
+'Maximum likelihood').
 
 Random-effect SDs enter θ through the log-diagonal of the Cholesky factor L, so a variance
 of zero (or a singular Σ, e.g. a correlation of ±1) lies at θ = −∞: the optimiser can only

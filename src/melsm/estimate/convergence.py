@@ -1,6 +1,6 @@
 """Convergence of an ML fit: the optimum's record, the test (small gradient and positive-
 definite −Hessian over the identified parameters) and the covariance of θ̂
-(docs/architecture.md, 'Estimation').
+(docs/architecture.md, 'Maximum likelihood').
 
 On a boundary (a zero pivot of L held, ``melsm.estimate.boundary``) the held entries of θ
 are not identified: the test and the covariance are over the others, i.e. conditional on

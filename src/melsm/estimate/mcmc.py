@@ -1,4 +1,4 @@
-"""Bayesian estimation by MCMC with the location effects integrated out (DESIGN §3).
+"""Bayesian estimation by MCMC with the location effects integrated out (docs/architecture.md, "MCMC").
 
 The sampler's target is p(z | y) with z = (β, α, κ, log σ, correlations, η_v) and the
 location effects u collapsed exactly (the same per-group likelihood as the ML fit):

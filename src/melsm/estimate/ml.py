@@ -1,5 +1,5 @@
 """Maximum-likelihood estimation: the staged fit and its optimiser runs (docs/architecture.md,
-'Estimation').
+'Maximum likelihood').
 
 Following lme4, the deviance function (``melsm.engine.likelihood``) is separate from the
 optimiser. Each run is BFGS on log L with its exact gradient (JAX autodiff,

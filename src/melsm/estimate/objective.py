@@ -1,5 +1,5 @@
 """The ML objective: log L(θ) with adaptive quadrature, its autodiff gradient, and a
-Hessian by central differences of that gradient (docs/architecture.md, 'Estimation').
+Hessian by central differences of that gradient (docs/architecture.md, 'Maximum likelihood').
 
 θ is the optimiser's vector (``ParamLayout.params`` unpacks it); the quadrature nodes are
 found at θ and, from ``FIXED_NODES_FROM`` points on, held fixed while differentiating.

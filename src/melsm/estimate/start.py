@@ -1,5 +1,5 @@
 """Starting values of an ML fit, staged as in MIXREGLS (docs/architecture.md,
-'Estimation'): ordinary least squares for β and a regression of log squared residuals for
+'Maximum likelihood'): ordinary least squares for β and a regression of log squared residuals for
 α; then the model without random scale effects (closed-form likelihood), whose estimates
 and inverse Hessian start the full model.
 """

@@ -1,7 +1,7 @@
 """Parameter layout: the unconstrained vector θ the optimiser sees, and the reported scale.
 
 θ = (β, α, κ, chol). The random effects b_j = (v_j, u_j) (scale effects first, as in
-DESIGN §2) have covariance Σ = L Lᵀ with L lower triangular; ``chol`` holds the free
+docs/architecture.md, "Parameters") have covariance Σ = L Lᵀ with L lower triangular; ``chol`` holds the free
 entries of L, diagonal entries on the log scale. ``association="none"`` fixes the
 block of L linking u to v at zero, which makes the location and scale blocks independent.
 

@@ -5,7 +5,7 @@ group, or drawn) and how the covariates are distributed (level 1: a value per ro
 level 2: one value per group). The *truth* gives every reported parameter of the model
 (``mean:x``, ``within:x``, ``between:...``, ``sd:<part>:<term>``,
 ``corr:<part>:<term>,<part>:<term>``; see the README's table). Data are drawn as the
-model says (DESIGN §1):
+model says (docs/architecture.md, "The model"):
 
     b_j = L_j η_j,  η_j ~ N(0, I)          (b_j = (v_j, u_j), Σ_j = L_j L_jᵀ)
     y_ij = x_ij'β + z_ij'u_j + exp(½ (w_ij'α + s_ij'v_j)) ε_ij,   ε_ij ~ N(0, 1)
