@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -204,16 +205,26 @@ class Results:
         typical groups (``melsm.results.groups.level2_patterns``)."""
         raise NotImplementedError
 
+    # Computed once per fit (the report and the figures ask several times; ML's delta
+    # method compiles each time); the public methods hand out copies.
+    @cached_property
+    def _group_quantities(self) -> pd.DataFrame:
+        return groups.group_quantities(self)
+
+    @cached_property
+    def _population_quantities(self) -> pd.DataFrame:
+        return groups.population_quantities(self)
+
     def group_quantities(self) -> pd.DataFrame:
         """Each group's mean, level-1 variance and ICC with 95% intervals (``<quantity>
         low/high``) and ``<quantity> differs`` (the interval of its difference from the
         population average excludes 0). See ``melsm.results.groups``."""
-        return groups.cached(self, "_group_quantities", groups.group_quantities)
+        return self._group_quantities.copy()
 
     def population_quantities(self) -> pd.DataFrame:
         """σ²_u, mean E and variance V of the group variances, average ICC and β0 with SEs
         (ML delta method; MCMC posterior SD) and 95% intervals. See ``melsm.results.groups``."""
-        return groups.cached(self, "_population_quantities", groups.population_quantities)
+        return self._population_quantities.copy()
 
     def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
         """Each group's predicted line against ``covariate`` (``melsm.results.groups.group_lines``)."""

@@ -48,14 +48,6 @@ AVERAGE_OF = {"mean": "mean", "variance": "variance_mean", "icc": "icc"}
 FUNCTIONS = ("mean", "variance")
 
 
-def cached(fit, key: str, compute) -> pd.DataFrame:
-    """``compute(fit)`` once per results object (the report and the figures ask for the
-    same quantities several times; ML's delta method compiles each time); a copy each call."""
-    if key not in fit.__dict__:
-        fit.__dict__[key] = compute(fit)
-    return fit.__dict__[key].copy()
-
-
 def check_supported(layout) -> None:
     """Group quantities need intercepts in both functions and a random location intercept."""
     if has_group_quantities(layout):

@@ -11,6 +11,7 @@ Wald z and p are not shown for SDs (a test of σ = 0 sits on the boundary: use `
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import jax
@@ -249,16 +250,16 @@ class MLResults(Results):
         return lrtest(self, other)
 
     # ---- random effects and predictions ----------------------------------------------
-    def _posterior(self):
-        if not hasattr(self, "_posterior_cache"):
-            model, units = self.model, self.model.units
-            # the likelihood's data are standardised (melsm.model.scaling): b = t·b*
-            mean, cov = _posterior(jnp.asarray(units.to_internal(self.theta)), model.internal_data, self._opt.nodes,
-                                   model.layout, self.n_quad or 1)
-            n_groups = model.design.n_groups  # the data may be padded with empty groups
-            t = units.effect_scales
-            self._posterior_cache = (np.asarray(mean)[:n_groups] * t, np.asarray(cov)[:n_groups] * np.outer(t, t))
-        return self._posterior_cache
+    @cached_property
+    def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
+        """Empirical-Bayes means and covariances of b_j in user units (computed once)."""
+        model, units = self.model, self.model.units
+        # the likelihood's data are standardised (melsm.model.scaling): b = t·b*
+        mean, cov = _posterior(jnp.asarray(units.to_internal(self.theta)), model.internal_data, self._opt.nodes,
+                               model.layout, self.n_quad or 1)
+        n_groups = model.design.n_groups  # the data may be padded with empty groups
+        t = units.effect_scales
+        return np.asarray(mean)[:n_groups] * t, np.asarray(cov)[:n_groups] * np.outer(t, t)
 
     def random_effects(self) -> pd.DataFrame:
         """Empirical-Bayes predictions of each group's random effects with posterior SDs.
@@ -266,7 +267,7 @@ class MLResults(Results):
         Columns ``<part>:<term>`` (posterior mean) and ``<part>:<term> sd``; one row per
         group, indexed by the group identifier.
         """
-        mean, cov = self._posterior()
+        mean, cov = self._posterior
         effects = self.model.layout.random_effects()
         columns = {}
         for part, term, idx in effects:
@@ -284,7 +285,7 @@ class MLResults(Results):
         """Fitted mean x'β + z'û_j and level-1 variance exp(w'α + s'v̂_j) for every row
         used in the fit (index of the input data)."""
         design = self.model.design
-        b = self._posterior()[0][design.group]
+        b = self._posterior[0][design.group]
         mean, var = self._linear_predictors(design.X, design.W, design.Zu, design.Zv, b)
         frame = pd.DataFrame({"mean": mean, "variance": var}, index=design.row_index)
         return frame.iloc[np.argsort(design.row_order, kind="stable")]
@@ -311,7 +312,7 @@ class MLResults(Results):
             lookup = {label: k for k, label in enumerate(design.group_labels)}
             idx = np.array([lookup.get(g, -1) for g in data[design.group_name]])
             known = idx >= 0
-            b[known] = self._posterior()[0][idx[known]]
+            b[known] = self._posterior[0][idx[known]]
         mean, var = self._linear_predictors(arrays["X"], arrays["W"], arrays["Zu"],
                                             arrays["Zv"], b)
         return pd.DataFrame({"mean": mean, "variance": var}, index=data.index)

@@ -14,6 +14,8 @@ and counts of non-converged and failed fits (left out of the statistics above).
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import pandas as pd
 
@@ -110,10 +112,13 @@ class StudyResults:
         self.rows = rows
         self.seconds = seconds  # wall time of the run that made these results (NaN: read back)
 
+    @cached_property
+    def _summary(self) -> pd.DataFrame:
+        return summarise(self.rows, self.study)
+
     def summary(self) -> pd.DataFrame:
-        if not hasattr(self, "_summary"):
-            self._summary = summarise(self.rows, self.study)
-        return self._summary
+        """The statistics of the module docstring, per design, model and parameter (a copy)."""
+        return self._summary.copy()
 
     def table(self, parameters: list[str] | None = None) -> str:
         return format_table(self.summary(), parameters)
