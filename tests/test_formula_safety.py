@@ -192,7 +192,9 @@ def test_the_watch_sees_code_that_formulaic_would_run(data, watch):
 
 # ---- named cases ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("payload", PAYLOADS)
+# ids by position: the payloads contain this process's sentinel path, and xdist's workers must
+# collect the same test ids.
+@pytest.mark.parametrize("payload", PAYLOADS, ids=[f"payload{k}" for k in range(len(PAYLOADS))])
 @pytest.mark.parametrize("where", ["mean", "within", "between", "random", "response"])
 def test_payload_is_refused_everywhere_in_the_api(data, watch, payload, where):
     formulas = {
