@@ -53,3 +53,13 @@ def test_the_users_xla_flags_are_kept_and_the_cache_can_be_switched_off(tmp_path
     assert state["xla_flags"] == flags
     assert state["cache"] in (None, "")
     assert json.dumps(state)  # the probe ran to the end
+
+
+def test_import_leaves_matplotlib_for_the_first_figure(tmp_path):
+    """matplotlib (≈ 0.3–0.6 s) is imported by ``fit.plot`` or ``melsm.plots``, not by ``import melsm``."""
+    code = ("import sys, melsm; before = 'matplotlib' in sys.modules; "
+            "melsm.plots.population_figure; print(before, 'matplotlib' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MELSM_CACHE_DIR": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]

@@ -20,10 +20,9 @@ from melsm.errors import (
 )
 from melsm.estimate.priors import Priors
 from melsm.pipeline import Model
-from melsm.reporting import plots  # melsm.plots: the figures, for users
 from melsm.reporting.compare import Comparison, compare
 from melsm.reporting.report import report
-from melsm.results.base import Results
+from melsm.results.base import Results, register_accessor
 from melsm.results.ml import LRTest, MLResults
 from melsm.studies.run import read_results as read_study
 from melsm.studies.run import run_study
@@ -39,6 +38,26 @@ __all__ = ["Model", "Results", "MLResults", "LRTest", "datasets", "compare", "Co
            "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "MelsmStudyWarning", "lrtest",
            "release_compiled", "simulate", "Study", "StudyResults", "load_study", "builtin_study", "run_study",
            "read_study", "Priors", "plots"]
+
+
+def _fit_plots() -> type:
+    """``fit.plot``: the figures of one fit (``melsm.reporting.plots.FitPlots``), registered
+    here by the top layer and imported on first use: matplotlib stays out of ``import melsm``."""
+    from melsm.reporting.plots import FitPlots
+
+    return FitPlots
+
+
+register_accessor("plot", load=_fit_plots)
+
+
+def __getattr__(name: str):
+    # melsm.plots (the figure functions) is loaded on first use, for the same reason
+    if name == "plots":
+        from melsm.reporting import plots
+
+        return plots
+    raise AttributeError(f"module 'melsm' has no attribute {name!r}")
 
 
 def lrtest(restricted: MLResults, full: MLResults) -> LRTest:

@@ -4,8 +4,9 @@ Every function returns a ``matplotlib.figure.Figure`` built without pyplot, so n
 depends on a display or a global state: save it with ``fig.savefig("f.png")`` or show it
 in a notebook. Figures ask the fit only through the results contract
 (``melsm.results.base``): ML figures show empirical-Bayes 95% intervals, MCMC figures 95%
-posterior intervals (``melsm.results.groups`` has the formulas). ``FitPlots`` is registered
-as ``fit.plot`` (``melsm.results.base.register_accessor``). See docs/architecture.md, 'Results'.
+posterior intervals (``melsm.results.groups`` has the formulas). ``FitPlots`` is ``fit.plot``
+(registered by ``melsm/__init__.py`` with ``melsm.results.base.register_accessor``, so that
+matplotlib is imported on first use). See docs/architecture.md, 'Results'.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
 from melsm.errors import MelsmInputError
-from melsm.results.base import register_accessor
 from melsm.results.groups import AVERAGE_OF, group_lines, observed_groups, percent_change
 
 HIGHLIGHT = "#c0392b"
@@ -162,7 +162,6 @@ def population_figure(fits, names: list[str] | None = None) -> Figure:
     return fig
 
 
-@register_accessor("plot")
 class FitPlots:
     """``fit.plot``: the figures of one fit (each returns a matplotlib Figure)."""
 

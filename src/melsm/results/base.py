@@ -66,32 +66,39 @@ def outputs(value: Any) -> tuple[list, list]:
 
 class _Accessor:
     """``fit.<name>``: the registered class built around the fit on each access (not cached,
-    so nothing of it is pickled with the fit)."""
+    so nothing of it is pickled with the fit). The class is given, or loaded on first use
+    by ``load`` (``register_accessor(name, load=...)``)."""
 
-    def __init__(self, name: str, accessor: type):
-        self._name, self._accessor = name, accessor
+    def __init__(self, name: str, accessor: type | None = None, load: Callable[[], type] | None = None):
+        self._name, self._accessor, self._load = name, accessor, load
 
     def __get__(self, fit, owner=None):
-        if fit is None:
-            return self._accessor
-        return self._accessor(fit)
+        if self._accessor is None:
+            self._accessor = self._load()
+        return self._accessor if fit is None else self._accessor(fit)
 
 
-def register_accessor(name: str) -> Callable[[type], type]:
-    """Class decorator: ``fit.<name>`` is ``cls(fit)`` for every ML and MCMC fit.
+def register_accessor(name: str, load: Callable[[], type] | None = None) -> Callable[[type], type] | None:
+    """Class decorator: ``fit.<name>`` is ``cls(fit)`` for every ML and MCMC fit. With
+    ``load`` (a function returning the class), the class is imported on first use instead
+    and nothing is returned: the top layer registers ``fit.plot`` this way, so that
+    ``import melsm`` does not import matplotlib.
 
     >>> @register_accessor("plot")
     ... class FitPlots:
     ...     def __init__(self, fit): self._fit = fit
     """
 
-    def decorator(accessor: type) -> type:
+    def decorator(accessor: type | None) -> type | None:
         existing = Results.__dict__.get(name)
         if existing is not None and not isinstance(existing, _Accessor):
             raise AttributeError(f"cannot register '{name}': it is already an attribute of Results")
-        setattr(Results, name, _Accessor(name, accessor))
+        setattr(Results, name, _Accessor(name, accessor, load))
         return accessor
 
+    if load is not None:
+        decorator(None)
+        return None
     return decorator
 
 
