@@ -69,7 +69,7 @@ class Model:
                           f"in the model's columns (missing values: {counts})",
                           MelsmDataWarning, stacklevel=2)
         self.spec.association.check_effects(len(d.zu_names), len(d.zv_names))
-        self.layout = ParamLayout(tuple(d.x_names), tuple(d.w_names), tuple(d.g_names),
+        self.layout = ParamLayout(tuple(d.x_names), tuple(d.w_names), tuple(d.g_coefs),
                                   tuple(d.zu_names), tuple(d.zv_names), self.spec.association,
                                   g_functions=tuple(tuple(f) for f in d.g_functions))
         self._units: Units | None = None

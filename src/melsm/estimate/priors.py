@@ -46,7 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from melsm.errors import MelsmInputError
-from melsm.model.params import ParamLayout, is_intercept
+from melsm.model.names import LOCATION_INTERCEPT, Coef, Pair
+from melsm.model.params import ParamLayout
 
 
 @dataclass(frozen=True)
@@ -132,17 +133,17 @@ def row_sd_scales(design, layout: ParamLayout, priors: Priors, s_y: float) -> np
     return np.concatenate([scale_rows, location_rows])
 
 
-def anchor_patterns(G: np.ndarray, names) -> np.ndarray:
+def anchor_patterns(G: np.ndarray, covariates) -> np.ndarray:
     """(p, p) anchor patterns of one level-2 function (module docstring): every covariate
     at its smallest value, then each covariate in turn at its largest. Invertible."""
-    intercept = np.array([is_intercept(n) for n in names])
+    intercept = np.array([c == "Intercept" for c in covariates])
     low, high = G.min(axis=0), G.max(axis=0)
     high = np.where(high > low, high, low + 1.0)  # a constant covariate: any other value
     if not intercept.any():  # no reference pattern: each covariate alone at its largest |value|
         extreme = np.maximum(np.abs(low), np.abs(high))
         return np.diag(np.where(extreme > 0, extreme, 1.0))
     reference = np.where(intercept, 1.0, low)
-    rows = [reference] + [np.where(np.arange(len(names)) == c, high, reference)
+    rows = [reference] + [np.where(np.arange(len(covariates)) == c, high, reference)
                           for c in np.flatnonzero(~intercept)]
     return np.stack(rows)
 
@@ -157,8 +158,8 @@ def level2_anchors(design, layout: ParamLayout, priors: Priors, row_scales: np.n
     blocks = correlation_blocks(layout)
     for effect, a, b in layout.g_functions:
         patterns = np.zeros((b - a, pg))
-        patterns[:, a:b] = anchor_patterns(design.G[:, a:b], layout.g_names[a:b])
-        if effect.startswith("corr:"):
+        patterns[:, a:b] = anchor_patterns(design.G[:, a:b], [c.covariate for c in layout.g_coefs[a:b]])
+        if isinstance(effect, Pair):
             column = next(j for _, j, first, _ in layout.corr_functions if first == a)
             block = next(bl for bl in blocks if column in bl)
             power = priors.lkj + (len(block) - 2 - block.index(column)) / 2
@@ -193,8 +194,8 @@ def prior_scales(design, layout: ParamLayout, priors: Priors) -> dict:
         "beta_scale": priors.fixed_scale * s_y / _spread(design.X, layout.x_names),
         "alpha_loc": centre(layout.w_names, log_var),
         "alpha_scale": priors.log_variance_scale / _spread(design.W, layout.w_names),
-        "kappa_loc": centre(layout.g_names, log_var),
-        "kappa_scale": priors.log_variance_scale / _spread(design.G, layout.g_names),
+        "kappa_loc": np.array([log_var if c == Coef(LOCATION_INTERCEPT, "Intercept") else 0.0 for c in layout.g_coefs]),
+        "kappa_scale": priors.log_variance_scale / _spread(design.G, [c.covariate for c in layout.g_coefs]),
         "sd_scale": rows[list(sd_rows)],
         **level2_anchors(design, layout, priors, rows),
     }

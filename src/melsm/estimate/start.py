@@ -12,7 +12,8 @@ import numpy as np
 
 from melsm.estimate.convergence import Optimum, is_positive_definite
 from melsm.model.association import Association
-from melsm.model.params import ParamLayout, is_intercept
+from melsm.model.names import Effect
+from melsm.model.params import ParamLayout
 
 
 def least_squares_start(design) -> tuple[np.ndarray, np.ndarray, float]:
@@ -40,9 +41,9 @@ def initial_cholesky(design, layout: ParamLayout, resid_var: float) -> np.ndarra
 def without_scale_effects(layout: ParamLayout) -> ParamLayout:
     """The model without random scale effects (and without their level-2 functions,
     whose coefficients come last in κ and G)."""
-    functions = tuple(f for f in layout.g_functions if f[0].startswith("mean:"))
+    functions = tuple(f for f in layout.g_functions if isinstance(f[0], Effect) and f[0].part == "mean")
     n_kappa = functions[-1][2] if functions else 0
-    return replace(layout, zv_names=(), association=Association.CORRELATED, g_names=layout.g_names[:n_kappa],
+    return replace(layout, zv_names=(), association=Association.CORRELATED, g_coefs=layout.g_coefs[:n_kappa],
                    g_functions=functions)
 
 
@@ -51,8 +52,7 @@ def function_intercepts(kappa: np.ndarray, layout: ParamLayout, L: np.ndarray) -
     variance of its row of L, log Σ_rr = log |L_r|²; other coefficients unchanged."""
     kappa = np.array(kappa, dtype=float)
     for row, a, b in layout.function_rows:
-        names = layout.g_names[a:b]
-        k = a + next((i for i, n in enumerate(names) if is_intercept(n)), 0)
+        k = a + next((i for i, c in enumerate(layout.g_coefs[a:b]) if c.is_intercept), 0)
         kappa[k] = np.log(max(np.sum(L[row] ** 2), 1e-12))
     return kappa
 

@@ -48,13 +48,13 @@ class Association(StrEnum):
         return self is Association.NONE
 
     @property
-    def param_names(self) -> tuple[str, ...]:
-        """Names of its own parameters, which come last in θ: τ_q, or none."""
-        return ("assoc:quadratic",) if self is Association.QUADRATIC else ()
+    def param_terms(self) -> tuple[str, ...]:
+        """Its own parameters (reported ``assoc:<term>``), which come last in θ: τ_q, or none."""
+        return ("quadratic",) if self is Association.QUADRATIC else ()
 
     @property
     def n_params(self) -> int:
-        return len(self.param_names)
+        return len(self.param_terms)
 
     @property
     def needs_both_parts(self) -> bool:

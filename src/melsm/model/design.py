@@ -34,7 +34,8 @@ from melsm.model.checks import (
 )
 from melsm.model.grammar import parse_terms, quote
 from melsm.model.level2 import between_design
-from melsm.model.spec import LOCATION_INTERCEPT, ModelSpec
+from melsm.model.names import LOCATION_INTERCEPT, target_name
+from melsm.model.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Design:
     w_names: list[str]
     zu_names: list[str]
     zv_names: list[str]
-    g_names: list[str]  # coefficient names of every level-2 function, in G's column order
+    g_coefs: list  # ``Coef`` of every level-2 function's coefficients, in G's column order
     row_order: np.ndarray  # (N,) index into the caller's rows (after dropping missing)
     row_index: pd.Index  # caller's index labels of the used rows (sorted order)
     n_dropped: int
@@ -61,7 +62,12 @@ class Design:
     group_name: str | None
     y_scale: float = field(default=1.0)
     n_missing: dict = field(default_factory=dict)  # column -> missing values among the rows given
-    g_functions: list = field(default_factory=list)  # (effect, first, end column of G) per function
+    g_functions: list = field(default_factory=list)  # (Effect or Pair, first, end column of G) per function
+
+    @property
+    def g_names(self) -> list[str]:
+        """The level-2 coefficients' printed names."""
+        return [str(c) for c in self.g_coefs]
 
     @property
     def n_obs(self) -> int:
@@ -102,12 +108,12 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
     frame, codes = frame.iloc[order], codes[order]
     y = _response(frame, spec.response)
     matrices = _row_matrices(spec, frame, len(y))
-    G, g_names, g_functions = between_design(spec, frame, codes, labels, len(labels),
+    G, g_coefs, g_functions = between_design(spec, frame, codes, labels, len(labels),
                                              matrices["zu_names"], matrices["zv_names"])
     check_identified(len(y), len(labels), spec.group, len(matrices["zu_names"]), len(matrices["zv_names"]))
     used_rows = np.flatnonzero(complete)[order]
     return Design(
-        y=y, **matrices, G=G, group=codes.astype(np.int32), group_labels=labels, g_names=g_names,
+        y=y, **matrices, G=G, group=codes.astype(np.int32), group_labels=labels, g_coefs=g_coefs,
         g_functions=g_functions, row_order=used_rows, row_index=data.index[used_rows], n_dropped=n_dropped,
         response=spec.response, group_name=spec.group, y_scale=float(np.std(y)), n_missing=n_missing,
     )
@@ -121,7 +127,7 @@ def _formula_parts(spec: ModelSpec) -> dict[str, str]:
     if spec.within_random:
         parts["within random"] = spec.within_random
     for effect, text in spec.between or ():
-        parts["between" if effect == LOCATION_INTERCEPT else f"between {effect}"] = text
+        parts["between" if effect == LOCATION_INTERCEPT else f"between {target_name(effect)}"] = text
     return parts
 
 

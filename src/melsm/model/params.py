@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from melsm.model.association import Association
+from melsm.model.names import Coef, Effect, Function, Pair, ParamName, parse_effect
 from melsm.model.transforms import corr_cholesky
 
 #: A correlation within this of ±1 is reported on the boundary (Σ nearly singular).
@@ -68,17 +69,10 @@ class Params(NamedTuple):
     assoc: Any  # (n_assoc,) τ_q under the quadratic association, else empty
 
 
-def is_intercept(g_name: str) -> bool:
-    """Whether a level-2 coefficient name (``Intercept``, ``within:Intercept:Intercept``)
-    is its function's intercept."""
-    return g_name.rsplit(":", 1)[-1] == "Intercept"
-
-
-def level2_row(g_names, covariates: dict) -> np.ndarray:
+def level2_row(g_coefs, covariates: dict) -> np.ndarray:
     """A row of G for a group whose level-2 covariates are ``covariates`` (name → value,
     missing ones 0): 1 for each function's intercept."""
-    return np.array([1.0 if is_intercept(n) else float(covariates.get(n.rsplit(":", 1)[-1], 0.0))
-                     for n in g_names])
+    return np.array([1.0 if c.is_intercept else float(covariates.get(c.covariate, 0.0)) for c in g_coefs])
 
 
 @dataclass(frozen=True)
@@ -87,12 +81,17 @@ class ParamLayout:
 
     x_names: tuple[str, ...]
     w_names: tuple[str, ...]
-    g_names: tuple[str, ...]
+    g_coefs: tuple[Coef, ...]
     zu_names: tuple[str, ...]
     zv_names: tuple[str, ...]
     association: Association = Association.CORRELATED
-    #: (effect "mean:<term>"/"within:<term>", first, end index in κ and G) per level-2 function
-    g_functions: tuple[tuple[str, int, int], ...] = ()
+    #: (target ``Effect`` or ``Pair``, first, end index in κ and G) per level-2 function
+    g_functions: tuple[tuple[Function, int, int], ...] = ()
+
+    @property
+    def g_names(self) -> tuple[str, ...]:
+        """The level-2 coefficients' printed names (``endog``, ``within:Intercept:endog``)."""
+        return tuple(str(c) for c in self.g_coefs)
 
     @property
     def q_u(self) -> int:
@@ -117,25 +116,27 @@ class ParamLayout:
         """Association coefficients after the Cholesky entries in θ: τ_q, or none."""
         return self.association.n_params
 
-    def row_of(self, effect: str) -> int:
-        """Internal row of L of a random effect named ``mean:<term>`` or ``within:<term>``."""
-        part, term = effect.split(":", 1)
-        return self.q_v + self.zu_names.index(term) if part == "mean" else self.zv_names.index(term)
+    def row_of(self, effect: Effect | str) -> int:
+        """Internal row of L of a random effect (or of its printed name, ``within:Intercept``)."""
+        effect = parse_effect(effect) if isinstance(effect, str) else effect
+        if effect.part == "mean":
+            return self.q_v + self.zu_names.index(effect.term)
+        return self.zv_names.index(effect.term)
 
     @property
     def function_rows(self) -> tuple[tuple[int, int, int], ...]:
         """(row of L, first, end index in κ and G) for each level-2 variance function."""
         return tuple((self.row_of(effect), a, b) for effect, a, b in self.g_functions
-                     if not effect.startswith("corr:"))
+                     if isinstance(effect, Effect))
 
     @property
     def corr_functions(self) -> tuple[tuple[int, int, int, int], ...]:
         """(row i, column j < i, first, end index in κ and G) of each correlation function:
         with any, every pair of correlated effects has one (a constant pair: intercept only)."""
         out = []
-        for effect, a, b in self.g_functions:
-            if effect.startswith("corr:"):
-                rows = sorted(self.row_of(e) for e in effect.removeprefix("corr:").split(","))
+        for pair, a, b in self.g_functions:
+            if isinstance(pair, Pair):
+                rows = sorted((self.row_of(pair.first), self.row_of(pair.second)))
                 out.append((rows[1], rows[0], a, b))
         return tuple(out)
 
@@ -228,7 +229,7 @@ class ParamLayout:
             return L
         w = {}
         for i, j, a, b in self.corr_functions:  # at g = 0 only the intercept is left
-            k = next((k for k, n in enumerate(self.g_names[a:b]) if is_intercept(n)), None)
+            k = next((k for k, c in enumerate(self.g_coefs[a:b]) if c.is_intercept), None)
             if k is not None:
                 w[(i, j)] = kappa[a + k]
         lengths = xp.stack([L[r, r] for r in range(self.q)])
@@ -267,39 +268,36 @@ class ParamLayout:
                                  np.asarray(L, dtype=float), assoc))
 
     # ---- reported scale -------------------------------------------------------------
-    def random_effects(self) -> list[tuple[str, str, int]]:
-        """(part, term, internal index) in user order: mean terms, then within terms."""
-        out = [("mean", name, self.q_v + k) for k, name in enumerate(self.zu_names)]
-        out += [("within", name, k) for k, name in enumerate(self.zv_names)]
+    def random_effects(self) -> list[tuple[Effect, int]]:
+        """(random effect, internal row of L) in user order: mean terms, then within terms."""
+        out = [(Effect("mean", name), self.q_v + k) for k, name in enumerate(self.zu_names)]
+        out += [(Effect("within", name), k) for k, name in enumerate(self.zv_names)]
         return out
 
-    def correlation_pairs(self) -> list[tuple[tuple[str, str, int], tuple[str, str, int]]]:
+    def correlation_pairs(self) -> list[tuple[tuple[Effect, int], tuple[Effect, int]]]:
+        """Pairs of random effects whose correlation is a parameter of its own, in user order."""
+        if self.corr_functions:
+            return []  # the correlations are level-2 functions, reported in κ
         effects = self.random_effects()
-        pairs = []
-        for a in range(len(effects)):
-            for b in range(a + 1, len(effects)):
-                parts = {effects[a][0], effects[b][0]}
-                if self.association.independent_blocks and parts == {"mean", "within"}:
-                    continue
-                if self.corr_functions:
-                    continue  # the one correlation is a level-2 function, reported in κ
-                pairs.append((effects[a], effects[b]))
-        return pairs
+        return [(effects[a], effects[b]) for a in range(len(effects)) for b in range(a + 1, len(effects))
+                if not (self.association.independent_blocks and effects[a][0].part != effects[b][0].part)]
+
+    def reported_ids(self) -> list[ParamName]:
+        """The reported parameters, in the order of ``report``."""
+        ids = [ParamName("mean", n) for n in self.x_names]
+        ids += [ParamName("within", n) for n in self.w_names]
+        ids += [ParamName("between", c) for c in self.g_coefs]
+        ids += [ParamName("sd", effect) for effect, idx in self.random_effects() if idx not in self.between_rows]
+        ids += [ParamName("corr", Pair(a[0], b[0])) for a, b in self.correlation_pairs()]
+        ids += [ParamName("assoc", term) for term in self.association.param_terms]
+        return ids
 
     def reported_names(self) -> list[str]:
-        names = [f"mean:{n}" for n in self.x_names]
-        names += [f"within:{n}" for n in self.w_names]
-        names += [f"between:{n}" for n in self.g_names]
-        names += [f"sd:{part}:{term}" for part, term, idx in self.random_effects()
-                  if idx not in self.between_rows]
-        names += [f"corr:{a[0]}:{a[1]},{b[0]}:{b[1]}" for a, b in self.correlation_pairs()]
-        names += list(self.association.param_names)
-        return names
+        return [str(i) for i in self.reported_ids()]
 
     def reported_kinds(self) -> list[str]:
         """'coef', 'sd' or 'corr' for each reported name (drives CIs and tests)."""
-        return [name.split(":", 1)[0] if name.split(":", 1)[0] in ("sd", "corr") else "coef"
-                for name in self.reported_names()]
+        return [i.category for i in self.reported_ids()]
 
     def report(self, params: Params | Any):
         """θ (or ``Params``) → reported estimates (JAX-traceable, so the delta method can
@@ -308,14 +306,17 @@ class ParamLayout:
         sigma = p.chol @ p.chol.T
         sds = jnp.sqrt(jnp.diag(sigma))
         out = [p.beta, p.alpha, p.kappa]
-        out += [sds[idx][None] for _, _, idx in self.random_effects() if idx not in self.between_rows]
-        for a, b in self.correlation_pairs():
-            i, j = a[2], b[2]
+        out += [sds[idx][None] for _, idx in self.random_effects() if idx not in self.between_rows]
+        for (_, i), (_, j) in self.correlation_pairs():
             out.append((sigma[i, j] / (sds[i] * sds[j]))[None])
         out.append(p.assoc)
         return jnp.concatenate([jnp.atleast_1d(o) for o in out]) if out else jnp.zeros(0)
 
     def boundary_values(self, theta, pivots, zero_rows, G=None) -> list[tuple[str, float]]:
+        """``boundary_params`` by printed name."""
+        return [(str(pid), value) for pid, value in self.boundary_params(theta, pivots, zero_rows, G)]
+
+    def boundary_params(self, theta, pivots, zero_rows, G=None) -> list[tuple[ParamName, float]]:
         """Reported parameters on the boundary of the parameter space, with their values.
 
         ``pivots`` are rows of L with a zero diagonal (the effect is an exact linear
@@ -330,28 +331,22 @@ class ParamLayout:
         """
         sigma = self.cholesky(np.asarray(theta, dtype=float), xp=np)
         sigma = sigma @ sigma.T
-        effects = self.random_effects()
-        out = {f"sd:{part}:{term}": 0.0 for part, term, idx in effects if idx in zero_rows}
-        for part, term, idx in effects:
-            if idx not in pivots or idx in zero_rows:
+        zero = set(zero_rows)
+        out = {ParamName("sd", effect): 0.0 for effect, idx in self.random_effects() if idx in zero}
+        pairs = [(ParamName("corr", Pair(a, b)), i, j) for (a, i), (b, j) in self.correlation_pairs()
+                 if not {i, j} & zero]
+
+        def rho(i, j):
+            return sigma[i, j] / np.sqrt(sigma[i, i] * sigma[j, j])
+
+        for effect, idx in self.random_effects():
+            if idx not in pivots or idx in zero:
                 continue
-            found = False
-            for a, b in self.correlation_pairs():
-                if idx not in (a[2], b[2]) or {a[2], b[2]} & set(zero_rows):
-                    continue
-                rho = sigma[a[2], b[2]] / np.sqrt(sigma[a[2], a[2]] * sigma[b[2], b[2]])
-                if abs(rho) > 1 - 1e-6:
-                    out[f"corr:{a[0]}:{a[1]},{b[0]}:{b[1]}"] = float(np.sign(rho))
-                    found = True
-            if not found:
-                out[f"singular:{part}:{term}"] = float("nan")
-        for a, b in self.correlation_pairs():
-            name = f"corr:{a[0]}:{a[1]},{b[0]}:{b[1]}"
-            if name in out or {a[2], b[2]} & set(zero_rows):
-                continue
-            rho = sigma[a[2], b[2]] / np.sqrt(sigma[a[2], a[2]] * sigma[b[2], b[2]])
-            if abs(rho) > 1 - CORRELATION_BOUNDARY:
-                out[name] = float(rho)
+            at_one = {name: float(np.sign(rho(i, j))) for name, i, j in pairs
+                      if idx in (i, j) and abs(rho(i, j)) > 1 - 1e-6}
+            out.update(at_one or {ParamName("singular", effect): float("nan")})
+        out.update({name: float(rho(i, j)) for name, i, j in pairs
+                    if name not in out and abs(rho(i, j)) > 1 - CORRELATION_BOUNDARY})
         out.update(self._group_correlations_at_boundary(theta, G))
         return list(out.items())
 
@@ -363,13 +358,13 @@ class ParamLayout:
         factors = self.group_cholesky(np.asarray(theta, dtype=float), np.asarray(G, dtype=float), xp=np)
         sigma = factors @ np.swapaxes(factors, -1, -2)
         sd = np.sqrt(np.einsum("jii->ji", sigma))
-        names = {idx: f"{part}:{term}" for part, term, idx in self.random_effects()}
+        effects = {idx: effect for effect, idx in self.random_effects()}
         out = {}
         for i, j, _, _ in self.corr_functions:
             rho = sigma[:, i, j] / (sd[:, i] * sd[:, j])
             extreme = float(rho[np.argmax(np.abs(rho))])
             if abs(extreme) > 1 - CORRELATION_BOUNDARY:
-                out["corr:" + ",".join(sorted((names[i], names[j])))] = extreme
+                out[ParamName("corr", Pair.of(effects[i], effects[j]))] = extreme
         return out
 
     def predictors(self, params: Params | Any, X, W, Zu, Zv, b_rows):

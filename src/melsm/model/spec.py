@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from melsm.errors import MelsmInputError
 from melsm.model.association import Association
 from melsm.model.grammar import column_name, parse_terms, quote
+from melsm.model.names import LOCATION_INTERCEPT, Function, Pair, parse_function, parts_of
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class ModelSpec:
     mean_random: str | None
     within_fixed: str
     within_random: str | None
-    between: tuple[tuple[str, str], ...] | None  # (effect "mean:<term>"/"within:<term>", fixed part)
+    between: tuple[tuple[Function, str], ...] | None  # (Effect or Pair, fixed part) per level-2 function
     group: str | None
     association: Association
     formulas: dict
@@ -168,33 +169,14 @@ def _random_part(term: str, text: str, which: str) -> RandomPart:
                       column_name(match["group"].strip(), "grouping factor"))
 
 
-LOCATION_INTERCEPT = "mean:Intercept"
-
-
-def _between_functions(between) -> dict[str, str]:
-    """``between`` as {effect: formula}: a string is the random location intercept's."""
+def _between_functions(between) -> dict[Function, str]:
+    """``between`` as {function target: formula}: a string is the random location intercept's."""
     if isinstance(between, str):
         return {LOCATION_INTERCEPT: between}
     if not isinstance(between, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in between.items()):
         raise MelsmInputError("between must be a formula, or a dict {effect: formula} with effects such as "
                               "'mean:Intercept' or 'within:Intercept'")
-    out = {}
-    for effect, text in between.items():
-        if effect.startswith("corr:"):
-            pair = [p.strip() for p in effect.removeprefix("corr:").split(",")]
-            if (len(pair) != 2 or pair[0] == pair[1]
-                    or not all(p.partition(":")[0] in ("mean", "within") and p.partition(":")[2] for p in pair)):
-                raise MelsmInputError(f"between: {quote(effect)} is not a pair of random effects; write "
-                                      "'corr:<effect>,<effect>', e.g. 'corr:mean:Intercept,within:Intercept'")
-            effect = "corr:" + ",".join(sorted(pair))  # mean first
-        else:
-            part, _, term = effect.partition(":")
-            if part not in ("mean", "within") or not term:
-                raise MelsmInputError(f"between: {quote(effect)} is not a random effect; write 'mean:<term>' or "
-                                      "'within:<term>', e.g. 'within:Intercept', or a correlation "
-                                      "'corr:mean:Intercept,within:Intercept'")
-        out[effect] = text
-    return out
+    return {parse_function(effect): text for effect, text in between.items()}
 
 
 def make_spec(
@@ -242,7 +224,7 @@ def make_spec(
     )
 
 
-def _between_formulas(between) -> dict[str, str]:
+def _between_formulas(between) -> dict[Function, str]:
     """{effect: fixed terms} of the level-2 functions (no random terms allowed)."""
     parsed = {}
     for effect, text in (_between_functions(between) if between else {}).items():
@@ -257,15 +239,14 @@ def _between_formulas(between) -> dict[str, str]:
 def _check_between_effects(parsed: dict, m: ParsedFormula, w: ParsedFormula, kind: Association) -> None:
     """Every level-2 function is of a random effect the model has (a correlation function
     of a pair, which also needs correlated location and scale effects)."""
-    for effect in parsed:
-        parts = ([p.partition(":")[0] for p in effect.removeprefix("corr:").split(",")]
-                 if effect.startswith("corr:") else [effect.partition(":")[0]])
-        for where in dict.fromkeys(parts):
+    for function in parsed:
+        is_pair = isinstance(function, Pair)
+        for where in parts_of(function):
             if (m.random if where == "mean" else w.random) is None:
                 raise MelsmInputError(
-                    f"a between formula models the {'correlation' if effect.startswith('corr:') else 'variance'} of "
-                    f"{effect.removeprefix('corr:')}, but the {where} formula has no random part"
+                    f"a between formula models the {'correlation' if is_pair else 'variance'} of "
+                    f"{function}, but the {where} formula has no random part"
                 )
-        if effect.startswith("corr:") and kind.independent_blocks:
+        if is_pair and kind.independent_blocks:
             raise MelsmInputError("a correlation function needs correlated location and scale effects, "
                                   "not association='none'")

@@ -33,28 +33,26 @@ BLOCK_ORDER = tuple(BLOCK_TITLES)
 KIND_ORDER = {"coef": 0, "sd": 1, "corr": 2, "assoc": 3, "criterion": 4}
 
 
-def _row_key(name: str) -> tuple[str, str, str]:
-    """(block, kind, label) of a reported parameter name."""
-    kind, _, rest = name.partition(":")
-    if kind == "sd":
-        part, term = rest.split(":", 1)
-        return part, "sd", term
-    if kind == "corr":
-        first, second = rest.split(",")
-        (part_a, term_a), (part_b, term_b) = first.split(":", 1), second.split(":", 1)
-        if part_a == part_b:
-            return part_a, "corr", f"Corr({term_a}, {term_b})"
+def _row_key(pid) -> tuple[str, str, str]:
+    """(block, kind, label) of a reported parameter (``melsm.model.names.ParamName``)."""
+    if pid.kind == "sd":
+        return pid.key.part, "sd", pid.key.term
+    if pid.kind == "corr":
+        a, b = pid.key
+        if a.part == b.part:
+            return a.part, "corr", f"Corr({a.term}, {b.term})"
         word = {"mean": "mean", "within": "variance"}
-        return "cross", "corr", f"Corr({word[part_a]} {term_a}, {word[part_b]} {term_b})"
-    if kind == "assoc":
+        return "cross", "corr", f"Corr({word[a.part]} {a.term}, {word[b.part]} {b.term})"
+    if pid.kind == "assoc":
         return "cross", "assoc", "Quadratic association τ_q"
-    return kind, "coef", rest
+    return pid.kind, "coef", str(pid.key)
 
 
-def _values(fit, scale: str) -> dict[str, tuple[float, float]]:
-    """name → (estimate, SE or posterior SD), SDs turned into variances if asked."""
+def _values(fit, scale: str) -> dict:
+    """``ParamName`` → (estimate, SE or posterior SD), SDs turned into variances if asked."""
     table = fit.table(scale)
-    return {name: (float(table.at[name, "estimate"]), float(table.at[name, "std_error"])) for name in fit.names}
+    return {pid: (float(table.at[name, "estimate"]), float(table.at[name, "std_error"]))
+            for pid, name in zip(fit.ids, fit.names, strict=True)}
 
 
 def _label(kind: str, label: str, scale: str) -> str:
@@ -104,8 +102,8 @@ class Comparison:
         cells: dict[tuple[str, str], dict[tuple[str, str, str], tuple[float, float]]] = {}
         for model, fit in zip(self.names, self.fits, strict=True):
             values = {}
-            for name, pair in _values(fit, self.scale).items():
-                values[_row_key(name)] = pair
+            for pid, pair in _values(fit, self.scale).items():
+                values[_row_key(pid)] = pair
             for label, pair in self._criteria_rows(fit, model).items():
                 values[("fit", "criterion", label)] = pair
             for key in values:

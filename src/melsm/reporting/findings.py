@@ -39,7 +39,8 @@ def _p(p: float) -> str:
 
 
 def _fixed(fit, part: str) -> set[str]:
-    return {n for n in fit.names if n.startswith(f"{part}:")}
+    """The terms of the fit's ``part`` ("mean" or "within") function."""
+    return {pid.key for pid in fit.ids if pid.kind == part}
 
 
 def group_fit(fits, names: list[str], chosen: str | None = None) -> int | None:
@@ -85,7 +86,7 @@ def _step_sentences(fits, names: list[str], word: str) -> list[str]:
         # Covariates added to the mean function only: the % changes are variance explained.
         # (Covariates of the variance function change what α0, and so E and V, refer to.)
         before, after = fits[k - 1], fits[k]
-        added = [n.split(":", 1)[1] for n in after.names if n in _fixed(after, "mean") - _fixed(before, "mean")]
+        added = [pid.key for pid in after.ids if pid.kind == "mean" and pid.key not in _fixed(before, "mean")]
         if not (added and _fixed(before, "mean") < _fixed(after, "mean")
                 and _fixed(before, "within") == _fixed(after, "within")
                 and has_group_quantities(before.model.layout) and has_group_quantities(after.model.layout)):

@@ -118,6 +118,8 @@ class Results:
     _common_columns: Mapping[str, str] = {}
 
     model: Any
+    #: The reported parameters (``melsm.model.names.ParamName``), and their printed names.
+    ids: list
     names: list[str]
     params: pd.DataFrame
     converged: bool
@@ -147,9 +149,9 @@ class Results:
         table = self.params.rename(columns=self._common_columns)
         table = table[list(COMMON_COLUMNS) + [c for c in table.columns if c not in COMMON_COLUMNS]]
         if scale == "variance":
-            for name in self.names:
-                if name.startswith("sd:"):
-                    self._as_variance(table, name)
+            for pid in self.ids:
+                if pid.kind == "sd":
+                    self._as_variance(table, str(pid))
         return table
 
     def _as_variance(self, table: pd.DataFrame, name: str) -> None:

@@ -38,7 +38,7 @@ import pandas as pd
 import scipy.special
 
 from melsm.errors import MelsmInputError
-from melsm.model.params import is_intercept
+from melsm.model.names import LOCATION_INTERCEPT, Effect, ParamName
 
 Z95 = float(scipy.special.ndtri(0.975))
 #: Rows of ``population_quantities``; the first four are positive (log-scale ML intervals).
@@ -80,32 +80,30 @@ def random_slopes(layout) -> list[tuple[str, str]]:
         for term in random if term != "Intercept" and term in fixed and "Intercept" in fixed]
 
 
-def _function(layout, effect: str) -> tuple[int, int] | None:
+def _function(layout, effect: Effect) -> tuple[int, int] | None:
     """First and end index in κ and G of ``effect``'s level-2 function, if it has one."""
     return next(((a, b) for e, a, b in layout.g_functions if e == effect), None)
 
 
-def _variance_at_zero(p: Mapping, layout, effect: str, xp, like):
+def _variance_at_zero(p: Mapping, layout, effect: Effect, xp, like):
     """σ²_k for a group whose level-2 covariates are 0: exp(intercept of its function),
     or its SD² without a function, or 0 when ``effect`` is not random."""
-    part, term = effect.split(":", 1)
     span = _function(layout, effect)
     if span is not None:
-        names = layout.g_names[span[0]:span[1]]
-        intercept = next((f"between:{n}" for n in names if is_intercept(n)), None)
-        return xp.exp(p[intercept]) if intercept else 1.0 + 0.0 * like
-    if term in (layout.zu_names if part == "mean" else layout.zv_names):
-        return p[f"sd:{effect}"] ** 2
+        intercept = next((c for c in layout.g_coefs[span[0]:span[1]] if c.is_intercept), None)
+        return xp.exp(p[str(ParamName("between", intercept))]) if intercept else 1.0 + 0.0 * like
+    if effect in dict(layout.random_effects()):
+        return p[str(ParamName("sd", effect))] ** 2
     return 0.0 * like
 
 
 def _between_variance(p: Mapping, layout, g, xp):
     """σ²_u0 for groups with level-2 covariates ``g`` (rows of G), or the constant σ²_u0."""
-    span = _function(layout, "mean:Intercept")
+    span = _function(layout, LOCATION_INTERCEPT)
     if span is None:
-        return p["sd:mean:Intercept"] ** 2
+        return p[str(ParamName("sd", LOCATION_INTERCEPT))] ** 2
     a, b = span
-    kappa = xp.stack([p[f"between:{n}"] for n in layout.g_names[a:b]], axis=-1)  # (p,) or (S, p)
+    kappa = xp.stack([p[str(ParamName("between", c))] for c in layout.g_coefs[a:b]], axis=-1)  # (p,) or (S, p)
     return xp.exp(kappa @ xp.asarray(g)[:, a:b].T)
 
 
@@ -117,8 +115,8 @@ def population_formulas(p: Mapping, layout, xp=None) -> dict:
     if xp is None:
         # JAX values (traced by the delta method) need jax.numpy; numpy keeps draws in numpy
         xp = jnp if isinstance(alpha0, jax.Array) else np
-    s2v = _variance_at_zero(p, layout, "within:Intercept", xp, alpha0)
-    s2u = _variance_at_zero(p, layout, "mean:Intercept", xp, alpha0)
+    s2v = _variance_at_zero(p, layout, Effect("within", "Intercept"), xp, alpha0)
+    s2u = _variance_at_zero(p, layout, LOCATION_INTERCEPT, xp, alpha0)
     e = xp.exp(alpha0 + s2v / 2)
     return {"between_variance": s2u, "variance_mean": e,
             "variance_variance": xp.exp(2 * alpha0 + s2v) * xp.expm1(s2v),
@@ -144,7 +142,7 @@ def group_values(fit) -> tuple[dict, dict]:
     p = fit.parameter_values()
     variance = np.exp(fit.group_coefficient("within"))
     s2u = _between_variance(p, layout, design.G, np)
-    if _function(layout, "mean:Intercept") is None:
+    if _function(layout, LOCATION_INTERCEPT) is None:
         s2u = np.asarray(s2u)[..., None]  # one value per evaluation point, for every group
     groups = {"mean": fit.group_coefficient("mean"), "variance": variance, "icc": s2u / (s2u + variance)}
     return groups, population_formulas(p, layout, np)
@@ -215,10 +213,9 @@ def level2_patterns(layout, design, max_patterns: int = 6) -> pd.DataFrame:
     if not layout.g_functions:
         return pd.DataFrame(index=pd.Index([], name="group covariates"))
     columns = {}
-    for k, name in enumerate(layout.g_names):
-        covariate = name.rsplit(":", 1)[-1]
-        if covariate != "Intercept":
-            columns.setdefault(covariate, design.G[:, k])
+    for k, coef in enumerate(layout.g_coefs):
+        if not coef.is_intercept:
+            columns.setdefault(coef.covariate, design.G[:, k])
     values = pd.DataFrame(columns)
     patterns = values.drop_duplicates().sort_values(list(columns)) if columns else pd.DataFrame([{}])
     if len(patterns) > max_patterns:

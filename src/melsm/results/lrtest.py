@@ -62,7 +62,7 @@ def lrtest(one, other) -> LRTest:
     # Below the optimiser's accuracy the statistic is 0; otherwise noise of 1e-12 would
     # drop the χ²(0) atom of the χ̄² mixture and halve the p-value (1 → 0.5).
     statistic = 0.0 if statistic < LR_ZERO else statistic
-    added = [n for n in big.names if n.startswith("sd:") and n not in small.names]
+    added = [str(pid) for pid in big.ids if pid.kind == "sd" and pid not in small.ids]
     if len(added) == 1:
         p = 0.5 * chi2_sf(statistic, df) + 0.5 * chi2_sf(statistic, df - 1)
         dist = f"chibar2({df - 1}{df})" if df < 10 else f"chibar2({df - 1},{df})"

@@ -14,6 +14,7 @@ import pandas as pd
 
 from melsm.errors import MelsmConvergenceWarning
 from melsm.estimate.mcmc import conditional_deviances, draw_random_effects, marginal_group_loglik
+from melsm.model.names import Effect
 from melsm.model.params import level2_row
 from melsm.results.base import COMMON_COLUMNS, Results, Wording, outputs
 from melsm.results.groups import group_values, implied_sd_corr, level2_patterns
@@ -78,12 +79,13 @@ class MCMCResults(Results):
         b, theta = jax.lax.map(lambda a: draw_random_effects(a[0], a[1], model.sampler_data, sample_layout),
                                (keys, flat))
         reported = jax.vmap(layout.report)(theta)
-        self.names = layout.reported_names()
+        self.ids = layout.reported_ids()
+        self.names = [str(i) for i in self.ids]
         self.theta_draws = np.asarray(theta).reshape(n_draws, n_chains, -1)
         self.b_draws = np.asarray(b).reshape(n_draws, n_chains, *b.shape[1:])
         values = np.asarray(reported).reshape(n_draws, n_chains, -1)
-        effects = [f"{part}:{term}" for part, term, _ in layout.random_effects()]
-        order = [idx for _, _, idx in layout.random_effects()]
+        effects = [str(effect) for effect, _ in layout.random_effects()]
+        order = [idx for _, idx in layout.random_effects()]
         design = model.design
         posterior = {name: values[:, :, k].T for k, name in enumerate(self.names)}
         posterior["random_effects"] = np.moveaxis(self.b_draws[..., order], 0, 1)
@@ -248,7 +250,7 @@ class MCMCResults(Results):
         # b_draws is (draw, chain, ...) while draws() pools chain by chain: pair them alike,
         # or β0 of one draw meets u0j of another and the intervals lose their correlation
         b = np.swapaxes(self.b_draws, 0, 1).reshape(-1, *self.b_draws.shape[2:])
-        index = next((k for p, t, k in self.model.layout.random_effects() if (p, t) == (part, term)), None)
+        index = dict(self.model.layout.random_effects()).get(Effect(part, term))
         effect = b[:, :, index] if index is not None else np.zeros(b.shape[:2])
         return self.draws(f"{part}:{term}")[:, None] + effect
 
@@ -285,13 +287,13 @@ class MCMCResults(Results):
         if not layout.g_functions:
             return pd.DataFrame()
         patterns = level2_patterns(layout, design, max_patterns)
-        G = jnp.asarray(np.stack([level2_row(layout.g_names, row.to_dict()) for _, row in patterns.iterrows()]))
+        G = jnp.asarray(np.stack([level2_row(layout.g_coefs, row.to_dict()) for _, row in patterns.iterrows()]))
         theta = jnp.asarray(self.theta_draws.reshape(-1, self.theta_draws.shape[-1]))
         factors = np.asarray(jax.jit(jax.vmap(lambda t: layout.group_cholesky(t, G)))(theta))
         effects = layout.random_effects()
-        order = [idx for _, _, idx in effects]
+        order = [idx for _, idx in effects]
         sigma = (factors @ np.swapaxes(factors, -1, -2))[:, :, order][:, :, :, order]  # (S, P, q, q), user order
-        implied = implied_sd_corr(sigma, [f"{part}:{term}" for part, term, _ in effects])
+        implied = implied_sd_corr(sigma, [str(effect) for effect, _ in effects])
         return pd.DataFrame({k: v.mean(axis=0) for k, v in implied.items()}, index=patterns.index)
 
     def random_effects(self) -> pd.DataFrame:
@@ -299,10 +301,10 @@ class MCMCResults(Results):
         layout, design = self.model.layout, self.model.design
         b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
         columns = {}
-        for part, term, idx in layout.random_effects():
-            columns[f"{part}:{term}"] = b[:, :, idx].mean(axis=0)
-        for part, term, idx in layout.random_effects():
-            columns[f"{part}:{term} sd"] = b[:, :, idx].std(axis=0, ddof=1)
+        for effect, idx in layout.random_effects():
+            columns[str(effect)] = b[:, :, idx].mean(axis=0)
+        for effect, idx in layout.random_effects():
+            columns[f"{effect} sd"] = b[:, :, idx].std(axis=0, ddof=1)
         return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
 
     def to_dict(self) -> dict:

@@ -82,8 +82,9 @@ class MLResults(Results):
         self.seconds = info["seconds"]
         self.n_quad = info["n_quad"] if layout.n_agq else 0
         self.stages = info["stages"]
-        self.names = layout.reported_names()
-        self.kinds = layout.reported_kinds()
+        self.ids = layout.reported_ids()
+        self.names = [str(i) for i in self.ids]
+        self.kinds = [i.category for i in self.ids]
         estimates, jac = _report_and_jacobian(jnp.asarray(self.theta), layout)
         self.estimates = np.asarray(estimates).copy()
         jac = np.asarray(jac).reshape(len(self.names), -1)
@@ -99,22 +100,22 @@ class MLResults(Results):
         #: Reported parameters on the boundary of the parameter space, with their values
         #: there: ``sd:<part>:<term>`` = 0 (zero variance), ``corr:...`` = ±1 (singular
         #: Σ), ``singular:<part>:<term>`` (Σ singular without a correlation at ±1).
-        self.boundary_values = dict(layout.boundary_values(self.theta, opt.pivots, opt.zero_rows,
-                                                           model.design.G))
+        at_boundary = dict(layout.boundary_params(self.theta, opt.pivots, opt.zero_rows, model.design.G))
+        #: The same, by structured identifier (``melsm.model.names.ParamName``).
+        self.boundary_params = at_boundary
+        self.boundary_values = {str(k): v for k, v in at_boundary.items()}
         self.boundary = list(self.boundary_values)
-        labels = {idx: f"{part}:{term}" for part, term, idx in layout.random_effects()}
-        zero = {labels[r] for r in opt.zero_rows}
-        singular = {labels[r] for r in opt.pivots}
-        for k, name in enumerate(self.names):
-            kind, _, rest = name.partition(":")
-            if name in self.boundary_values:
-                self.estimates[k] = self.boundary_values[name]
+        rows = {effect: idx for effect, idx in layout.random_effects()}
+        for k, (pid, name) in enumerate(zip(self.ids, self.names, strict=True)):
+            rows_of = {rows[pid.key.first], rows[pid.key.second]} if pid.kind == "corr" else set()
+            if pid in at_boundary:
+                self.estimates[k] = at_boundary[pid]
                 self.bse[k] = np.nan
-            elif kind == "corr" and zero.intersection(rest.split(",")):
+            elif rows_of & set(opt.zero_rows):
                 # the correlation of an effect with variance zero is undefined
                 self.estimates[k] = np.nan
                 self.bse[k] = np.nan
-            elif kind == "corr" and singular.intersection(rest.split(",")):
+            elif rows_of & set(opt.pivots):
                 self.bse[k] = np.nan
             elif not computable[k]:
                 self.problems.append(f"no SE for {name}: its variance from the inverse Hessian is "
@@ -225,12 +226,12 @@ class MLResults(Results):
         layout = self.model.layout
         L = layout.cholesky(np.asarray(self.theta), xp=np)
         if layout.g_functions:
-            g = level2_row(layout.g_names, group_covariates or {})
+            g = level2_row(layout.g_coefs, group_covariates or {})
             L = layout.group_cholesky(np.asarray(self.theta), g[None], xp=np)[0]
         sigma = L @ L.T
         effects = layout.random_effects()
-        order = [idx for _, _, idx in effects]
-        labels = [f"{part}:{term}" for part, term, _ in effects]
+        order = [idx for _, idx in effects]
+        labels = [str(effect) for effect, _ in effects]
         return pd.DataFrame(sigma[np.ix_(order, order)], index=labels, columns=labels)
 
     def typical_groups(self, max_patterns: int = 6) -> pd.DataFrame:
@@ -270,10 +271,10 @@ class MLResults(Results):
         mean, cov = self._posterior
         effects = self.model.layout.random_effects()
         columns = {}
-        for part, term, idx in effects:
-            columns[f"{part}:{term}"] = mean[:, idx]
-        for part, term, idx in effects:
-            columns[f"{part}:{term} sd"] = np.sqrt(np.clip(cov[:, idx, idx], 0, None))
+        for effect, idx in effects:
+            columns[str(effect)] = mean[:, idx]
+        for effect, idx in effects:
+            columns[f"{effect} sd"] = np.sqrt(np.clip(cov[:, idx, idx], 0, None))
         design = self.model.design
         return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
 

@@ -32,11 +32,16 @@ def _p_value(p: float) -> str:
     return "  <0.0001" if p < 1e-4 else f"{p:9.4f}"
 
 
-def _rows(table, names, label_width):
+def _named(fit, kind: str) -> list:
+    """The reported parameters (``ParamName``) of one kind, in the fit's order."""
+    return [pid for pid in fit.ids if pid.kind == kind]
+
+
+def _rows(table, ids, label_width):
     lines = []
-    for name in names:
-        row = table.loc[name]
-        label = name.split(":", 1)[1]
+    for pid in ids:
+        row = table.loc[str(pid)]
+        label = str(pid.key)
         lines.append(f"  {label:<{label_width}}{_number(row.estimate)}{_number(row.se)}"
                      f"{_number(row.z, 9, 2)}{_p_value(row.p)}"
                      f"   [{_number(row.ci_low, 9)}, {_number(row.ci_high, 9)}]")
@@ -65,17 +70,14 @@ def format_summary(fit) -> str:
                      f"Gauss-Hermite quadrature, {fit.n_quad} points per dimension")
     if design.n_dropped:
         lines.append(f"Dropped {design.n_dropped} rows with missing values")
-    for prefix, title in BLOCKS:
-        names = [n for n in fit.names if n.startswith(prefix + ":")]
-        if names:
-            lines += ["", title, header] + _rows(table, names, width)
-    sds = [n for n in fit.names if n.startswith("sd:")]
-    corrs = [n for n in fit.names if n.startswith("corr:")]
-    if sds or corrs:
+    for kind, title in BLOCKS:
+        if ids := _named(fit, kind):
+            lines += ["", title, header] + _rows(table, ids, width)
+    if random := _named(fit, "sd") + _named(fit, "corr"):
         lines += ["", "Random effects (standard deviations and correlations)", header]
-        for name in sds + corrs:
-            row = table.loc[name]
-            lines.append(f"  {_label(name):<{width}}{_number(row.estimate)}{_number(row.se)}"
+        for pid in random:
+            row = table.loc[str(pid)]
+            lines.append(f"  {_label(pid):<{width}}{_number(row.estimate)}{_number(row.se)}"
                          f"{'':>18}   [{_number(row.ci_low, 9)}, {_number(row.ci_high, 9)}]")
         sigma = fit.covariance_matrix()
         note = " (for a group with all between covariates 0)" if design.g_names else ""
@@ -116,26 +118,29 @@ def _boundary_lines(fit) -> list[str]:
     lines = ["", "Boundary: estimated on the edge of the parameter space (a correlation within 0.001 of "
              "+-1 counts); no SEs for these or for the correlations of the effects involved (test with "
              "lrtest):"]
-    for name, value in fit.boundary_values.items():
-        if name.startswith("sd:"):
-            lines.append(f"  {name} = 0 (variance zero; its correlations are undefined)")
-        elif name.startswith("corr:"):
-            lines.append(f"  {name} = {value:+.4g} (singular covariance matrix)")
+    for pid, value in fit.boundary_params.items():
+        if pid.kind == "sd":
+            lines.append(f"  {pid} = 0 (variance zero; its correlations are undefined)")
+        elif pid.kind == "corr":
+            lines.append(f"  {pid} = {value:+.4g} (singular covariance matrix)")
         else:
-            lines.append(f"  {name.removeprefix('singular:')} is an exact linear combination "
+            lines.append(f"  {pid.key} is an exact linear combination "
                          "of the other random effects (singular covariance matrix)")
     return lines
 
 
-def _label(name: str) -> str:
-    kind, rest = name.split(":", 1)
-    return f"{kind}({rest.replace(',', ', ')})" if kind in ("sd", "corr") else rest
+def _label(pid) -> str:
+    """How a parameter is shown in a summary: ``sd(mean:Intercept)``,
+    ``corr(mean:Intercept, within:Intercept)``, or the coefficient's term."""
+    if pid.kind == "corr":
+        return f"corr({pid.key.first}, {pid.key.second})"
+    return f"sd({pid.key})" if pid.kind == "sd" else str(pid.key)
 
 
 def format_mcmc_summary(result) -> str:
     """Posterior summary in the same blocks and names as the ML summary."""
     design, table, info = result.model.design, result.params, result.info
-    width = max([len(_label(n)) for n in result.names] + [12]) + 4
+    width = max([len(_label(pid)) for pid in result.ids] + [12]) + 4
     header = (f"  {'':<{width}}{'mean':>10}{'sd':>10}{'2.5%':>10}{'97.5%':>10}{'R-hat':>8}"
               f"{'ESS bulk':>10}{'ESS tail':>10}")
     lines = [
@@ -152,14 +157,13 @@ def format_mcmc_summary(result) -> str:
     if design.n_dropped:
         lines.append(f"Dropped {design.n_dropped} rows with missing values")
     blocks = list(BLOCKS) + [("sd", "Random effects (standard deviations)"), ("corr", "Random effects (correlations)")]
-    for prefix, title in blocks:
-        names = [n for n in result.names if n.startswith(prefix + ":")]
-        if not names:
+    for kind, title in blocks:
+        if not (ids := _named(result, kind)):
             continue
         lines += ["", title, header]
-        for name in names:
-            row = table.loc[name]
-            lines.append(f"  {_label(name):<{width}}{_number(row['mean'])}{_number(row['sd'])}"
+        for pid in ids:
+            row = table.loc[str(pid)]
+            lines.append(f"  {_label(pid):<{width}}{_number(row['mean'])}{_number(row['sd'])}"
                          f"{_number(row['q2.5'])}{_number(row['q97.5'])}{_number(row['r_hat'], 8, 3)}"
                          f"{row['ess_bulk']:10.0f}{row['ess_tail']:10.0f}")
     if result.notes:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from melsm.pipeline import Model
-from melsm.studies.simulate import simulate
+from melsm.studies.simulate import model_formulas, simulate, truth_by_id
 from melsm.studies.study import Study, _formulas, implied_truth
 
 ROW_COLUMNS = {"design": "int64", "replicate": "int64", "model": "object", "parameter": "object",
@@ -53,6 +53,14 @@ def fit_model(data: pd.DataFrame, spec: dict):
         return model.fit(quadrature=spec.get("quadrature"), max_iter=spec.get("max_iter"))
 
 
+def _true_parameters(study: Study, data: pd.DataFrame, truth: dict) -> dict:
+    """The design point's truth by ``ParamName`` of the generating model."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layout = Model(data=data, **model_formulas(study.model)).layout
+    return truth_by_id(layout, truth)
+
+
 def replicate_rows(study: Study, design_id: int, replicate: int) -> pd.DataFrame:
     """Draw replicate ``replicate`` of design ``design_id`` and fit every competing model.
 
@@ -65,6 +73,7 @@ def replicate_rows(study: Study, design_id: int, replicate: int) -> pd.DataFrame
         data = simulate(study.model, point.truth, point.design, seed=seed)
     except Exception as err:  # noqa: BLE001  (recorded, not fatal)
         return failed_rows(study, design_id, replicate, f"simulation failed: {_one_line(err)}")
+    truth = _true_parameters(study, data, point.truth)
     frames = []
     for name, spec in study.fits.items():
         start = time.perf_counter()
@@ -76,7 +85,7 @@ def replicate_rows(study: Study, design_id: int, replicate: int) -> pd.DataFrame
         table = fit.table()
         frames.append(pd.DataFrame({
             "design": design_id, "replicate": replicate, "model": name, "parameter": table.index.to_list(),
-            "truth": [implied_truth(n, point.truth) for n in table.index],
+            "truth": [implied_truth(pid, truth) for pid in fit.ids],
             "estimate": table["estimate"].to_numpy(), "se": table["std_error"].to_numpy(),
             "ci_low": table["lower"].to_numpy(), "ci_high": table["upper"].to_numpy(),
             "converged": bool(fit.converged), "boundary": ",".join(fit.boundary), "loglik": float(fit.loglik),

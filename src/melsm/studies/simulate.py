@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from melsm.errors import MelsmInputError
+from melsm.model.names import ParamName
 from melsm.model.spec import make_spec
 from melsm.model.transforms import sd_corr_cholesky
 from melsm.pipeline import Model
@@ -212,40 +213,48 @@ def truth_theta(layout, truth: dict) -> np.ndarray:
     L = D chol(R), so an SD of 0 is allowed (its row of L is 0). Rows whose SD is a
     level-2 function get SD 1 here (a unit direction; κ gives the length).
     """
-    names = layout.reported_names()
-    if not isinstance(truth, dict):
-        raise MelsmInputError("truth must be a dict {parameter name: value}")
-    unknown = [k for k in truth if k not in names]
-    if unknown:
-        raise MelsmInputError(f"unknown parameter '{unknown[0]}' in truth; the model's parameters are "
-                              f"{', '.join(names)}")
-    missing = [n for n in names if n not in truth]
-    if missing:
-        raise MelsmInputError(f"truth lacks {len(missing)} of the model's parameters: {', '.join(missing)}")
-    values = {n: _number(truth[n], f"truth '{n}'", 0 if n.startswith("sd:") else None) for n in names}
-    for n, v in values.items():
-        if n.startswith("corr:") and not -1 < v < 1:
-            raise MelsmInputError(f"truth '{n}' must be a correlation strictly between -1 and 1, not {v!r}")
+    values = truth_by_id(layout, truth)
+    ids = list(values)
     px, pw, pg, _ = layout.sizes
-    coefficients = [values[n] for n in names[:px + pw + pg]]
+    coefficients = [values[pid] for pid in ids[:px + pw + pg]]
     beta, alpha, kappa = coefficients[:px], coefficients[px:px + pw], coefficients[px + pw:]
-    effects = {f"{part}:{term}": idx for part, term, idx in layout.random_effects()}
+    effects = dict(layout.random_effects())
     sd = np.ones(layout.q)
     corr = np.eye(layout.q)
-    for n, v in values.items():
-        kind, _, rest = n.partition(":")
-        if kind == "sd":
-            sd[effects[rest]] = v
-        elif kind == "corr":
-            a, b = (effects[e] for e in rest.split(","))
+    for pid, v in values.items():
+        if pid.kind == "sd":
+            sd[effects[pid.key]] = v
+        elif pid.kind == "corr":
+            a, b = effects[pid.key.first], effects[pid.key.second]
             corr[a, b] = corr[b, a] = v
     try:
         L = sd_corr_cholesky(sd, corr)
     except np.linalg.LinAlgError:
         raise MelsmInputError("the correlations in truth do not form a positive-definite matrix") from None
-    assoc = [values[n] for n in layout.association.param_names]
+    assoc = [v for pid, v in values.items() if pid.kind == "assoc"]
     with np.errstate(divide="ignore"):  # an SD of 0 is log 0 = -inf in θ, exp(-inf) = 0 back
         return layout.pack(beta, alpha, kappa, L, assoc)
+
+
+def truth_by_id(layout, truth: dict) -> dict[ParamName, float]:
+    """``truth`` ({printed name: value}, as a user writes it) checked against the model's
+    reported parameters: {``ParamName``: value} in the model's order. One line names an
+    unknown or missing parameter, or a value out of range."""
+    if not isinstance(truth, dict):
+        raise MelsmInputError("truth must be a dict {parameter name: value}")
+    ids = {str(pid): pid for pid in layout.reported_ids()}
+    unknown = [k for k in truth if k not in ids]
+    if unknown:
+        raise MelsmInputError(f"unknown parameter '{unknown[0]}' in truth; the model's parameters are "
+                              f"{', '.join(ids)}")
+    missing = [n for n in ids if n not in truth]
+    if missing:
+        raise MelsmInputError(f"truth lacks {len(missing)} of the model's parameters: {', '.join(missing)}")
+    values = {pid: _number(truth[n], f"truth '{n}'", 0 if pid.kind == "sd" else None) for n, pid in ids.items()}
+    for pid, v in values.items():
+        if pid.kind == "corr" and not -1 < v < 1:
+            raise MelsmInputError(f"truth '{pid}' must be a correlation strictly between -1 and 1, not {v!r}")
+    return values
 
 
 def _seed(seed: Any) -> np.random.Generator:
@@ -309,6 +318,6 @@ def simulate(model: Any, truth: dict, design: dict, seed: Any = None,
     frame[spec.response] = response
     if not effects:
         return frame
-    table = pd.DataFrame({f"{part}:{term}": b[:, idx] for part, term, idx in layout.random_effects()},
+    table = pd.DataFrame({str(effect): b[:, idx] for effect, idx in layout.random_effects()},
                          index=pd.Index(d.group_labels, name=group_name))
     return frame, table

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from melsm.errors import MelsmInputError
+from melsm.model.names import Effect, ParamName
 from melsm.pipeline import Model
 from melsm.studies.simulate import _number, check_design, model_formulas, simulate
 
@@ -192,34 +193,28 @@ def _set(design: dict, truth: dict, key: str, value: Any) -> None:
         design[path[0]] = value
 
 
-def implied_truth(name: str, truth: dict) -> float:
-    """The value a fitted model's parameter ``name`` estimates when the data come from a
-    model with parameters ``truth`` (see the module docstring; NaN: none is implied)."""
-    if name in truth:
-        return float(truth[name])
-    kind, _, rest = name.partition(":")
-    if kind in ("mean", "within"):
+def implied_truth(pid: ParamName, truth: dict[ParamName, float]) -> float:
+    """The value a fitted model's parameter ``pid`` estimates when the data come from a
+    model with parameters ``truth`` (``simulate.truth_by_id``; see the module docstring;
+    NaN: none is implied)."""
+    if pid in truth:
+        return float(truth[pid])
+    if pid.kind in ("mean", "within"):
         return 0.0
     effects = _true_effects(truth)
-    if kind == "sd":  # an effect with a level-2 variance function has no one SD
-        return np.nan if rest in effects else 0.0
-    if kind == "corr":
-        return 0.0 if all(e in effects for e in rest.split(",")) else np.nan
+    if pid.kind == "sd":  # an effect with a level-2 variance function has no one SD
+        return np.nan if pid.key in effects else 0.0
+    if pid.kind == "corr":
+        return 0.0 if pid.key.first in effects and pid.key.second in effects else np.nan
     return np.nan
 
 
-def _true_effects(truth: dict) -> set[str]:
-    """Random effects (``<part>:<term>``) with a nonzero variance in the true model: a
-    positive SD, or a level-2 variance function (``between:<covariate>`` is the location
-    intercept's, ``between:<part>:<term>:<covariate>`` another effect's)."""
-    effects = {k.removeprefix("sd:") for k, v in truth.items() if k.startswith("sd:") and v > 0}
-    for key in truth:
-        parts = key.split(":")
-        if parts[0] == "between" and len(parts) == 2:
-            effects.add("mean:Intercept")
-        elif parts[0] == "between" and parts[1] in ("mean", "within"):
-            effects.add(f"{parts[1]}:{parts[2]}")
-    return effects
+def _true_effects(truth: dict[ParamName, float]) -> set[Effect]:
+    """Random effects with a nonzero variance in the true model: a positive SD, or a
+    level-2 variance function."""
+    effects = {pid.key for pid, v in truth.items() if pid.kind == "sd" and v > 0}
+    return effects | {pid.key.function for pid in truth
+                      if pid.kind == "between" and isinstance(pid.key.function, Effect)}
 
 
 def _fit_names(study: Study, fit_name: str, point: DesignPoint) -> list[str]:
