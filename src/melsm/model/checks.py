@@ -7,6 +7,8 @@ covariates, and random effects the data cannot identify. See docs/architecture.m
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -154,11 +156,19 @@ def check_numeric(data: pd.DataFrame, columns: list[str], response: str,
 
 
 def checked_matrix(formula: str, data: pd.DataFrame, which: str) -> tuple[np.ndarray, list[str]]:
+    """The model matrix of ``formula`` on ``data`` and its column names."""
+    matrix, names, _ = checked_model_matrix(formula, data, which)
+    return matrix, names
+
+
+def checked_model_matrix(formula: str, data: pd.DataFrame, which: str) -> tuple[np.ndarray, list[str], Any]:
+    """The model matrix, its column names, and formulaic's ``ModelSpec`` (the state of
+    stateful transforms and the factor levels, for new data: ``melsm.model.newdata``)."""
     try:
         mm = model_matrix(formula, data)
     except Exception as err:  # formulaic raises many types; any of them is a problem of the formula or data
         raise MelsmInputError(f"cannot build {which} terms {quote(formula)}: {quote(first_line(err), 200)}") from None
-    return np.asarray(mm, dtype=float), [str(c) for c in mm.columns]
+    return np.asarray(mm, dtype=float), [str(c) for c in mm.columns], mm.model_spec
 
 
 def check_finite(matrix: np.ndarray, names: list[str], which: str) -> None:

@@ -28,7 +28,7 @@ from melsm.model.checks import (
     check_numeric,
     check_rank,
     check_width,
-    checked_matrix,
+    checked_model_matrix,
     numeric_as_float,
     part_name,
 )
@@ -63,6 +63,11 @@ class Design:
     y_scale: float = field(default=1.0)
     n_missing: dict = field(default_factory=dict)  # column -> missing values among the rows given
     g_functions: list = field(default_factory=list)  # (Effect or Pair, first, end column of G) per function
+    #: formulaic's ``ModelSpec`` of X, W, Zu, Zv (None for an absent part): the fitted
+    #: data's transform state and factor levels, for new data (``melsm.model.newdata``)
+    specs: dict = field(default_factory=dict)
+    #: the formulas' parsed terms by part (``part_name``), for the columns new data need
+    parsed: dict = field(default_factory=dict)
 
     @property
     def g_names(self) -> list[str]:
@@ -114,7 +119,8 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
     used_rows = np.flatnonzero(complete)[order]
     return Design(
         y=y, **matrices, G=G, group=codes.astype(np.int32), group_labels=labels, g_coefs=g_coefs,
-        g_functions=g_functions, row_order=used_rows, row_index=data.index[used_rows], n_dropped=n_dropped,
+        g_functions=g_functions, parsed=parsed, row_order=used_rows, row_index=data.index[used_rows],
+        n_dropped=n_dropped,
         response=spec.response, group_name=spec.group, y_scale=float(np.std(y)), n_missing=n_missing,
     )
 
@@ -171,12 +177,12 @@ def _response(frame: pd.DataFrame, response: str) -> np.ndarray:
 
 def _row_matrices(spec: ModelSpec, frame: pd.DataFrame, n: int) -> dict:
     """X, W, Zu, Zv and their column names, each checked for finite values and full rank."""
-    X, x_names = checked_matrix(spec.mean_fixed, frame, "mean")
-    W, w_names = checked_matrix(spec.within_fixed, frame, "within")
-    Zu, zu_names = (checked_matrix(spec.mean_random, frame, "mean random")
-                    if spec.mean_random else (np.zeros((n, 0)), []))
-    Zv, zv_names = (checked_matrix(spec.within_random, frame, "within random")
-                    if spec.within_random else (np.zeros((n, 0)), []))
+    X, x_names, x_spec = checked_model_matrix(spec.mean_fixed, frame, "mean")
+    W, w_names, w_spec = checked_model_matrix(spec.within_fixed, frame, "within")
+    Zu, zu_names, zu_spec = (checked_model_matrix(spec.mean_random, frame, "mean random")
+                             if spec.mean_random else (np.zeros((n, 0)), [], None))
+    Zv, zv_names, zv_spec = (checked_model_matrix(spec.within_random, frame, "within random")
+                             if spec.within_random else (np.zeros((n, 0)), [], None))
     for matrix, names, which in (
         (X, x_names, "mean"), (W, w_names, "within"),
         (Zu, zu_names, "mean random part of the"), (Zv, zv_names, "within random part of the"),
@@ -188,26 +194,5 @@ def _row_matrices(spec: ModelSpec, frame: pd.DataFrame, n: int) -> dict:
     if W.shape[1] == 0:
         raise MelsmInputError("the within formula has no terms; the level-1 variance needs "
                               "at least an intercept")
-    return dict(X=X, W=W, Zu=Zu, Zv=Zv, x_names=x_names, w_names=w_names, zu_names=zu_names, zv_names=zv_names)
-
-
-def new_data_arrays(design: Design, spec: ModelSpec, data: pd.DataFrame) -> dict:
-    """Fixed and random design matrices for new data (for predictions), unsorted."""
-    out = {}
-    parts = [("X", spec.mean_fixed, design.x_names), ("W", spec.within_fixed, design.w_names),
-             ("Zu", spec.mean_random, design.zu_names), ("Zv", spec.within_random, design.zv_names)]
-    for key, formula, names in parts:
-        if not formula:
-            out[key] = np.zeros((len(data), 0))
-            continue
-        for name in _variables(formula, key):
-            if name not in data.columns:
-                raise MelsmInputError(f"new data lack column {quote(name)}")
-        matrix, got = checked_matrix(formula, data, key)
-        if got != names:
-            raise MelsmInputError(
-                f"new data give terms {got} for {quote(formula)} but the fit has {names}; "
-                "categorical columns need the same levels"
-            )
-        out[key] = matrix
-    return out
+    return dict(X=X, W=W, Zu=Zu, Zv=Zv, x_names=x_names, w_names=w_names, zu_names=zu_names, zv_names=zv_names,
+                specs={"X": x_spec, "W": w_spec, "Zu": zu_spec, "Zv": zv_spec})

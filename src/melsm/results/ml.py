@@ -23,7 +23,7 @@ import scipy.special
 from melsm.engine.compiled import compiled
 from melsm.engine.likelihood import random_effect_posterior
 from melsm.estimate.ml import Optimum, covariance
-from melsm.model.design import new_data_arrays
+from melsm.model.newdata import new_data_arrays
 from melsm.model.params import level2_row
 from melsm.results.base import COMMON_COLUMNS, Z95, Results, Wording, outputs
 from melsm.results.groups import effect_columns, implied_sd_corr, level2_patterns
@@ -307,7 +307,7 @@ class MLResults(Results):
         the typical group (exp(w'α) is the median, not the mean, level-1 variance).
         """
         design = self.model.design
-        arrays = new_data_arrays(design, self.model.spec, data)
+        arrays = new_data_arrays(design, data)
         b = np.zeros((len(data), self.model.layout.q))
         if random and design.group_name is not None and design.group_name in data.columns:
             lookup = {label: k for k, label in enumerate(design.group_labels)}
