@@ -66,8 +66,8 @@ class Design:
     #: formulaic's ``ModelSpec`` of X, W, Zu, Zv (None for an absent part): the fitted
     #: data's transform state and factor levels, for new data (``melsm.model.newdata``)
     specs: dict = field(default_factory=dict)
-    #: the formulas' parsed terms by part (``part_name``), for the columns new data need
-    parsed: dict = field(default_factory=dict)
+    #: formulaic's ``ModelSpec`` of each level-2 function, in the order of ``g_functions``
+    g_specs: list = field(default_factory=list)
 
     @property
     def g_names(self) -> list[str]:
@@ -113,14 +113,14 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
     frame, codes = frame.iloc[order], codes[order]
     y = _response(frame, spec.response)
     matrices = _row_matrices(spec, frame, len(y))
-    G, g_coefs, g_functions = between_design(spec, frame, codes, labels, len(labels),
+    G, g_coefs, g_functions, g_specs = between_design(spec, frame, codes, labels, len(labels),
                                              matrices["zu_names"], matrices["zv_names"])
     check_identified(len(y), len(labels), spec.group, len(matrices["zu_names"]), len(matrices["zv_names"]))
     used_rows = np.flatnonzero(complete)[order]
     return Design(
         y=y, **matrices, G=G, group=codes.astype(np.int32), group_labels=labels, g_coefs=g_coefs,
-        g_functions=g_functions, parsed=parsed, row_order=used_rows, row_index=data.index[used_rows],
-        n_dropped=n_dropped,
+        g_functions=g_functions, g_specs=g_specs, row_order=used_rows,
+        row_index=data.index[used_rows], n_dropped=n_dropped,
         response=spec.response, group_name=spec.group, y_scale=float(np.std(y)), n_missing=n_missing,
     )
 

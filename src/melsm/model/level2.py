@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from melsm.errors import MelsmInputError
-from melsm.model.checks import as_written, check_finite, check_rank, checked_matrix
+from melsm.model.checks import as_written, check_finite, check_rank, checked_model_matrix
 from melsm.model.grammar import quote
 from melsm.model.names import LOCATION_INTERCEPT, Coef, Effect, Pair, target_name
 
@@ -31,9 +31,9 @@ def correlation_functions(functions: dict, zu_names, zv_names) -> list[tuple[Pai
 def between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names):
     """G (J, p_g) of every level-2 function side by side, its coefficients (``Coef``:
     printed ``endog`` for the random location intercept's, ``<effect>:<covariate>`` such as
-    ``within:Intercept:endog`` for the others), and (target, first column, end column) of
-    each function."""
-    blocks, coefs, functions, start = [], [], [], 0
+    ``within:Intercept:endog`` for the others), (target, first column, end column) of each
+    function, and each function's formulaic ``ModelSpec`` (for new data)."""
+    blocks, coefs, functions, specs, start = [], [], [], [], 0
     # location effects' functions first: the fit without scale effects uses a prefix of κ
     given = dict(spec.between or ())
     variance_functions = sorted((item for item in given.items() if isinstance(item[0], Effect)),
@@ -46,7 +46,7 @@ def between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names):
                     f"a between formula for {effect} needs {effect.term} among the random effects of the "
                     f"{effect.part} formula (random: {', '.join(random_names) or 'none'})")
         label = "between" if effect == LOCATION_INTERCEPT else f"between ({target_name(effect)})"
-        G_rows, covariates = checked_matrix(text, frame, label)
+        G_rows, covariates, model_spec = checked_model_matrix(text, frame, label)
         check_finite(G_rows, covariates, label)
         first = np.searchsorted(codes, np.arange(n_groups))
         G = G_rows[first]
@@ -65,6 +65,7 @@ def between_design(spec, frame, codes, labels, n_groups, zu_names, zv_names):
         blocks.append(G)
         coefs += [Coef(effect, c) for c in covariates]
         functions.append((effect, start, start + len(covariates)))
+        specs.append(model_spec)
         start += len(covariates)
     G = np.concatenate(blocks, axis=1) if blocks else np.zeros((n_groups, 0))
-    return G, coefs, functions
+    return G, coefs, functions, specs

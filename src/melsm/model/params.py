@@ -367,6 +367,20 @@ class ParamLayout:
                 out[ParamName("corr", Pair.of(effects[i], effects[j]))] = extreme
         return out
 
+    def effects_from_eta(self, params: Params | Any, G, eta) -> np.ndarray:
+        """(J, q) random effects b_j (internal order) of standard normal draws ``eta``
+        (J, q) for groups with level-2 rows ``G`` (numpy): b_j = L_j η_j, and under the
+        quadratic association v_j = b_v,j + τ_q θ1_j², θ1_j = b_u,j / σ_u,j."""
+        p = self.as_params(params, np)
+        factors = self.group_cholesky(p, G, xp=np)
+        b = np.einsum("jab,jb->ja", factors, eta)
+        if self.association.location_in_scale:  # one u, one v: rows (v, u)
+            sd_u = np.sqrt(np.sum(factors[:, 1, :] ** 2, axis=1))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                theta1 = np.where(sd_u > 0, b[:, 1] / sd_u, 0.0)
+            b[:, 0] += np.asarray(p.assoc)[0] * theta1**2
+        return b
+
     def predictors(self, params: Params | Any, X, W, Zu, Zv, b_rows):
         """Mean x'β + z'u and log level-1 variance w'α + s'v per row (numpy), with
         ``b_rows`` each row's random effects (v, u) in internal order."""

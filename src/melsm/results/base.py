@@ -34,6 +34,8 @@ import pandas as pd
 import scipy.special
 
 from melsm.results import groups
+from melsm.results.predict import predict as predict_rows
+from melsm.results.predict import simulate as simulate_rows
 
 Z95 = float(scipy.special.ndtri(0.975))
 #: The columns every parameter table and every ``derived`` table starts with.
@@ -166,6 +168,24 @@ class Results:
         ``positive`` (one flag, or one per output): the quantity is positive, and ML forms
         its interval on the log scale, exp(log q̂ ± 1.96·SE/q̂)."""
         raise NotImplementedError
+
+    # ---- predictions and simulation (melsm.results.predict) ------------------------------
+    def predict(self, data: pd.DataFrame, random: bool = True, interval: str | None = None, level: float = 0.95,
+                allow_new_levels: bool | None = None, draws: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Mean μ = x'β + z'u_j and level-1 variance σ² = exp(w'α + s'v_j) for the rows of
+        ``data``, with ``interval`` "confidence" (μ, σ²) or "prediction" (also a new
+        observation y) at ``level``: columns ``mean``, ``variance``, ``mean_ci_lower`` …,
+        ``obs_ci_lower``, ``obs_ci_upper``. ``random``: use the fitted groups' effects
+        (else a typical group, effects 0); ``allow_new_levels``: groups not in the fit are
+        new groups — None warns, True is silent, False refuses. ``draws``/``seed``: the
+        simulation behind prediction intervals (and MCMC's draws used). Rules and formulas:
+        ``melsm.results.predict``."""
+        return predict_rows(self, data, random, interval, level, allow_new_levels, draws, seed)
+
+    def simulate(self, nsim: int = 1, seed: int = 0) -> pd.DataFrame:
+        """``nsim`` response vectors for the fitted rows, drawn from the fitted model with new
+        random effects (``melsm.results.predict.simulate``); columns ``sim_1`` …"""
+        return simulate_rows(self, nsim, seed)
 
     # ---- what group quantities are computed from ------------------------------------------
     def parameter_values(self) -> dict[str, np.ndarray]:

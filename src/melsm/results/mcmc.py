@@ -240,6 +240,19 @@ class MCMCResults(Results):
                 for v in (np.ascontiguousarray(values[:, k]) for k in range(values.shape[1]))]
         return pd.DataFrame(rows, columns=list(COMMON_COLUMNS), index=pd.Index(labels, name="quantity"))
 
+    def predictive_draws(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """At most ``n`` posterior draws, evenly spaced over the pooled chains: θ (S, dim)
+        and every group's effects b (S, J, q) of the same draws."""
+        thetas = self.theta_draws.reshape(-1, self.theta_draws.shape[-1])
+        b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
+        keep = np.unique(np.linspace(0, len(thetas) - 1, min(n, len(thetas))).round().astype(int))
+        return thetas[keep], b[keep]
+
+    def simulation_thetas(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` posterior draws of θ chosen at random (with replacement)."""
+        thetas = self.theta_draws.reshape(-1, self.theta_draws.shape[-1])
+        return thetas[rng.integers(0, len(thetas), n)]
+
     def parameter_values(self) -> dict[str, np.ndarray]:
         """The draws by name, chains pooled (S,)."""
         return {name: self.draws(name) for name in self.names}

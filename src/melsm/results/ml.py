@@ -23,7 +23,6 @@ import scipy.special
 from melsm.engine.compiled import compiled
 from melsm.engine.likelihood import random_effect_posterior
 from melsm.estimate.ml import Optimum, covariance
-from melsm.model.newdata import new_data_arrays
 from melsm.model.params import level2_row
 from melsm.results.base import COMMON_COLUMNS, Z95, Results, Wording, outputs
 from melsm.results.groups import effect_columns, implied_sd_corr, level2_patterns
@@ -39,6 +38,13 @@ ML_WORDING = Wording(title="Maximum likelihood", error="SE", estimate_and_error=
 @compiled(static_argnames=("layout",))
 def _report_and_jacobian(theta, layout):
     return layout.report(theta), jax.jacobian(layout.report)(theta)
+
+
+def _psd_factor(cov: np.ndarray) -> np.ndarray:
+    """A factor F with F Fᵀ = cov for (batches of) positive semi-definite matrices (an
+    effect with variance 0 has a zero row; Cholesky would fail there)."""
+    values, vectors = np.linalg.eigh(0.5 * (cov + np.swapaxes(cov, -1, -2)))
+    return vectors * np.sqrt(np.clip(values, 0, None))[..., None, :]
 
 
 @compiled(static_argnames=("layout", "n_quad"))
@@ -299,24 +305,34 @@ class MLResults(Results):
         resid = y - fit["mean"]
         return resid / np.sqrt(fit["variance"]) if standardized else resid
 
-    def predict(self, data: pd.DataFrame, random: bool = True) -> pd.DataFrame:
-        """Predicted mean and level-1 variance for new rows.
+    def posterior_effects(self) -> tuple[np.ndarray, np.ndarray]:
+        """Empirical-Bayes means (J, q) and covariances (J, q, q) of b_j, internal order."""
+        return self._posterior
 
-        With ``random=True`` rows of groups seen in the fit use their empirical-Bayes
-        effects; unseen groups (and ``random=False``) use zero random effects, i.e.
-        the typical group (exp(w'α) is the median, not the mean, level-1 variance).
-        """
-        design = self.model.design
-        arrays = new_data_arrays(design, data)
-        b = np.zeros((len(data), self.model.layout.q))
-        if random and design.group_name is not None and design.group_name in data.columns:
-            lookup = {label: k for k, label in enumerate(design.group_labels)}
-            idx = np.array([lookup.get(g, -1) for g in data[design.group_name]])
-            known = idx >= 0
-            b[known] = self._posterior[0][idx[known]]
-        mean, var = self._linear_predictors(arrays["X"], arrays["W"], arrays["Zu"],
-                                            arrays["Zv"], b)
-        return pd.DataFrame({"mean": mean, "variance": var}, index=data.index)
+    def point_prediction(self, arrays: dict, index: np.ndarray) -> pd.DataFrame:
+        """μ and σ² of rows with design ``arrays``: empirical-Bayes effects for rows of
+        fitted groups (``index`` ≥ 0), 0 for the others (``melsm.results.predict``)."""
+        b = np.zeros((len(index), self.model.layout.q))
+        b[index >= 0] = self._posterior[0][index[index >= 0]]
+        mean, var = self._linear_predictors(arrays["X"], arrays["W"], arrays["Zu"], arrays["Zv"], b)
+        return pd.DataFrame({"mean": mean, "variance": var})
+
+    def predictive_draws(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` draws of θ from N(θ̂, Cov θ̂) (entries held on a boundary stay) and of each
+        group's effects from N(b̂_j, C_j): (n, dim), (n, J, q)."""
+        free = np.isfinite(np.diag(self.cov_theta))
+        thetas = np.tile(self.theta, (n, 1))
+        if free.any():
+            factor = _psd_factor(self.cov_theta[np.ix_(free, free)])
+            thetas[:, free] += rng.standard_normal((n, free.sum())) @ factor.T
+        mean, cov = self._posterior
+        factors = _psd_factor(cov)
+        b = mean[None] + np.einsum("jab,sjb->sja", factors, rng.standard_normal((n, *mean.shape)))
+        return thetas, b
+
+    def simulation_thetas(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """θ̂ for each of ``n`` simulations."""
+        return np.tile(self.theta, (n, 1))
 
     # ---- output ----------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -303,14 +303,7 @@ def simulate(model: Any, truth: dict, design: dict, seed: Any = None,
         raise MelsmInputError(f"cannot simulate this model under this design: {err}") from None
     d, layout = built.design, built.layout
     params = layout.params(truth_theta(layout, truth), xp=np)
-    L_groups = layout.group_cholesky(params, d.G, xp=np)  # (J, q, q)
-    eta = rng.standard_normal((d.n_groups, layout.q))
-    b = np.einsum("jab,jb->ja", L_groups, eta)
-    if layout.association.location_in_scale:  # v_j = b_v,j + τ_q θ1_j², θ1_j = b_u,j / σ_u,j (one u, one v)
-        sd_u = np.sqrt(np.sum(L_groups[:, 1, :] ** 2, axis=1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            theta1 = np.where(sd_u > 0, b[:, 1] / sd_u, 0.0)
-        b[:, 0] += params.assoc[0] * theta1**2
+    b = layout.effects_from_eta(params, d.G, rng.standard_normal((d.n_groups, layout.q)))
     mean, log_var = layout.predictors(params, d.X, d.W, d.Zu, d.Zv, b[d.group])
     y = mean + np.exp(0.5 * log_var) * rng.standard_normal(d.n_obs)
     response = np.empty(len(frame))
