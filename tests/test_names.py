@@ -78,3 +78,52 @@ def test_terms_with_commas_in_summary_comparison_and_lrtest(poly_fits):
     test = big.lrtest(small)
     assert test.df == 5  # two SDs and three correlations added
     assert test.statistic == pytest.approx(2 * (big.loglik - small.loglik))
+
+
+def test_double_bar_gives_uncorrelated_effects_matching_the_closed_form():
+    """(1 + week || id): independent random intercept and slope, as lme4 expands it.
+    The marginal likelihood is closed form, y_j ~ N(X_j β, Z_j D Z_jᵀ + σ² I): maximised
+    here with scipy independently of melsm's likelihood."""
+    import scipy.optimize
+    import scipy.stats
+
+    data = melsm.datasets.load("reisby")
+    fit = melsm.Model(data=data, mean="hamdep ~ week + (1 + week || id)").fit()
+    assert fit.converged
+    assert [n for n in fit.names if n.startswith(("sd:", "corr:"))] == ["sd:mean:Intercept", "sd:mean:week"]
+    groups = [g for _, g in data.groupby("id")]
+
+    def minus_loglik(x):
+        b0, b1, log_s0, log_s1, log_e = x
+        total = 0.0
+        for g in groups:
+            Z = np.column_stack([np.ones(len(g)), g["week"]])
+            cov = Z @ np.diag(np.exp(2 * np.array([log_s0, log_s1]))) @ Z.T + np.exp(2 * log_e) * np.eye(len(g))
+            total += scipy.stats.multivariate_normal.logpdf(g["hamdep"], b0 + b1 * g["week"], cov)
+        return -total
+
+    best = scipy.optimize.minimize(minus_loglik, [23.0, -2.0, 1.0, 0.0, 1.0], method="Nelder-Mead",
+                                   options={"xatol": 1e-7, "fatol": 1e-9, "maxiter": 4000})
+    assert fit.loglik == pytest.approx(-best.fun, abs=1e-5)
+    p = fit.params["estimate"]
+    b0, b1, log_s0, log_s1, log_e = best.x
+    assert p["mean:Intercept"] == pytest.approx(b0, abs=1e-3)
+    assert p["mean:week"] == pytest.approx(b1, abs=1e-3)
+    assert p["sd:mean:Intercept"] == pytest.approx(np.exp(log_s0), rel=1e-3)
+    assert p["sd:mean:week"] == pytest.approx(np.exp(log_s1), rel=1e-3)
+    assert p["within:Intercept"] == pytest.approx(2 * log_e, abs=1e-3)
+    sigma = fit.covariance_matrix()
+    assert sigma.loc["mean:Intercept", "mean:week"] == 0.0
+
+
+def test_double_bar_effects_are_uncorrelated_with_the_scale_effects_too():
+    data = melsm.datasets.load("reisby")
+    fit = melsm.Model(data=data, mean="hamdep ~ week + (1 + week || id)", within="~ week + (1 | id)").fit()
+    assert not [n for n in fit.names if n.startswith("corr:")]
+    sigma = fit.covariance_matrix().to_numpy()
+    assert np.count_nonzero(sigma - np.diag(np.diag(sigma))) == 0
+    with pytest.raises(MelsmInputError, match="need '\\|', not '\\|\\|'"):
+        melsm.Model(data=data, mean="hamdep ~ week + (1 || id)", within="~ (1 | id)", association="quadratic")
+    with pytest.raises(MelsmInputError, match="'\\|\\|' makes"):
+        melsm.Model(data=data, mean="hamdep ~ week + (1 || id)", within="~ (1 | id)",
+                    between={"corr:mean:Intercept,within:Intercept": "~ endog"})

@@ -71,7 +71,8 @@ class Model:
         self.spec.association.check_effects(len(d.zu_names), len(d.zv_names))
         self.layout = ParamLayout(tuple(d.x_names), tuple(d.w_names), tuple(d.g_coefs),
                                   tuple(d.zu_names), tuple(d.zv_names), self.spec.association,
-                                  g_functions=tuple(tuple(f) for f in d.g_functions))
+                                  g_functions=tuple(tuple(f) for f in d.g_functions),
+                                  uncorrelated=self.spec.uncorrelated)
         self._units: Units | None = None
         self._internal_data: ModelData | None = None
         self._model_data: ModelData | None = None

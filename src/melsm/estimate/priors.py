@@ -107,11 +107,16 @@ class Priors:
 
 
 def correlation_blocks(layout: ParamLayout) -> tuple[tuple[int, ...], ...]:
-    """The random effects that are correlated with each other, as blocks of internal indices."""
+    """The random effects that are correlated with each other, as blocks of internal
+    indices ('||' effects alone)."""
     q, qv = layout.q, layout.q_v
+    alone = tuple((r,) for r in range(q) if not layout.correlated(r))
+    together = [r for r in range(q) if layout.correlated(r)]
     if layout.association.independent_blocks:
-        return tuple(b for b in (tuple(range(qv)), tuple(range(qv, q))) if b)
-    return (tuple(range(q)),) if q else ()
+        blocks = (tuple(r for r in together if r < qv), tuple(r for r in together if r >= qv))
+    else:
+        blocks = (tuple(together),)
+    return tuple(sorted((b for b in blocks if b), key=lambda b: b[0])) + alone
 
 
 def sampled_sd_rows(layout: ParamLayout) -> tuple[int, ...]:

@@ -87,6 +87,9 @@ class ParamLayout:
     association: Association = Association.CORRELATED
     #: (target ``Effect`` or ``Pair``, first, end index in κ and G) per level-2 function
     g_functions: tuple[tuple[Function, int, int], ...] = ()
+    #: Parts ("mean", "within") whose random effects are uncorrelated with every other
+    #: random effect ('||'): their off-diagonal entries of L, in row and column, are 0.
+    uncorrelated: tuple[str, ...] = ()
 
     @property
     def g_names(self) -> tuple[str, ...]:
@@ -165,6 +168,10 @@ class ParamLayout:
             columns[row] = xp.exp(0.5 * (G[:, a:b] @ kappa[a:b]))
         return xp.stack(columns, axis=1) if columns else xp.ones((G.shape[0], 0))
 
+    def correlated(self, r: int) -> bool:
+        """Whether random effect r (internal row) may correlate with others (not '||')."""
+        return ("within" if r < self.q_v else "mean") not in self.uncorrelated
+
     @property
     def chol_entries(self) -> tuple[tuple[int, int], ...]:
         """Free (row, col) entries of L in θ order."""
@@ -175,8 +182,8 @@ class ParamLayout:
                     continue
                 if self.association.independent_blocks and r >= self.q_v and c < self.q_v:
                     continue
-                if r != c and self.corr_functions:
-                    continue  # the correlation is a level-2 function: only log SDs are free
+                if r != c and (self.corr_functions or not (self.correlated(r) and self.correlated(c))):
+                    continue  # a correlation function's, or an '||' effect's: only log SDs are free
                 entries.append((r, c))
         return tuple(entries)
 
@@ -280,7 +287,8 @@ class ParamLayout:
             return []  # the correlations are level-2 functions, reported in κ
         effects = self.random_effects()
         return [(effects[a], effects[b]) for a in range(len(effects)) for b in range(a + 1, len(effects))
-                if not (self.association.independent_blocks and effects[a][0].part != effects[b][0].part)]
+                if not (self.association.independent_blocks and effects[a][0].part != effects[b][0].part)
+                and self.correlated(effects[a][1]) and self.correlated(effects[b][1])]
 
     def reported_ids(self) -> list[ParamName]:
         """The reported parameters, in the order of ``report``."""

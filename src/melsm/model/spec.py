@@ -28,10 +28,13 @@ from melsm.model.names import LOCATION_INTERCEPT, Function, Pair, parse_function
 
 @dataclass(frozen=True)
 class RandomPart:
-    """A random-effects term ``(terms | group)``."""
+    """A random-effects term ``(terms | group)``, or ``(terms || group)``: effects
+    uncorrelated with each other and with every other random effect (lme4's expansion
+    into separate terms)."""
 
     terms: str
     group: str
+    uncorrelated: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class ModelSpec:
     group: str | None
     association: Association
     formulas: dict
+    #: The parts ("mean", "within") whose random term is written with '||'.
+    uncorrelated: tuple[str, ...] = ()
 
 
 def _split_top_level(text: str, sep: str) -> list[str]:
@@ -151,11 +156,6 @@ def _random_part(term: str, text: str, which: str) -> RandomPart:
             f"{which} formula {quote(text)}: cannot read random term {quote(term)}; "
             "write it as (terms | group)"
         )
-    if match["bars"] == "||":
-        raise MelsmInputError(
-            f"{which} formula {quote(text)}: '||' is not supported; random effects "
-            "are correlated (use association='none' to separate location and scale)"
-        )
     if not match["group"].strip():
         raise MelsmInputError(
             f"{which} formula {quote(text)}: random term {quote(term)} has no grouping factor right of '|'"
@@ -166,7 +166,7 @@ def _random_part(term: str, text: str, which: str) -> RandomPart:
             f"write (1 | {match['group'].strip()}) for a random intercept"
         )
     return RandomPart(parse_terms(match["terms"], f"random part of the {which} formula").text,
-                      column_name(match["group"].strip(), "grouping factor"))
+                      column_name(match["group"].strip(), "grouping factor"), match["bars"] == "||")
 
 
 def _between_functions(between) -> dict[Function, str]:
@@ -204,6 +204,8 @@ def make_spec(
         )
     group = groups.pop() if groups else None
     _check_between_effects(parsed, m, w, kind)
+    uncorrelated = tuple(part for part, f in (("mean", m), ("within", w)) if f.random and f.random.uncorrelated)
+    _check_uncorrelated(uncorrelated, parsed, kind)
     # "linear" (MIXREGLS' name) asks for correlated location and scale effects: both parts
     if (association == "linear" or kind.needs_both_parts) and (
         m.random is None or w.random is None
@@ -221,7 +223,22 @@ def make_spec(
         group=group,
         association=kind,
         formulas={"mean": mean, "within": within, "between": between},
+        uncorrelated=uncorrelated,
     )
+
+
+def _check_uncorrelated(uncorrelated: tuple[str, ...], parsed: dict, kind: Association) -> None:
+    """'||' effects have no correlations: none can be a level-2 function or carry the
+    quadratic association."""
+    if not uncorrelated:
+        return
+    if kind.needs_both_parts:
+        raise MelsmInputError(f"association='{kind}' links a location and a scale effect; their random terms "
+                              "need '|', not '||'")
+    for function in parsed:
+        if isinstance(function, Pair) and set(parts_of(function)) & set(uncorrelated):
+            raise MelsmInputError(f"a between formula models the correlation of {function}, but '||' makes "
+                                  f"the {' and '.join(uncorrelated)} random effects uncorrelated")
 
 
 def _between_formulas(between) -> dict[Function, str]:
