@@ -170,3 +170,14 @@ def test_mcmc_predictions_are_per_draw_summaries(posterior, reisby):
     base = posterior.predict(rows, random=False)
     np.testing.assert_allclose(own["mean"], base["mean"] + b["mean:Intercept"].to_numpy(), rtol=1e-8)
     assert posterior.simulate(4, seed=1).shape == (posterior.n_obs, 4)
+
+
+def test_mcmc_fits_speak_the_same_vocabulary(posterior):
+    names = posterior.names
+    draws = np.column_stack([posterior.draws(n) for n in names])
+    np.testing.assert_allclose(posterior.bse, draws.std(axis=0, ddof=1), rtol=1e-10)
+    np.testing.assert_allclose(posterior.conf_int(0.1).to_numpy().T, np.quantile(draws, [0.05, 0.95], axis=0))
+    np.testing.assert_allclose(posterior.cov_params().to_numpy(), np.cov(draws, rowvar=False))
+    assert posterior.pvalues.isna().all() and np.isnan(posterior.llf)
+    assert posterior.tidy().loc["mean:week", "term"] == "week"
+    assert "R-hat" in posterior.summary() and len(posterior.summary().tables) == 3

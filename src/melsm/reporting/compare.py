@@ -243,8 +243,8 @@ def compare(*fits, names: list[str] | None = None, by: str | None = None, scale:
     another criterion (ML: AIC, BIC; MCMC: DIC, marginal_DIC, WAIC, LOO); ``scale``
     shows random effects as "variance" (default) or "sd".
     """
-    if len(fits) == 1 and isinstance(fits[0], list | tuple):
-        fits = tuple(fits[0])  # compare([fit1, fit2]) as well as compare(fit1, fit2)
+    if len(fits) == 1 and isinstance(first := fits[0], list | tuple):
+        fits = tuple(first)  # compare([fit1, fit2]) as well as compare(fit1, fit2)
     if len(fits) < 1:
         raise MelsmInputError("compare needs at least one fit")
     names = list(names) if names is not None else [f"model {k + 1}" for k in range(len(fits))]

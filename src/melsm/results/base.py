@@ -34,6 +34,7 @@ import pandas as pd
 import scipy.special
 
 from melsm.results import groups
+from melsm.results.conventions import Conventions
 from melsm.results.predict import predict as predict_rows
 from melsm.results.predict import simulate as simulate_rows
 
@@ -104,7 +105,7 @@ def register_accessor(name: str, load: Callable[[], type] | None = None) -> Call
     return decorator
 
 
-class Results:
+class Results(Conventions):
     """What every fit offers (see the module docstring). Subclasses set the class
     attributes and implement the methods that raise ``NotImplementedError``."""
 
@@ -264,6 +265,15 @@ class Results:
         """The fit as JSON-ready values (``method`` in lower case, ``params``, ...)."""
         raise NotImplementedError
 
-    def summary(self) -> str:
-        """A plain-text summary in runmixregls' blocks (``melsm.results.summary``)."""
+    def _summary_text(self) -> str:
+        """A plain-text summary in runmixregls' blocks (``melsm.results.summary``);
+        ``summary()`` (``melsm.results.conventions``) wraps it."""
+        raise NotImplementedError
+
+    def _intervals(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """(lower, upper) of every reported parameter at ``level`` (ML: Wald; MCMC: quantiles)."""
+        raise NotImplementedError
+
+    def _cov_params(self) -> np.ndarray:
+        """Covariance matrix of the reported parameters (ML: delta method; MCMC: of the draws)."""
         raise NotImplementedError

@@ -272,6 +272,27 @@ class MCMCResults(Results):
         low, high = np.quantile(values, QUANTILES, axis=0)
         return values.mean(axis=0), low, high
 
+    def covariance_matrix(self, group_covariates: dict | None = None) -> pd.DataFrame:
+        """Posterior mean of Σ (user order); with level-2 functions, for a group whose
+        between covariates are ``group_covariates`` (default: all zero)."""
+        layout = self.model.layout
+        G = jnp.asarray(level2_row(layout.g_coefs, group_covariates or {})[None])
+        theta = jnp.asarray(self.theta_draws.reshape(-1, self.theta_draws.shape[-1]))
+        factors = np.asarray(jax.jit(jax.vmap(lambda t: layout.group_cholesky(t, G)[0]))(theta))
+        sigma = (factors @ np.swapaxes(factors, -1, -2)).mean(axis=0)
+        order = [idx for _, idx in layout.random_effects()]
+        labels = [str(effect) for effect, _ in layout.random_effects()]
+        return pd.DataFrame(sigma[np.ix_(order, order)], index=labels, columns=labels)
+
+    def _intervals(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """Equal-tailed credible intervals at ``level`` from the pooled draws."""
+        draws = np.column_stack([self.draws(name) for name in self.names])
+        return tuple(np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=0))
+
+    def _cov_params(self) -> np.ndarray:
+        """Posterior covariance of the reported parameters."""
+        return np.atleast_2d(np.cov(np.column_stack([self.draws(name) for name in self.names]), rowvar=False))
+
     def _as_variance(self, table: pd.DataFrame, name: str) -> None:
         squares = self.draws(name) ** 2
         table.loc[name, list(COMMON_COLUMNS)] = [squares.mean(), squares.std(ddof=1), *np.quantile(squares, QUANTILES)]
@@ -332,7 +353,7 @@ class MCMCResults(Results):
                         "ess_bulk": float(r.ess_bulk)} for n, r in self.params.iterrows()],
         }
 
-    def summary(self) -> str:
+    def _summary_text(self) -> str:
         from melsm.results.summary import format_mcmc_summary
 
         return format_mcmc_summary(self)

@@ -40,6 +40,24 @@ def _report_and_jacobian(theta, layout):
     return layout.report(theta), jax.jacobian(layout.report)(theta)
 
 
+def wald_intervals(est, se, kinds, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """est ∓ z·SE; for an SD on the log scale, σ̂·exp(∓z·SE/σ̂), and for a correlation
+    on Fisher's z scale, so intervals stay within their parameter space."""
+    est, se = np.asarray(est, float), np.asarray(se, float)
+    low, high = est - z * se, est + z * se
+    for k, kind in enumerate(kinds):
+        if not np.isfinite(se[k]):
+            continue
+        if kind == "sd" and est[k] > 0:
+            half = z * se[k] / est[k]
+            with np.errstate(over="ignore"):
+                low[k], high[k] = est[k] * np.exp(-half), est[k] * np.exp(half)
+        elif kind == "corr" and abs(est[k]) < 1:
+            half = z * se[k] / (1 - est[k] ** 2)
+            low[k], high[k] = np.tanh(np.arctanh(est[k]) - half), np.tanh(np.arctanh(est[k]) + half)
+    return low, high
+
+
 def _psd_factor(cov: np.ndarray) -> np.ndarray:
     """A factor F with F Fᵀ = cov for (batches of) positive semi-definite matrices (an
     effect with variance 0 has a zero row; Cholesky would fail there)."""
@@ -100,7 +118,7 @@ class MLResults(Results):
         self.cov = jac[:, free] @ self.cov_theta[np.ix_(free, free)] @ jac[:, free].T
         variances = np.diag(self.cov)
         computable = np.isfinite(variances) & (variances > 0)
-        self.bse = np.where(computable, np.sqrt(np.where(computable, variances, 1.0)), np.nan)
+        self.std_errors = np.where(computable, np.sqrt(np.where(computable, variances, 1.0)), np.nan)
         #: What could not be computed, and why (an SE is NaN, never 0, when it cannot be).
         self.problems: list[str] = []
         #: Reported parameters on the boundary of the parameter space, with their values
@@ -116,13 +134,13 @@ class MLResults(Results):
             rows_of = {rows[pid.key.first], rows[pid.key.second]} if pid.kind == "corr" else set()
             if pid in at_boundary:
                 self.estimates[k] = at_boundary[pid]
-                self.bse[k] = np.nan
+                self.std_errors[k] = np.nan
             elif rows_of & set(opt.zero_rows):
                 # the correlation of an effect with variance zero is undefined
                 self.estimates[k] = np.nan
-                self.bse[k] = np.nan
+                self.std_errors[k] = np.nan
             elif rows_of & set(opt.pivots):
-                self.bse[k] = np.nan
+                self.std_errors[k] = np.nan
             elif not computable[k]:
                 self.problems.append(f"no SE for {name}: its variance from the inverse Hessian is "
                                      f"{variances[k]:.3g} (the log-likelihood is flat or not concave there)")
@@ -145,23 +163,20 @@ class MLResults(Results):
 
     # ---- the parameter table -----------------------------------------------------------
     def _table(self) -> pd.DataFrame:
-        est, se = self.estimates, self.bse
+        est, se = self.estimates, self.std_errors
         z = np.where(np.array(self.kinds) == "sd", np.nan, est / se)
         p = 2 * scipy.special.ndtr(-np.abs(z))
-        low, high = est - Z95 * se, est + Z95 * se
-        for k, kind in enumerate(self.kinds):
-            if not np.isfinite(se[k]):
-                continue
-            if kind == "sd" and est[k] > 0:
-                half = Z95 * se[k] / est[k]
-                with np.errstate(over="ignore"):
-                    low[k], high[k] = est[k] * np.exp(-half), est[k] * np.exp(half)
-            elif kind == "corr" and abs(est[k]) < 1:
-                half = Z95 * se[k] / (1 - est[k] ** 2)
-                low[k], high[k] = np.tanh(np.arctanh(est[k]) - half), np.tanh(np.arctanh(est[k]) + half)
+        low, high = wald_intervals(est, se, self.kinds, Z95)
         return pd.DataFrame({"estimate": est, "se": se, "z": z, "p": p,
                              "ci_low": low, "ci_high": high},
                             index=pd.Index(self.names, name="parameter"))
+
+    def _intervals(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """Wald intervals at ``level`` as in ``params`` (``wald_intervals``)."""
+        return wald_intervals(self.estimates, self.std_errors, self.kinds, float(scipy.special.ndtri((1 + level) / 2)))
+
+    def _cov_params(self) -> np.ndarray:
+        return self.cov
 
     # ---- derived quantities ----------------------------------------------------------
     def delta_method(self, function) -> tuple[np.ndarray, np.ndarray]:
@@ -357,12 +372,12 @@ class MLResults(Results):
             "formulas": {k: v for k, v in self.model.spec.formulas.items() if v},
             "association": self.model.association,
             "params": [{"name": n, "estimate": num(e), "se": num(s)}
-                       for n, e, s in zip(self.names, self.estimates, self.bse, strict=True)],
+                       for n, e, s in zip(self.names, self.estimates, self.std_errors, strict=True)],
             "typical_groups": [{"group_covariates": label, **{k: num(v) for k, v in row.items()}}
                                for label, row in self.typical_groups().iterrows()],
         }
 
-    def summary(self) -> str:
+    def _summary_text(self) -> str:
         from melsm.results.summary import format_summary
         return format_summary(self)
 
