@@ -348,7 +348,7 @@ def test_page_compares_two_models(page, tutorial):
         warnings.simplefilter("ignore")
         model_1 = melsm.Model(MODEL_2[0], data=tutorial).fit()
     assert f"{model_1.loglik:.2f}" in table
-    assert "LR test Model 2 vs Model 1: chibar2(12)" in table
+    assert "LR test Model 2 vs Model 1: LR = " in table and " on χ̄²: ½χ²(1) + ½χ²(2)" in table
 
 
 # ---- the command ------------------------------------------------------------------------

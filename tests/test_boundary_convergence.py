@@ -94,7 +94,7 @@ def test_random_scale_sd_at_zero(no_scale_data, without_random_scale):
     assert np.all(np.isfinite(fit.bse[[n != "sd:within:Intercept" for n in fit.names]]))
     # LR test: statistic 0, chi-bar-squared(0,1): p = ½P(χ²₁ > T) + ½P(χ²₀ > T) = 1 at T = 0
     test = without_random_scale.lrtest(fit)
-    assert test.statistic < 1e-6 and test.df == 1 and test.distribution == "chibar2(01)"
+    assert test.statistic < 1e-6 and test.df == 1 and test.distribution == "χ̄²: ½χ²(0) + ½χ²(1)"
     expected = 0.5 * scipy.stats.chi2.sf(test.statistic, 1) + 0.5 * (test.statistic <= 0)
     assert test.p_value == pytest.approx(expected) == pytest.approx(1.0)
     text = fit.summary()
@@ -146,7 +146,7 @@ def test_correlated_random_scale_gives_a_singular_fit_named_as_such(no_scale_dat
     # a real gain over the model without the random scale: chi-bar-squared(1,2)
     test = without_random_scale.lrtest(fit)
     assert test.statistic == pytest.approx(2 * (fit.loglik - without_random_scale.loglik))
-    assert 0.01 < test.statistic < 2 and test.distribution == "chibar2(12)"
+    assert 0.01 < test.statistic < 2 and test.distribution == "χ̄²: ½χ²(1) + ½χ²(2)"
     assert test.p_value == pytest.approx(0.5 * scipy.stats.chi2.sf(test.statistic, 1)
                                          + 0.5 * scipy.stats.chi2.sf(test.statistic, 2))
     # the same maximum from a start well inside (SD 0.37, correlation 0)
@@ -172,7 +172,7 @@ def test_random_slope_variance_at_zero():
     assert fit.params.loc["sd:mean:x", "estimate"] == 0.0 and np.isnan(fit.params.loc["sd:mean:x", "se"])
     assert_same_as_restricted(fit, ols, ["mean:Intercept", "mean:x", "within:Intercept"])
     test = ols.lrtest(fit)
-    assert test.statistic < 1e-6 and test.distribution == "chibar2(01)" and test.p_value == pytest.approx(1.0)
+    assert test.statistic < 1e-6 and test.distribution == "χ̄²: ½χ²(0) + ½χ²(1)" and test.p_value == pytest.approx(1.0)
     assert "sd:mean:x = 0" in fit.summary()
 
 
@@ -196,7 +196,7 @@ def test_correlated_random_slope_without_variance_is_singular(no_scale_data, wit
         assert fit.params.loc[name, "estimate"] == pytest.approx(
             without_random_scale.params.loc[name, "estimate"], rel=2e-3, abs=1e-3)
     test = without_random_scale.lrtest(fit)
-    assert 0.01 < test.statistic < 1 and test.distribution == "chibar2(12)"
+    assert 0.01 < test.statistic < 1 and test.distribution == "χ̄²: ½χ²(1) + ½χ²(2)"
     assert test.note == "sd:mean:x = 0 is on the boundary"
 
 
@@ -262,12 +262,12 @@ def test_lrtest_removing_two_random_effects_is_plain_chi2_and_conservative():
     assert small.converged and big.converged and big.boundary == []
     test = big.lrtest(small)
     # within:x, sd:within:Intercept, sd:within:x and three correlations
-    assert test.df == 6 and test.distribution == "chi2(6)"
+    assert test.df == 6 and test.distribution == "χ²(6)"
     assert test.note == "conservative: the null puts several variances on their boundary"
     assert test.statistic == pytest.approx(2 * (big.loglik - small.loglik))
     assert test.statistic > 20  # the data do have random scale effects
     assert test.p_value == pytest.approx(scipy.stats.chi2.sf(test.statistic, 6))
-    assert str(test).startswith("LR test: chi2(6) = ") and "conservative" in str(test)
+    assert str(test).startswith(f"LR test: LR = {test.statistic:.2f} on χ²(6), ") and "conservative" in str(test)
 
 
 def test_extreme_scale_variance_does_not_crash_the_trust_region_fallback():

@@ -97,7 +97,7 @@ def test_typical_groups(london):
 def test_lr_test_of_the_function(london):
     _, constant, function = london
     test = function.lrtest(constant)
-    assert test.df == 1 and test.distribution == "chi2(1)"
+    assert test.df == 1 and test.distribution == "χ²(1)"
     assert test.statistic == pytest.approx(2 * (function.loglik - constant.loglik))
     assert "sd:within:Intercept" not in function.names and "between:within:Intercept:mixed" in function.names
 

@@ -87,7 +87,7 @@ def test_table_renderings_hold_the_numbers(ml_fits):
         assert f"{est:.3f}" in text and f"{ml_fits[0].loglik:.2f}" in text
     assert "| **Cross-function** |" in markdown
     assert '<th colspan="2">Model 2</th>' in html and '<tr class="block"><th colspan="5">Cross-function' in html
-    assert r"\multicolumn{2}{c}{Model 2}" in latex and r"\toprule" in latex and "chibar2(12)" in markdown
+    assert r"\multicolumn{2}{c}{Model 2}" in latex and r"\toprule" in latex and "on χ̄²: ½χ²(1) + ½χ²(2)" in markdown
     assert latex.count(r"\\") == len(comparison.table) + 4 + 2  # rows, block titles, 2 header rows
 
 
@@ -262,7 +262,7 @@ def test_findings_match_the_fits(ml_fits):
     assert _numbers(step)[-3:] == [round(change[k], 1) for k in ("between_variance", "variance_mean",
                                                                    "variance_variance")]
     lr = next(s for s in text if s.startswith("Likelihood-ratio"))
-    assert f"= {ml_fits[1].lrtest(ml_fits[0]).statistic:.1f}," in lr
+    assert f"LR = {ml_fits[1].lrtest(ml_fits[0]).statistic:.1f} on " in lr
     lines = ml_fits[5].group_lines("standlrt", "variance")
     against = next(s for s in text if "variance lines go the other way" in s)
     assert f"; {lines.against.sum()} of {N_SCHOOLS}" in against

@@ -15,6 +15,7 @@ from melsm.errors import (
     MelsmBoundaryWarning,
     MelsmConvergenceWarning,
     MelsmDataWarning,
+    MelsmFitWarning,
     MelsmInputError,
     MelsmStudyWarning,
 )
@@ -35,9 +36,9 @@ from melsm.studies.summary import StudyResults
 __version__ = "0.1.0"
 
 __all__ = ["Model", "Results", "MLResults", "LRTest", "datasets", "compare", "Comparison", "report", "MelsmInputError",
-           "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "MelsmStudyWarning", "lrtest",
-           "release_compiled", "simulate", "Study", "StudyResults", "load_study", "builtin_study", "run_study",
-           "read_study", "Priors", "plots"]
+           "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "MelsmStudyWarning",
+           "MelsmFitWarning", "lrtest", "release_compiled", "simulate", "Study", "StudyResults", "load_study",
+           "builtin_study", "run_study", "read_study", "Priors", "plots"]
 
 
 def _fit_plots() -> type:

@@ -32,6 +32,11 @@ class MelsmBoundaryWarning(UserWarning):
     """A variance (or standard deviation) of a random effect is estimated at zero."""
 
 
+class MelsmFitWarning(UserWarning):
+    """Fits contradict what they must satisfy: a larger nested model with a lower
+    log-likelihood than a smaller one (the larger fit did not find its maximum)."""
+
+
 class MelsmStudyWarning(UserWarning):
     """A stored replicate of a simulation study could not be read (it is set aside and redone)."""
 

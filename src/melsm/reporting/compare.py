@@ -8,7 +8,9 @@
   column per fit. Random-effect variances are shown as variances, σ² (SE by the delta
   method, 2σ·SE(σ); MCMC: mean and SD of the σ² draws) unless ``scale="sd"``.
 - ``criteria``: the fits ranked by AIC (ML) or DIC (MCMC), computed on first use.
-- ``lrtests``: LR tests between consecutive nested ML fits (``fit.lrtest``, fits with a likelihood).
+- ``lrtests``: LR tests of consecutive ML fits one of which is nested in the other
+  (``melsm.results.nesting``: through level-2 functions and associations too; either
+  may be the larger); consecutive fits that are not nested get no row.
 - ``to_markdown()``, ``to_html()``, ``to_latex()`` and ``str()`` render the table.
 
 Fits are read only through the results contract (``melsm.results.base``: ``table``,
@@ -25,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from melsm.errors import MelsmInputError
+from melsm.results.lrtest import lrtest
+from melsm.results.nesting import nested
 
 BLOCK_TITLES = {"mean": "Mean function", "between": "Level-2 variance functions (log variances of random "
                 "effects)", "within": "Level-1 variance function (log variance)",
@@ -61,9 +65,13 @@ def _label(kind: str, label: str, scale: str) -> str:
     return label
 
 
-def _nested(small, big) -> bool:
-    return (set(small.names) < set(big.names) and small.n_obs == big.n_obs
-            and small.model.design.response == big.model.design.response)
+def _lrtest(one, other):
+    """The LR test of two consecutive fits when one is nested in the other
+    (``melsm.results.nesting``), else None."""
+    small, big = sorted((one, other), key=lambda f: f.n_params)
+    if small.n_params == big.n_params or not nested(small, big)[0]:
+        return None
+    return lrtest(small, big)
 
 
 class Comparison:
@@ -81,17 +89,23 @@ class Comparison:
         rows = []
         if self.fits[0].has_likelihood:
             for k in range(1, len(self.fits)):
-                small, big = self.fits[k - 1], self.fits[k]
-                if _nested(small, big):
-                    test = small.lrtest(big)
-                    rows.append({"restricted": self.names[k - 1], "full": self.names[k], "statistic": test.statistic,
-                                 "df": test.df, "distribution": test.distribution, "p": test.p_value,
-                                 "note": test.note})
+                test = _lrtest(self.fits[k - 1], self.fits[k])
+                if test is None:
+                    continue  # not nested: no test
+                pair = (self.names[k - 1], self.names[k])
+                restricted, full = pair if self.fits[k - 1].n_params < self.fits[k].n_params else pair[::-1]
+                rows.append({"restricted": restricted, "full": full, "statistic": test.statistic,
+                             "df": test.df, "distribution": test.distribution, "p": test.p_value,
+                             "note": test.note})
         return pd.DataFrame(rows, columns=["restricted", "full", "statistic", "df", "distribution", "p", "note"])
 
     def _criteria_rows(self, fit, name) -> dict[str, tuple[float, float]]:
         rows = {label: (value, np.nan) for label, value in fit.fit_statistics().items()}
-        tests = self.lrtests[self.lrtests["full"] == name]  # none without a likelihood
+        k = self.names.index(name)
+        previous = {self.names[k - 1], name} if k else set()
+        # the test of this fit and the one before it, whichever is the larger (none without a likelihood)
+        tests = self.lrtests[[{a, b} == previous for a, b in zip(self.lrtests.restricted, self.lrtests.full,
+                                                                 strict=True)]]
         if len(tests):
             test = tests.iloc[0]
             rows["LR test vs previous (statistic, p)"] = (test.statistic, test.p)
@@ -164,7 +178,7 @@ class Comparison:
         if wording.criteria_note:
             notes.append(wording.criteria_note)
         for test in self.lrtests.itertuples():
-            notes.append(f"LR test {test.full} vs {test.restricted}: {test.distribution} = {test.statistic:.2f}"
+            notes.append(f"LR test {test.full} vs {test.restricted}: LR = {test.statistic:.2f} on {test.distribution}"
                          + (f" ({test.note})" if test.note else "") + ".")
         unconverged = [n for n, f in zip(self.names, self.fits, strict=True) if not f.converged]
         if unconverged:

@@ -108,7 +108,8 @@ def _lrtest_sentences(fits, names: list[str]) -> list[str]:
     tests = compare(*fits, names=names).lrtests
     if not len(tests):
         return []
-    parts = [f"{t.full} vs {t.restricted}: {t.distribution} = {t.statistic:.1f}, {_p(t.p)}" for t in tests.itertuples()]
+    parts = [f"{t.full} vs {t.restricted}: LR = {t.statistic:.1f} on {t.distribution}, {_p(t.p)}"
+             for t in tests.itertuples()]
     return ["Likelihood-ratio tests of each step: " + "; ".join(parts) + "."]
 
 

@@ -1,4 +1,4 @@
 """Results layer: the contract both estimators' fits share (``base``), ``MLResults``
-(``ml``), ``MCMCResults`` (``mcmc``), likelihood-ratio tests (``lrtest``), group and
+(``ml``), ``MCMCResults`` (``mcmc``), likelihood-ratio tests (``lrtest``) of fits found nested (``nesting``), group and
 population quantities (``groups``) and text summaries (``summary``). See
 docs/architecture.md."""
