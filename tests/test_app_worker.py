@@ -34,7 +34,7 @@ def stand_in_fit(data, request, progress=None) -> dict:
     if name.startswith("sleep"):
         time.sleep(float(name.split()[1]))
     if progress is not None:
-        progress.update(done=3, total=4)
+        progress(3, 4)  # a melsm.progress callable (done, total)
         time.sleep(1.0)  # so that a poll sees the job running with its progress
     return {"name": name, "method": request["method"], "formulas": request["formulas"], "n_obs": len(data),
             "worker_pid": os.getpid(), "summary": "", "converged": True, "warnings": [], "figures": [],

@@ -14,7 +14,7 @@ PACKAGE = SRC / "melsm"
 
 #: Layers from the bottom up; a module may import from its own layer and those below.
 LAYERS = [
-    {"melsm.errors", "melsm.datasets"},
+    {"melsm.errors", "melsm.datasets", "melsm.progress"},
     {"melsm.model"},
     {"melsm.engine"},
     {"melsm.estimate"},

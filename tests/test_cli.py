@@ -192,7 +192,7 @@ def test_demo_writes_the_report(capsys, tmp_path):
     code, out, err = run_main(capsys, "demo", "--no-mcmc", "--out", str(out_file), "--figures", str(tmp_path / "f"))
     assert code == 0 and out == f"Report written to {out_file.resolve()}\n"
     steps = [line for line in err.splitlines() if line.startswith("[")]
-    assert len(steps) == 8 and steps[0].startswith("[ 1/8] Model 1, maximum likelihood ...")
+    assert len(steps) == 8 and steps[0].startswith("[1/8] Model 1, maximum likelihood ...")
     assert all(line.endswith(" s") for line in steps)
     html = out_file.read_text(encoding="utf-8")
     assert html.count("<h2>") == 2 and "hamdep by id: Maximum likelihood" in html

@@ -4,6 +4,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 PROBE = r"""
 import json, logging, os, sys, warnings
@@ -63,3 +64,16 @@ def test_import_leaves_matplotlib_for_the_first_figure(tmp_path):
                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MELSM_CACHE_DIR": ""})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_import_leaves_tqdm_for_the_first_progress_bar(tmp_path):
+    """tqdm.auto (≈ 0.1 s, it imports asyncio) comes with the first bar; the ``melsm``
+    logger gets a NullHandler and nothing else."""
+    code = ("import sys, logging, melsm; print('tqdm' in sys.modules, "
+            "[type(h).__name__ for h in logging.getLogger('melsm').handlers])")
+    src = Path(__file__).resolve().parents[1] / "src"  # this tree's melsm, installed or not
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MELSM_CACHE_DIR": "",
+                               "PYTHONPATH": str(src)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "['NullHandler']"]

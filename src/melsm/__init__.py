@@ -8,6 +8,8 @@
 >>> print(fit.summary())
 """
 
+import logging as _logging
+
 from melsm import datasets
 from melsm.engine import jax_config  # noqa: F401  (float64 and the compilation cache, before any JAX use)
 from melsm.engine.compiled import release as release_compiled
@@ -34,6 +36,9 @@ from melsm.studies.study import load as load_study
 from melsm.studies.summary import StudyResults
 
 __version__ = "0.1.0"
+# melsm's log messages (compilation, fits, studies) reach the handlers the application
+# configures; without any, nothing is printed (not even Python's last-resort warnings).
+_logging.getLogger("melsm").addHandler(_logging.NullHandler())
 
 __all__ = ["Model", "Results", "MLResults", "LRTest", "datasets", "compare", "Comparison", "report", "MelsmInputError",
            "MelsmConvergenceWarning", "MelsmBoundaryWarning", "MelsmDataWarning", "MelsmStudyWarning",

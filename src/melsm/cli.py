@@ -1,14 +1,18 @@
 """Command-line interface: ``melsm fit DATA.csv --mean "..." [--within ...] [--json]``.
 
 User mistakes (bad formulas, bad data, unreadable files) print one line,
-``melsm: error: ...``, and exit with status 2; they never show a traceback.
+``melsm: error: ...``, and exit with status 2; they never show a traceback. ``-v``
+shows melsm's log messages (compilation, fits, studies) on standard error, ``-vv`` its
+debug messages; ``--version`` prints the installed version.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
+import logging
 import os
 import sys
 import warnings
@@ -17,6 +21,7 @@ from pathlib import Path
 from melsm.demo import DEMO_MCMC, RIESBY
 from melsm.errors import MelsmInputError, MelsmStudyWarning
 from melsm.model.association import NAMES as ASSOCIATIONS
+from melsm.progress import Progress
 
 
 def _read_data(source: str):
@@ -120,12 +125,13 @@ def _report(args) -> int:
         warnings.simplefilter("ignore")  # problems are shown in the report
         # every model is checked before the first is fitted
         built = [melsm.Model(data=data, association=args.association, **formulas) for _, formulas in models]
-        for k, ((name, _), model) in enumerate(zip(models, built, strict=True)):
-            print(f"[{k + 1}/{len(models)}] fitting {name} ...", file=sys.stderr, flush=True)
-            fits.append(model.sample(chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
-                                     priors=args.priors, progress=False) if args.method == "mcmc"
-                        else model.fit(quadrature=args.quadrature, max_iter=args.max_iter))
-            names.append(name)
+        with Progress(total=len(models), desc="report", unit="model") as steps:
+            for (name, _), model in zip(models, built, strict=True):
+                fits.append(steps.step(f"fitting {name}", lambda m=model: m.sample(
+                    chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed, priors=args.priors,
+                    progress=False) if args.method == "mcmc" else m.fit(quadrature=args.quadrature,
+                                                                         max_iter=args.max_iter)))
+                names.append(name)
     report(fits, names, path=args.out, title=args.title)
     print(f"Report written to {Path(args.out).resolve()}")
     return 0
@@ -294,7 +300,7 @@ def _simulate_arguments(sub) -> None:
     sim.add_argument("--out", default=None, help="output folder (default melsm-study-NAME)")
     sim.add_argument("--resume", action="store_true", help="continue a study whose output folder holds replicates")
     sim.add_argument("--figure", default=None, help="figure file (default OUT/figure.png)")
-    sim.add_argument("--quiet", action="store_true", help="no progress line")
+    sim.add_argument("--quiet", action="store_true", help="no progress bar or lines")
     sim.set_defaults(run=_simulate)
 
 
@@ -307,9 +313,28 @@ def _riesby_arguments(sub) -> None:
         quadrature=None, max_iter=None, json=a.json, **RIESBY)))
 
 
+def _version() -> str:
+    """The installed distribution's version (``melsm.__version__`` when run from a source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("melsm")
+    except PackageNotFoundError:
+        import melsm
+
+        return melsm.__version__
+
+
+def _verbose_option(parser, default) -> None:
+    parser.add_argument("-v", "--verbose", action="count", default=default,
+                        help="show what melsm does (-v), and more (-vv), on standard error")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="melsm", description="Mixed-effects location scale models.")
+    parser.add_argument("--version", action="version", version=f"melsm {_version()}")
+    _verbose_option(parser, 0)
     sub = parser.add_subparsers(dest="command", required=True)
     _fit_arguments(sub)
     _demo_arguments(sub)
@@ -317,12 +342,39 @@ def _parser() -> argparse.ArgumentParser:
     _app_arguments(sub)
     _simulate_arguments(sub)
     _riesby_arguments(sub)
+    for command in sub.choices.values():
+        _verbose_option(command, argparse.SUPPRESS)  # melsm fit -v as well as melsm -v fit
     return parser
+
+
+@contextlib.contextmanager
+def _logging(verbose: int):
+    """melsm's log messages on standard error while the command runs (``-v``: INFO,
+    ``-vv``: DEBUG); the handler is removed afterwards."""
+    if not verbose:
+        yield
+        return
+    logger = logging.getLogger("melsm")
+    handler = logging.StreamHandler()  # sys.stderr as it is now (tests capture it)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    with _logging(args.verbose):
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return args.run(args)
     except MelsmInputError as err:

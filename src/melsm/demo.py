@@ -7,10 +7,10 @@ then writes the HTML report (``melsm.report``).
 
 from __future__ import annotations
 
-import sys
-import time
 import warnings
 from pathlib import Path
+
+from melsm.progress import Progress
 
 LONDON_MODELS = {
     "Model 1": ("normexam ~ 1 + (1 | school)", "~ 1"),
@@ -46,58 +46,44 @@ FOCUS = {"groups_of": "Model 2", "lines_of": "Model 6"}
 DEMO_MCMC = {"chains": 8, "warmup": 300, "draws": 1000}
 
 
-class _Progress:
-    """``[ k/n] what ... 1.2 s`` lines on a stream."""
-
-    def __init__(self, total: int, stream):
-        self.total, self.done, self.stream, self.started = total, 0, stream, time.perf_counter()
-
-    def step(self, what: str, job):
-        self.done += 1
-        if self.stream is not None:
-            print(f"[{self.done:2d}/{self.total}] {what} ...", end="", file=self.stream, flush=True)
-        start = time.perf_counter()
-        result = job()
-        if self.stream is not None:
-            print(f" {time.perf_counter() - start:.1f} s", file=self.stream, flush=True)
-        return result
-
-
 def run_demo(path: str | Path = "melsm-demo.html", mcmc: bool = True, chains: int = DEMO_MCMC["chains"],
              warmup: int = DEMO_MCMC["warmup"], draws: int = DEMO_MCMC["draws"], seed: int = 0,
-             figures: str | Path | None = None, stream=None, quiet: bool = False) -> tuple[Path, dict]:
+             figures: str | Path | None = None, stream=None, quiet: bool = False,
+             progress=None) -> tuple[Path, dict]:
     """Fit the demo models and write the report to ``path``; returns (path, fits by name).
 
-    ``figures``: a folder to also write the main figures to as PNG files. Progress goes
-    to ``stream`` (default: standard error) unless ``quiet``.
+    ``figures``: a folder to also write the main figures to as PNG files. ``progress``:
+    the steps done, as ``melsm.progress.Progress`` shows them (a bar by default, else
+    ``[ k/n] what ... 1.2 s`` lines; False or ``quiet``: nothing; a callable
+    ``(done, total)``), on ``stream`` (default: standard error).
     """
     import melsm
     from melsm.reporting.report import report
 
     london, riesby_data = melsm.datasets.load("tutorial"), melsm.datasets.load(RIESBY["data"])
     total = len(LONDON_MODELS) * (2 if mcmc else 1) + 2
-    progress = _Progress(total, None if quiet else stream or sys.stderr)
     fits: dict = {}
-    with warnings.catch_warnings():
+    with Progress(False if quiet else progress, total=total, desc="demo", unit="step", file=stream) as steps, \
+            warnings.catch_warnings():
         # problems are reported in the fits' summaries and in the report, not as warnings here
         warnings.simplefilter("ignore")
         models = {name: melsm.Model(mean, within=within, data=london) for name, (mean, within) in LONDON_MODELS.items()}
         for name, model in models.items():
-            fits[f"{name} (ML)"] = progress.step(f"{name}, maximum likelihood", model.fit)
+            fits[f"{name} (ML)"] = steps.step(f"{name}, maximum likelihood", model.fit)
         if mcmc:
             for name, model in models.items():
-                fits[f"{name} (MCMC)"] = progress.step(
+                fits[f"{name} (MCMC)"] = steps.step(
                     f"{name}, MCMC {chains} chains x {draws} draws",
                     lambda m=model, n=name: m.sample(chains=chains, warmup=warmup, draws=draws, seed=seed,
                                                      start=fits[f"{n} (ML)"], progress=False))
         riesby = melsm.Model(RIESBY["mean"], within=RIESBY["within"], between=RIESBY["between"], data=riesby_data,
                              association=RIESBY["association"])
-        fits["Riesby (ML)"] = progress.step("Riesby model, maximum likelihood", riesby.fit)
+        fits["Riesby (ML)"] = steps.step("Riesby model, maximum likelihood", riesby.fit)
         path = Path(path)
         names = [key.split(" (")[0] for key in fits]  # "Model 1" names the ML and the MCMC fit
-        progress.step("writing the report", lambda: report(list(fits.values()), names, path=path,
-                                                           title="melsm demo: London schools and Riesby",
-                                                           intro=INTRO, **FOCUS))
+        steps.step("writing the report", lambda: report(list(fits.values()), names, path=path,
+                                                        title="melsm demo: London schools and Riesby",
+                                                        intro=INTRO, **FOCUS))
         if figures is not None:
             _write_figures(fits, Path(figures), mcmc)
     return path.resolve(), fits

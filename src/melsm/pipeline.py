@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pandas as pd
@@ -18,6 +19,7 @@ from melsm.results.ml import MLResults
 
 #: The most quadrature nodes per group a fit may ask for (memory grows with them).
 MAX_NODES_PER_GROUP = 10_000
+log = logging.getLogger(__name__)
 
 
 def _check_quadrature_size(points: int, layout: ParamLayout) -> None:
@@ -137,10 +139,15 @@ class Model:
             max_iter = count(max_iter, "max_iter")
         units = self.units
         start = None if start is None else units.to_internal(start)
+        log.info("maximum likelihood: %s by %s, %d groups, %d rows", self.spec.response, self.spec.group,
+                 self.design.n_groups, self.design.n_obs)
         opt, info = fit_ml(units.design, self.internal_data, self.layout, quadrature, start, max_iter)
         for stage in info["stages"]:
             stage["loglik"] = units.loglik_to_user(stage["loglik"])
         result = MLResults(self, units.optimum_to_user(opt), info)
+        log.info("maximum likelihood in %.1f s: %s iterations, log L = %.4f, %s", info["seconds"],
+                 " + ".join(str(stage["iterations"]) for stage in info["stages"]), info["stages"][-1]["loglik"],
+                 "converged" if result.converged else "NOT converged")
         warn_boundary(result.boundary_values)
         return result
 
@@ -150,8 +157,8 @@ class Model:
 
         ``priors``: "default" (weakly informative), "diffuse" (close to Stat-JR/MLwiN) or a
         dict of ``melsm.estimate.priors.Priors`` fields. ``start``: an ML fit to start from (else one
-        is made). ``progress``: a progress line on stderr (default: when it is a terminal),
-        or a callable ``(done, total)`` called with the iterations done after warm-up.
+        is made). ``progress``: the iterations done after warm-up, as ``melsm.progress.Progress``
+        shows them (a tqdm bar by default; False: nothing; a callable ``(done, total)``).
         Returns ``MCMCResults``.
         """
         from melsm.estimate.mcmc import sample

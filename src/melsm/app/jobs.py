@@ -42,8 +42,8 @@ def _figures(fit, name: str) -> list[dict]:
 
 def fit_job(data: pd.DataFrame, request: dict, progress=None) -> dict:
     """Fit one model; the result record the page shows, with the pickled fit.
-    ``progress``: a shared dict (a multiprocessing manager's) that gets ``done`` and
-    ``total`` MCMC iterations as the sampler runs."""
+    ``progress``: a callable ``(done, total)`` that gets the MCMC iterations as the
+    sampler runs (the worker's, which sends them to the page's job)."""
     import melsm
     from melsm.errors import MelsmInputError
 
@@ -55,9 +55,7 @@ def fit_job(data: pd.DataFrame, request: dict, progress=None) -> dict:
             model = melsm.Model(formulas["mean"], within=formulas["within"], between=formulas["between"],
                                 data=data, association=request["association"])
             if request["method"] == "mcmc":
-                report = (lambda done, total: progress.update(done=done, total=total)) if progress is not None \
-                    else False
-                fit = model.sample(progress=report, **options)
+                fit = model.sample(progress=False if progress is None else progress, **options)
             else:
                 fit = model.fit()
         except MelsmInputError as err:

@@ -21,6 +21,7 @@ exits by itself: it watches its parent.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -87,8 +88,8 @@ class Engine:
     # ---- the server's side ------------------------------------------------------------------
     def submit(self, function: Callable, *args, progress: dict | None = None, urgent: bool = False) -> Future:
         """Queue ``function(*args)`` for the worker; ``urgent`` jobs go before the others.
-        With ``progress`` (a dict), the function gets a ``progress`` argument whose
-        ``update(done=, total=)`` lands in that dict. A job that gives no result ends
+        With ``progress`` (a dict), the function gets a ``progress`` argument, a callable
+        ``(done, total)`` whose reports land in that dict. A job that gives no result ends
         with ``JobError``."""
         task = _Task(function, args, Future(), progress)
         with self._changed:
@@ -302,15 +303,11 @@ class _Worker:
 
 
 # ---- in the worker process ----------------------------------------------------------------------
-class _Progress:
-    """What a job reports progress to: messages on the pipe (from any thread)."""
-
-    def __init__(self, pipe: Connection, sequence: int, lock: threading.Lock):
-        self._pipe, self._sequence, self._lock = pipe, sequence, lock
-
-    def update(self, done: int, total: int) -> None:
-        with self._lock:
-            self._pipe.send(("progress", self._sequence, {"done": int(done), "total": int(total)}))
+def _send_progress(pipe: Connection, sequence: int, lock: threading.Lock, done: int, total: int) -> None:
+    """A job's progress, a ``melsm.progress`` callable ``(done, total)`` once the first
+    three arguments are bound: a message on the pipe (from any thread)."""
+    with lock:
+        pipe.send(("progress", sequence, {"done": int(done), "total": int(total)}))
 
 
 def worker_main(pipe: Connection, warm_up: Callable[[], object] | None) -> None:
@@ -332,7 +329,7 @@ def worker_main(pipe: Connection, warm_up: Callable[[], object] | None) -> None:
         if message is None:
             return
         sequence, function, args, wants_progress = message
-        extra = {"progress": _Progress(pipe, sequence, lock)} if wants_progress else {}
+        extra = {"progress": functools.partial(_send_progress, pipe, sequence, lock)} if wants_progress else {}
         try:
             answer = ("result", sequence, function(*args, **extra))
         except Exception as err:

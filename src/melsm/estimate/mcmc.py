@@ -22,7 +22,7 @@ final momentum if accepted, else the momentum drawn for the trajectory), as Stan
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from functools import partial
 
@@ -34,6 +34,9 @@ from melsm.engine import jax_config as _jax  # noqa: F401
 from melsm.engine.likelihood import LOG_2PI, conditional_terms, group_factors, log_joint, quadratic_effects
 from melsm.estimate.priors import Priors, prior_scales
 from melsm.estimate.sample_layout import SampleLayout, log_prior
+from melsm.progress import Progress, from_host, relay
+
+log = logging.getLogger(__name__)
 
 
 def log_density(z, data, scales, sample_layout: SampleLayout, priors: Priors):
@@ -44,23 +47,18 @@ def log_density(z, data, scales, sample_layout: SampleLayout, priors: Priors):
         z, scales, sample_layout, priors)
 
 
-def _progress(done, total, started):
-    done, total = int(done), int(total)
-    sys.stderr.write(f"\rMCMC: {done}/{total} iterations ({time.time() - started[0]:.0f} s)")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
 @partial(jax.jit, static_argnames=("sample_layout", "priors", "n_chains", "n_warmup", "n_draws",
                                    "report_every", "step_size_scale"))
 def run_chains(key, z0, data, scales, sample_layout, priors, n_chains, n_warmup, n_draws,
-               report_every=0, step_size_scale=1.0):
+               report_every=0, step_size_scale=1.0, channel=0):
     """ChEES warm-up, then ``n_draws`` iterations of every chain (one compiled program).
 
     Returns the positions (draws, chains, dim) and the per-draw statistics (module
     docstring), each (draws, chains). ``step_size_scale`` multiplies the adapted step
-    size (1: as adapted; the tests use a large one to provoke divergences)."""
+    size (1: as adapted; the tests use a large one to provoke divergences). Every
+    ``report_every`` draws (0: never) a host callback reports the iterations done to the
+    reporter relayed under ``channel`` (``melsm.progress.relay``; a traced number, so one
+    compiled program serves every reporter)."""
     import blackjax
     import optax
     from blackjax.adaptation.base import get_filter_adapt_info_fn
@@ -75,14 +73,13 @@ def run_chains(key, z0, data, scales, sample_layout, priors, n_chains, n_warmup,
                                     max_sampling_steps=n_draws)
     params = {**params, "step_size": params["step_size"] * step_size_scale}
     kernel = blackjax.dynamic_hmc(logdensity, **params)
-    total = n_warmup + n_draws
 
     def one(carry, inputs):
         k, i = inputs
         new, info = jax.vmap(kernel.step)(jax.random.split(k, n_chains), carry)
         if report_every:
             jax.lax.cond((i + 1) % report_every == 0,
-                         lambda: jax.debug.callback(_progress_cb, n_warmup + i + 1, total),
+                         lambda: jax.debug.callback(from_host, channel, n_warmup + i + 1),
                          lambda: None)
         return new, (new.position, draw_stats(new, info, params))
 
@@ -99,18 +96,6 @@ def draw_stats(state, info, params) -> dict:
     return {"acceptance_rate": info.acceptance_rate, "diverging": info.is_divergent,
             "n_steps": info.num_integration_steps, "lp": state.logdensity, "energy": energy,
             "step_size": jnp.broadcast_to(params["step_size"], info.acceptance_rate.shape)}
-
-
-_started = [0.0]
-#: Where progress goes: None (a line on standard error) or a callable (done, total).
-_reporter = [None]
-
-
-def _progress_cb(done, total):
-    if _reporter[0] is None:
-        _progress(done, total, _started)
-    else:
-        _reporter[0](int(done), int(total))
 
 
 @partial(jax.jit, static_argnames=("sample_layout",))
@@ -141,7 +126,9 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
 
     ``info`` has the per-draw ``sample_stats`` (each (chains, draws)) and their summaries:
     ``acceptance`` (mean acceptance rate), ``divergences`` (count), ``mean_leapfrog_steps``,
-    ``gradients`` (leapfrog steps of the sampling phase, all chains), ``step_size``."""
+    ``gradients`` (leapfrog steps of the sampling phase, all chains), ``step_size``.
+    ``progress``: ``melsm.progress.Progress``'s argument (a bar by default; False: none;
+    a callable ``(done, total)``), reported every 1/20 of the draws once warm-up is over."""
     priors = Priors.resolve(priors)
     design, layout = model.design, model.layout
     sample_layout = SampleLayout.for_model(layout, design.n_groups, priors)
@@ -149,16 +136,15 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
     ml_fit = start if start is not None else model.fit()
     z0 = starting_points(ml_fit, sample_layout, chains, np.random.default_rng(seed))
     key = jax.random.PRNGKey(seed)
-    _started[0] = time.time()
-    _reporter[0] = progress if callable(progress) else None
-    if progress is None:
-        progress = sys.stderr.isatty()
-    report_every = max(1, draws // 20) if progress else 0
+    reporter = Progress(progress, total=warmup + draws, desc="MCMC", unit="it")
+    report_every = max(1, draws // 20) if reporter.shown else 0
+    log.info("MCMC: %d chains x (%d warm-up + %d draws), %d groups", chains, warmup, draws, design.n_groups)
     started = time.perf_counter()
-    positions, stats = run_chains(key, jnp.asarray(z0), model.sampler_data, scales, sample_layout, priors,
-                                  chains, warmup, draws, report_every, float(step_size_scale))
-    positions = np.asarray(positions)
-    stats = {name: np.swapaxes(np.asarray(value), 0, 1) for name, value in stats.items()}  # (chain, draw)
+    with reporter, relay(reporter) as channel:
+        positions, stats = run_chains(key, jnp.asarray(z0), model.sampler_data, scales, sample_layout, priors,
+                                      chains, warmup, draws, report_every, float(step_size_scale), channel)
+        positions = np.asarray(positions)  # every report is in once the draws are
+        stats = {name: np.swapaxes(np.asarray(value), 0, 1) for name, value in stats.items()}  # (chain, draw)
     info = {
         "seconds": time.perf_counter() - started,
         "sample_stats": stats,
@@ -170,6 +156,8 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
         "priors": priors,
         "chains": chains, "warmup": warmup, "draws": draws, "seed": seed,
     }
+    log.info("MCMC done in %.1f s: acceptance %.2f, %d divergences", info["seconds"], info["acceptance"],
+             info["divergences"])
     return positions, sample_layout, info
 
 

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from melsm.errors import MelsmInputError, MelsmStudyWarning, count
+from melsm.progress import Progress
 from melsm.studies.replicate import failed_rows, replicate_rows, typed_rows
 from melsm.studies.study import Study
 from melsm.studies.summary import StudyResults
@@ -44,6 +44,7 @@ _FILE = re.compile(r"^d(\d+)-r(\d+)\.parquet$")
 #: What reading a damaged Parquet file raises.
 _READ_ERRORS = (OSError, ValueError, pa.ArrowException)
 _done_in_process = 0
+log = logging.getLogger(__name__)
 
 
 def _replicate_task(study: Study, design_id: int, replicate: int) -> pd.DataFrame:
@@ -165,46 +166,6 @@ def _write_atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-class _Progress:
-    """``[done/total] replicates, elapsed, left, failed`` on stderr: rewritten in place on a
-    terminal, a new line every 5% otherwise (logs); or a callable ``(done, total)``."""
-
-    def __init__(self, total: int, done: int, progress: Any):
-        self.total, self.done, self.start_done = total, done, done
-        self.failed = 0
-        self.started = time.perf_counter()
-        self.callback = progress if callable(progress) else None
-        self.stream = None if progress is False or self.callback else sys.stderr
-        self.tty = self.stream is not None and self.stream.isatty()
-        self.last_step = -1
-        self.last_time = 0.0
-
-    def step(self, failed: bool) -> None:
-        self.done += 1
-        self.failed += failed
-        if self.callback:
-            self.callback(self.done, self.total)
-            return
-        if self.stream is None:
-            return
-        now = time.perf_counter()
-        step = 20 * self.done // self.total
-        if self.tty and (now - self.last_time > 0.2 or self.done == self.total):
-            print("\r" + self.line(now), end="\n" if self.done == self.total else "", file=self.stream, flush=True)
-            self.last_time = now
-        elif not self.tty and (step != self.last_step or self.done == self.total):
-            print(self.line(now), file=self.stream, flush=True)
-            self.last_step = step
-
-    def line(self, now: float) -> str:
-        elapsed = now - self.started
-        new = self.done - self.start_done
-        left = elapsed / new * (self.total - self.done) if new else float("nan")
-        failed = f", {self.failed} failed" if self.failed else ""
-        return (f"[{self.done}/{self.total}] replicates, {elapsed:.0f} s elapsed, "
-                f"~{left:.0f} s left{failed}   ")
-
-
 def _connect(scheduler: str | None, workers: int | None):
     """A Dask client: to ``scheduler`` if given, else to a new local cluster of ``workers``
     single-threaded processes (default: one per core). Returns (client, cluster or None)."""
@@ -232,7 +193,9 @@ def run_study(study: Study, out: str | Path, scheduler: str | None = None, worke
     ``scheduler``: address of an existing Dask scheduler (``tcp://host:8786``); else a
     local cluster of ``workers`` processes (default: one per core). ``resume``: continue a
     study whose folder already holds replicates (otherwise that is an error). ``progress``:
-    a line on stderr (default), False, or a callable ``(done, total)``.
+    the replicates done (of all the study's) as ``melsm.progress.Progress`` shows them: a
+    bar by default, with the count of failed replicates; False: nothing; or a callable
+    ``(done, total)``.
     """
     workers = None if workers is None else count(workers, "workers")
     store = Store(out, study).open(resume)
@@ -243,24 +206,31 @@ def run_study(study: Study, out: str | Path, scheduler: str | None = None, worke
     if todo:
         from distributed import as_completed
 
-        bar = _Progress(len(keys), len(keys) - len(todo), progress)
-        client, cluster = _connect(scheduler, workers)
-        try:
-            futures = {client.submit(_replicate_task, study, d, r, pure=False): (d, r) for d, r in todo}
-            for future in as_completed(futures):
-                d, r = futures.pop(future)
-                try:
-                    rows = future.result()
-                except Exception as err:  # noqa: BLE001  (a task that raised or a worker that died)
-                    rows = failed_rows(study, d, r, f"replicate failed on the cluster: {type(err).__name__}: {err}")
-                store.write(d, r, rows)
-                future.release()
-                bar.step(bool((rows["error"] != "").any()))
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-    return StudyResults(study, store.read(), seconds=time.perf_counter() - started)
+        log.info("study %s: %d of %d replicates to run", study.name, len(todo), len(keys))
+        failed = 0
+        with Progress(progress, total=len(keys), desc=study.name, unit="replicates",
+                      initial=len(keys) - len(todo)) as bar:
+            client, cluster = _connect(scheduler, workers)
+            try:
+                futures = {client.submit(_replicate_task, study, d, r, pure=False): (d, r) for d, r in todo}
+                for future in as_completed(futures):
+                    d, r = futures.pop(future)
+                    try:
+                        rows = future.result()
+                    except Exception as err:  # noqa: BLE001  (a task that raised or a worker that died)
+                        rows = failed_rows(study, d, r,
+                                           f"replicate failed on the cluster: {type(err).__name__}: {err}")
+                    store.write(d, r, rows)
+                    future.release()
+                    failed += bool((rows["error"] != "").any())
+                    bar.advance(failed=failed)
+            finally:
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+    seconds = time.perf_counter() - started
+    log.info("study %s: %d replicates run in %.0f s", study.name, len(todo), seconds)
+    return StudyResults(study, store.read(), seconds=seconds)
 
 
 def read_results(out: str | Path) -> StudyResults:
