@@ -65,3 +65,12 @@ def test_tidy_fixef_ranef_varcorr(fit):
     vc = fit.varcorr()
     assert vc.loc["mean:Intercept", "sd"] == pytest.approx(fit.params.loc["sd:mean:Intercept", "estimate"])
     assert vc.loc["within:Intercept", "corr mean:Intercept"] == pytest.approx(fit.params.loc[corr, "estimate"])
+
+
+def test_summary_survives_pickling(fit):
+    import pickle
+
+    summary = fit.summary()
+    again = pickle.loads(pickle.dumps(summary))
+    assert again == summary and len(again.tables) == 3
+    assert again.tables[0].equals(summary.tables[0])

@@ -44,6 +44,9 @@ class Summary(str):
     def _repr_html_(self) -> str:
         return "<pre>" + html.escape(str(self)) + "</pre>"
 
+    def __reduce__(self):  # str's own pickling would call __new__ without the tables
+        return (Summary, (str(self), self.tables))
+
 
 class Conventions:
     """statsmodels' result vocabulary and lme4's accessors (module docstring)."""
