@@ -54,16 +54,22 @@ class Model:
         correlated random-intercept model; ``"quadratic"`` (one random location and one
         random scale effect) adds τ_q θ1² to the scale effect, θ1 the standardised location
         effect: v_j = τ_l θ1_j + τ_q θ1_j² + σ θ2_j in MIXREGLS' terms.
+    weights : str, optional
+        A column of frequency weights: a row of weight w counts as w identical
+        observations (every term of the likelihood is multiplied by w; BIC uses Σw).
+
+    ``offset(expr)`` in the mean or within formula adds ``expr`` to that linear
+    predictor with coefficient 1 (e.g. ``offset(log(exposure))`` in the log variance).
 
     Rows with a missing value in a used column are dropped (with a warning; the count
     is in the summary).
     """
 
     def __init__(self, mean: str, within: str = "~ 1", between: str | dict | None = None,
-                 data: pd.DataFrame | None = None, association: str = "correlated"):
+                 data: pd.DataFrame | None = None, association: str = "correlated", weights: str | None = None):
         if data is None:
             raise MelsmInputError("no data given (data=...)")
-        self.spec = make_spec(mean, within, between, association)
+        self.spec = make_spec(mean, within, between, association, weights)
         self.design = d = build_design(self.spec, data)
         if d.n_dropped:
             counts = ", ".join(f"{name}: {n}" for name, n in d.n_missing.items())

@@ -14,6 +14,9 @@ part is integrated by adaptive Gauss–Hermite quadrature around each group's mo
     L_j ≈ |R_j| (2π)^{q_v/2} Σ_k w_k exp(h_j(η̂_j + R_j z_k) + ½|z_k|²),
     h_j(η) = log p(y_j | η) + log φ(η),  R_j = chol((−∇²h_j(η̂_j))⁻¹).
 
+With frequency weights w_i every per-row term (and n_j) is weighted; offsets o_i are added
+to x_iᵀβ and to log d_i.
+
 The nodes (η̂_j, R_j) are found by vectorised Newton steps and then held fixed while
 the log-likelihood is differentiated with respect to θ.
 
@@ -113,7 +116,7 @@ def conditional_terms(params: Params, data: ModelData, eta, layout: ParamLayout)
     g = data.chunk_group
     # Tiny contractions are written as broadcast-and-sum: XLA's CPU dot kernels are
     # slow for batched products with 1–3 terms.
-    mu = jnp.sum(data.X * beta, axis=-1)  # (C, c)
+    mu = jnp.sum(data.X * beta, axis=-1) + data.offset_mean  # (C, c)
     if layout.association.location_in_scale:
         v, shift = quadratic_effects(params, L_vv_j, L_uv_j, L_uu_j, eta, layout)
     else:
@@ -121,13 +124,13 @@ def conditional_terms(params: Params, data: ModelData, eta, layout: ParamLayout)
         shift = jnp.sum(L_uv_j * eta[:, None, :], axis=-1) if qu and layout.q_v else None  # (J, q_u)
     if shift is not None:
         mu = mu + jnp.sum(data.Zu * shift[g][:, None, :], axis=-1)
-    log_d = jnp.sum(data.W * alpha, axis=-1)
+    log_d = jnp.sum(data.W * alpha, axis=-1) + data.offset_within
     if layout.q_v:
         log_d = log_d + jnp.sum(data.Zv * v[g][:, None, :], axis=-1)
-    d_inv = jnp.exp(-log_d)
+    d_inv = data.w * jnp.exp(-log_d)  # a row of weight w counts w times in every sum
     e = data.y - mu
     de = d_inv * e
-    cols = [log_d[..., None], (de * e)[..., None]]
+    cols = [(data.w * log_d)[..., None], (de * e)[..., None]]
     if qu:
         iu, ju = np.triu_indices(qu)
         cols += [de[..., None] * data.Zu, d_inv[..., None] * data.Zu[..., iu] * data.Zu[..., ju]]

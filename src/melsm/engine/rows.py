@@ -30,7 +30,10 @@ class ModelData(NamedTuple):
     Zv: jax.Array  # (C, c, q_v)
     G: jax.Array  # (J, p_g)
     chunk_group: jax.Array  # (C,)
-    n_per_group: jax.Array  # (J,)
+    n_per_group: jax.Array  # (J,) Σ w over the group's rows
+    w: jax.Array  # (C, c) frequency weights (1 without; 0 in padding)
+    offset_mean: jax.Array  # (C, c) offset of the mean (0 without)
+    offset_within: jax.Array  # (C, c) offset of the log level-1 variance (0 without)
 
 
 def chunk_size(group_sizes: np.ndarray) -> int:
@@ -88,9 +91,13 @@ def model_data(design, c: int | None = None, padded: bool = False) -> ModelData:
         out[chunk, slot] = a
         return jnp.asarray(out)
 
+    n = design.y.shape[0]
+    w = np.ones(n) if design.weights is None else design.weights
     return ModelData(
         y=lay(design.y), X=lay(design.X), W=lay(design.W), Zu=lay(design.Zu),
         Zv=lay(design.Zv), G=jnp.asarray(np.pad(design.G, ((0, n_groups - design.n_groups), (0, 0)))),
         chunk_group=jnp.asarray(chunk_group),
-        n_per_group=jnp.asarray(np.bincount(design.group, minlength=n_groups), float),
+        n_per_group=jnp.asarray(np.bincount(design.group, weights=w, minlength=n_groups), float),
+        w=lay(w), offset_mean=lay(np.zeros(n) if design.offset_mean is None else design.offset_mean),
+        offset_within=lay(np.zeros(n) if design.offset_within is None else design.offset_within),
     )

@@ -197,18 +197,20 @@ def marginal_group_loglik(z_batch, data, sample_layout: SampleLayout, n_quad: in
     return jax.lax.map(one, z_batch)
 
 
-def conditional_deviances(b, theta, design_arrays, layout, chunk: int = 256) -> np.ndarray:
+def conditional_deviances(b, theta, design, layout, chunk: int = 256) -> np.ndarray:
     """D_s = −2 Σ_ij log N(y_ij; x'β_s + z'u_j,s, exp(w'α_s + s'v_j,s)) for each draw s
     (numpy): ``b`` (S, J, q) random effects in internal order, ``theta`` (S, P). Draws go in
     chunks, which keeps the (chunk, n_obs, q) effects per row in memory."""
-    y, X, W, Zu, Zv, group = design_arrays
+    y, X, W, Zu, Zv, group = design.y, design.X, design.W, design.Zu, design.Zv, design.group
+    offset_mean, offset_within = design.row_offsets()
+    w = design.row_weights()
     px, pw, _, _ = layout.sizes
     qv = layout.q_v
     out = []
     for start in range(0, theta.shape[0], chunk):
         beta, alpha = theta[start:start + chunk, :px], theta[start:start + chunk, px:px + pw]
         rows = b[start:start + chunk][:, group]  # (C, n_obs, q)
-        mean = beta @ X.T + np.einsum("nk,cnk->cn", Zu, rows[:, :, qv:])
-        log_var = alpha @ W.T + np.einsum("nk,cnk->cn", Zv, rows[:, :, :qv])
-        out.append(np.sum(LOG_2PI + log_var + (y - mean) ** 2 / np.exp(log_var), axis=1))
+        mean = beta @ X.T + np.einsum("nk,cnk->cn", Zu, rows[:, :, qv:]) + offset_mean
+        log_var = alpha @ W.T + np.einsum("nk,cnk->cn", Zv, rows[:, :, :qv]) + offset_within
+        out.append(np.sum(w * (LOG_2PI + log_var + (y - mean) ** 2 / np.exp(log_var)), axis=1))
     return np.concatenate(out)

@@ -32,6 +32,8 @@ _PART_NAMES = {
     "mean random": "random part of the mean formula",
     "within random": "random part of the within formula",
     "between": "between formula",
+    "mean offset": "offset of the mean formula",
+    "within offset": "offset of the within formula",
 }
 
 

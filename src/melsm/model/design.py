@@ -68,6 +68,26 @@ class Design:
     specs: dict = field(default_factory=dict)
     #: formulaic's ``ModelSpec`` of each level-2 function, in the order of ``g_functions``
     g_specs: list = field(default_factory=list)
+    #: (N,) offsets of the mean and of the log level-1 variance (0 without), and frequency
+    #: weights (1 without): a row counts as ``weights`` identical observations
+    offset_mean: np.ndarray | None = None
+    offset_within: np.ndarray | None = None
+    weights: np.ndarray | None = None
+
+    def row_offsets(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) offsets of the mean and of the log level-1 variance, zeros without."""
+        zeros = np.zeros(self.n_obs)
+        return (zeros if self.offset_mean is None else self.offset_mean,
+                zeros if self.offset_within is None else self.offset_within)
+
+    def row_weights(self) -> np.ndarray:
+        """(N,) frequency weights, ones without."""
+        return np.ones(self.n_obs) if self.weights is None else self.weights
+
+    @property
+    def n_weighted(self) -> float:
+        """Σ w: the number of observations the rows stand for."""
+        return float(self.n_obs if self.weights is None else np.sum(self.weights))
 
     @property
     def g_names(self) -> list[str]:
@@ -102,7 +122,9 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
     used = {which: set(terms.variables) for which, terms in parsed.items()}
     used["mean"] = used["mean"] | {spec.response}
     check_columns(data, spec, used, parsed)
-    columns = sorted(set().union(*used.values()))
+    columns = sorted(set().union(*used.values()) | ({spec.weights} if spec.weights else set()))
+    if spec.weights and spec.weights not in data.columns:
+        raise MelsmInputError(f"unknown weights column {quote(spec.weights)}")
     check_numeric(data, columns, spec.response, parsed)
     frame, complete, n_missing = _complete_rows(data, columns + ([spec.group] if spec.group else []))
     n_dropped = int((~complete).sum())
@@ -113,6 +135,9 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
     frame, codes = frame.iloc[order], codes[order]
     y = _response(frame, spec.response)
     matrices = _row_matrices(spec, frame, len(y))
+    extra, offset_specs = _offsets_and_weights(spec, frame)
+    matrices.update(extra)
+    matrices["specs"].update(offset_specs)
     G, g_coefs, g_functions, g_specs = between_design(spec, frame, codes, labels, len(labels),
                                              matrices["zu_names"], matrices["zv_names"])
     check_identified(len(y), len(labels), spec.group, len(matrices["zu_names"]), len(matrices["zv_names"]))
@@ -125,9 +150,36 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
     )
 
 
+def _offsets_and_weights(spec: ModelSpec, frame: pd.DataFrame) -> dict:
+    """``offset_mean``, ``offset_within`` (each one column, finite) and ``weights``
+    (positive, finite); and the offsets' formulaic specs, for new data."""
+    out, specs = {}, {}
+    for key, text, which in (("offset_mean", spec.mean_offset, "mean offset"),
+                             ("offset_within", spec.within_offset, "within offset")):
+        if text is None:
+            continue
+        matrix, names, model_spec = checked_model_matrix(f"~ 0 + {text}", frame, part_name(which))
+        if matrix.shape[1] != 1:
+            raise MelsmInputError(f"the {part_name(which)} must be one numeric column, not {len(names)}")
+        check_finite(matrix, [f"offset({text})"], part_name(which))
+        out[key] = matrix[:, 0]
+        specs[key] = model_spec
+    if spec.weights:
+        w = pd.to_numeric(frame[spec.weights], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(w) | (w <= 0)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise MelsmInputError(f"weights column {quote(spec.weights)} must be positive numbers; row "
+                                  f"{as_written(frame.index[k])} has {as_written(frame[spec.weights].iloc[k])}")
+        out["weights"] = w
+    return out, specs
+
+
 def _formula_parts(spec: ModelSpec) -> dict[str, str]:
     """Each formula part by the name messages use for it (``part_name``)."""
     parts = {"mean": spec.mean_fixed, "within": spec.within_fixed}
+    parts.update({which: text for which, text in (("mean offset", spec.mean_offset),
+                                                  ("within offset", spec.within_offset)) if text})
     if spec.mean_random:
         parts["mean random"] = spec.mean_random
     if spec.within_random:

@@ -25,9 +25,14 @@ PARTS = (("X", "mean"), ("W", "within"), ("Zu", "mean random"), ("Zv", "within r
 
 
 def new_data_arrays(design, data: pd.DataFrame) -> dict[str, np.ndarray]:
-    """X, W, Zu, Zv (rows in the order of ``data``) for new rows under the fitted design."""
+    """X, W, Zu, Zv and the offsets ``offset_mean``, ``offset_within`` (rows in the order
+    of ``data``) for new rows under the fitted design."""
     _check_frame(data)
-    return {key: spec_rows(design.specs.get(key), data, f"{part} formula") for key, part in PARTS}
+    out = {key: spec_rows(design.specs.get(key), data, f"{part} formula") for key, part in PARTS}
+    for key, part in (("offset_mean", "mean"), ("offset_within", "within")):
+        rows = spec_rows(design.specs.get(key), data, f"offset of the {part} formula")
+        out[key] = rows[:, 0] if rows.shape[1] else np.zeros(len(data))
+    return out
 
 
 def new_level2_rows(design, data: pd.DataFrame) -> np.ndarray:

@@ -73,7 +73,7 @@ class Units:
 
     def loglik_to_user(self, loglik_internal: float) -> float:
         """log L of the user's y: the density of y* times the Jacobian 1/s per row."""
-        return float(loglik_internal) - self.design.n_obs * np.log(self.y_scale)
+        return float(loglik_internal) - self.design.n_weighted * np.log(self.y_scale)
 
     def optimum_to_user(self, opt):
         """An ``ml.Optimum`` of the standardised fit in the user's units (nodes unchanged)."""
@@ -100,7 +100,8 @@ def standardise(design: Design, layout: ParamLayout) -> Units:
     slope, offset = _affine_map(layout, design, y_shift, y_scale, (d_x, d_w, d_g), t, (e_x, e_w), function_constants)
     internal = replace(
         design, y=(design.y - y_shift) / y_scale, X=design.X / d_x, W=design.W / d_w, Zu=design.Zu / d_u,
-        Zv=design.Zv / d_v, G=design.G / d_g, y_scale=float(np.std((design.y - y_shift) / y_scale)))
+        Zv=design.Zv / d_v, G=design.G / d_g, y_scale=float(np.std((design.y - y_shift) / y_scale)),
+        offset_mean=None if design.offset_mean is None else design.offset_mean / y_scale)
     return Units(design=internal, slope=slope, offset=offset, y_shift=y_shift, y_scale=y_scale, effect_scales=t)
 
 

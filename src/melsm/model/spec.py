@@ -42,6 +42,7 @@ class ParsedFormula:
     response: str | None
     fixed: str
     random: RandomPart | None
+    offset: str | None = None  # the inner expressions of offset(...) terms, summed
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class ModelSpec:
     formulas: dict
     #: The parts ("mean", "within") whose random term is written with '||'.
     uncorrelated: tuple[str, ...] = ()
+    #: ``offset(...)`` of the mean and of the log level-1 variance (a term each, or None):
+    #: added to the linear predictor with coefficient 1.
+    mean_offset: str | None = None
+    within_offset: str | None = None
+    #: The column of frequency weights (a row counts as that many observations), or None.
+    weights: str | None = None
 
 
 def _split_top_level(text: str, sep: str) -> list[str]:
@@ -85,6 +92,7 @@ def _split_top_level(text: str, sep: str) -> list[str]:
 
 
 MAX_FORMULA_LENGTH = 10_000
+_OFFSET_TERM = re.compile(r"^offset\s*\((?P<expr>.*)\)$", re.S)
 _RANDOM_TERM = re.compile(r"^\(\s*(?P<terms>[^|]*?)\s*(?P<bars>\|\|?)\s*(?P<group>[^|()]+?)\s*\)$")
 
 
@@ -95,7 +103,7 @@ def parse_formula(formula: str, which: str, need_response: bool) -> ParsedFormul
         terms = [t.strip() for t in _split_top_level(rhs, "+")]
     except MelsmInputError as err:
         raise MelsmInputError(f"{which} formula {quote(text)}: {err}") from None
-    fixed, random = [], []
+    fixed, random, offsets = [], [], []
     for k, term in enumerate(terms):
         if not term:
             where = ("ends with '+'" if k == len(terms) - 1 else
@@ -103,6 +111,8 @@ def parse_formula(formula: str, which: str, need_response: bool) -> ParsedFormul
             raise MelsmInputError(f"{which} formula {quote(text)} {where}: a term is missing")
         if "|" in term:
             random.append(_random_part(term, text, which))
+        elif (inner := _OFFSET_TERM.match(term)) is not None:
+            offsets.append(parse_terms(inner["expr"], f"offset of the {which} formula").text)
         else:
             fixed.append(term)
     if len(random) > 1:
@@ -113,7 +123,19 @@ def parse_formula(formula: str, which: str, need_response: bool) -> ParsedFormul
         response=column_name(lhs, "response") if lhs else None,
         fixed=parse_terms(" + ".join(fixed), f"{which} formula").text if fixed else "1",
         random=random[0] if random else None,
+        offset=_offset_text(offsets, text, which),
     )
+
+
+def _offset_text(offsets: list[str], text: str, which: str) -> str | None:
+    """The offset terms as one term: I(a + b) for several."""
+    for inner in offsets:
+        if " + " in inner:
+            raise MelsmInputError(f"{which} formula {quote(text)}: offset({inner}) needs one term; "
+                                  f"write offset(I(...)) for a sum")
+    if not offsets:
+        return None
+    return offsets[0] if len(offsets) == 1 else "I(" + " + ".join(f"({o})" for o in offsets) + ")"
 
 
 def _sides(formula: str, which: str, need_response: bool) -> tuple[str, str, str]:
@@ -184,6 +206,7 @@ def make_spec(
     within: str = "~ 1",
     between: str | dict | None = None,
     association: str = "correlated",
+    weights: str | None = None,
 ) -> ModelSpec:
     """Parse and cross-check the three formulas of a location-scale model.
 
@@ -224,7 +247,16 @@ def make_spec(
         association=kind,
         formulas={"mean": mean, "within": within, "between": between},
         uncorrelated=uncorrelated,
+        mean_offset=m.offset,
+        within_offset=w.offset,
+        weights=_weights_name(weights),
     )
+
+
+def _weights_name(weights) -> str | None:
+    if weights is not None and (not isinstance(weights, str) or not weights):
+        raise MelsmInputError(f"weights must be the name of a column of frequency weights, not {weights!r}")
+    return weights
 
 
 def _check_uncorrelated(uncorrelated: tuple[str, ...], parsed: dict, kind: Association) -> None:
@@ -246,6 +278,8 @@ def _between_formulas(between) -> dict[Function, str]:
     parsed = {}
     for effect, text in (_between_functions(between) if between else {}).items():
         b = parse_formula(text, "between", need_response=False)
+        if b.offset is not None:
+            raise MelsmInputError(f"between formula {quote(text)} cannot have an offset")
         if b.random is not None:
             raise MelsmInputError(f"between formula {quote(text)} cannot have random terms "
                                   f"(it describes the variance of the random effect {effect})")

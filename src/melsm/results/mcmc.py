@@ -119,12 +119,11 @@ class MCMCResults(Results):
         D̄ = mean deviance over draws, D(θ̄) at the posterior means of β, α, u_j, v_j,
         p_D = D̄ − D(θ̄), DIC = D̄ + p_D."""
         design, layout = self.model.design, self.model.layout
-        arrays = (design.y, design.X, design.W, design.Zu, design.Zv, design.group)
         theta = self.theta_draws.reshape(-1, self.theta_draws.shape[-1])
         b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
-        deviances = conditional_deviances(b, theta, arrays, layout)
+        deviances = conditional_deviances(b, theta, design, layout)
         mean_theta = theta.mean(axis=0)  # β and α enter linearly: their means are what counts
-        d_hat = float(conditional_deviances(b.mean(axis=0)[None], mean_theta[None], arrays, layout)[0])
+        d_hat = float(conditional_deviances(b.mean(axis=0)[None], mean_theta[None], design, layout)[0])
         d_bar = float(deviances.mean())
         p_d = d_bar - d_hat
         return {"D_bar": d_bar, "D_hat": d_hat, "p_D": p_d, "DIC": d_bar + p_d}

@@ -153,7 +153,7 @@ class MLResults(Results):
 
     @property
     def bic(self) -> float:
-        return -2 * self.loglik + np.log(self.n_obs) * self.n_params
+        return -2 * self.loglik + np.log(self.model.design.n_weighted) * self.n_params
 
     def fit_statistics(self) -> dict[str, float]:
         return {"Log-likelihood": self.loglik, "Parameters": self.n_params, "AIC": self.aic, "BIC": self.bic}
@@ -299,16 +299,16 @@ class MLResults(Results):
         design = self.model.design
         return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
 
-    def _linear_predictors(self, X, W, Zu, Zv, b):
+    def _linear_predictors(self, X, W, Zu, Zv, b, offsets=(0.0, 0.0)):
         mean, log_var = self.model.layout.predictors(self.theta, X, W, Zu, Zv, b)
-        return mean, np.exp(log_var)
+        return mean + offsets[0], np.exp(log_var + offsets[1])
 
     def fitted(self) -> pd.DataFrame:
         """Fitted mean x'β + z'û_j and level-1 variance exp(w'α + s'v̂_j) for every row
         used in the fit (index of the input data)."""
         design = self.model.design
         b = self._posterior[0][design.group]
-        mean, var = self._linear_predictors(design.X, design.W, design.Zu, design.Zv, b)
+        mean, var = self._linear_predictors(design.X, design.W, design.Zu, design.Zv, b, design.row_offsets())
         frame = pd.DataFrame({"mean": mean, "variance": var}, index=design.row_index)
         return frame.iloc[np.argsort(design.row_order, kind="stable")]
 
@@ -329,7 +329,8 @@ class MLResults(Results):
         fitted groups (``index`` ≥ 0), 0 for the others (``melsm.results.predict``)."""
         b = np.zeros((len(index), self.model.layout.q))
         b[index >= 0] = self._posterior[0][index[index >= 0]]
-        mean, var = self._linear_predictors(arrays["X"], arrays["W"], arrays["Zu"], arrays["Zv"], b)
+        mean, var = self._linear_predictors(arrays["X"], arrays["W"], arrays["Zu"], arrays["Zv"], b,
+                                            (arrays["offset_mean"], arrays["offset_within"]))
         return pd.DataFrame({"mean": mean, "variance": var})
 
     def predictive_draws(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

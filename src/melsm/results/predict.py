@@ -105,8 +105,8 @@ def _per_draw(fit, arrays, thetas, b_rows) -> tuple[np.ndarray, np.ndarray]:
     px, pw = len(layout.x_names), len(layout.w_names)
     beta, alpha = thetas[:, :px], thetas[:, px:px + pw]
     v, u = b_rows[..., :layout.q_v], b_rows[..., layout.q_v:]
-    mean = beta @ arrays["X"].T + np.einsum("ik,sik->si", arrays["Zu"], u)
-    log_var = alpha @ arrays["W"].T + np.einsum("ik,sik->si", arrays["Zv"], v)
+    mean = beta @ arrays["X"].T + np.einsum("ik,sik->si", arrays["Zu"], u) + arrays["offset_mean"]
+    log_var = alpha @ arrays["W"].T + np.einsum("ik,sik->si", arrays["Zv"], v) + arrays["offset_within"]
     return mean, log_var
 
 
@@ -181,10 +181,12 @@ def simulate(fit, nsim: int = 1, seed: int = 0) -> pd.DataFrame:
     design, layout = fit.model.design, fit.model.layout
     rng = np.random.default_rng(seed)
     thetas = fit.simulation_thetas(nsim, rng)
+    offset_mean, offset_within = design.row_offsets()
     columns = {}
     for k, theta in enumerate(thetas):
         b = layout.effects_from_eta(theta, design.G, rng.standard_normal((design.n_groups, layout.q)))
         mean, log_var = layout.predictors(theta, design.X, design.W, design.Zu, design.Zv, b[design.group])
-        columns[f"sim_{k + 1}"] = mean + np.exp(0.5 * log_var) * rng.standard_normal(design.n_obs)
+        noise = np.exp(0.5 * (log_var + offset_within)) * rng.standard_normal(design.n_obs)
+        columns[f"sim_{k + 1}"] = mean + offset_mean + noise
     frame = pd.DataFrame(columns, index=design.row_index)
     return frame.iloc[np.argsort(design.row_order, kind="stable")]

@@ -285,6 +285,8 @@ def simulate(model: Any, truth: dict, design: dict, seed: Any = None,
     design = check_design(design)
     rng = _seed(seed)
     spec = make_spec(formulas["mean"], formulas["within"], formulas["between"], formulas["association"])
+    if spec.mean_offset or spec.within_offset:
+        raise MelsmInputError("simulation studies do not support offset(...) terms")
     group_name = spec.group or design["group"] or "group"
     if design["group"] and spec.group and design["group"] != spec.group:
         raise MelsmInputError(f"the design's group '{design['group']}' is not the model's '{spec.group}'")
