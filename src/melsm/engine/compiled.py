@@ -53,9 +53,10 @@ def _register_pytrees() -> bool:
 
 @functools.cache
 def _source_hash() -> str:
-    """Hash of the package's own code: an edited likelihood never meets a stale export."""
+    """Hash of the package's own code (all of melsm: the likelihood's parameters come from
+    ``melsm.model``): an edited likelihood never meets a stale export."""
     digest = hashlib.sha256(jax.__version__.encode())
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
+    for path in sorted(Path(__file__).parents[1].rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
