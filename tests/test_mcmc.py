@@ -14,6 +14,7 @@ from conftest import reference
 
 import melsm
 from melsm.demo import LONDON_MODELS
+from melsm.results.mcmc import MARGINAL_DRAWS
 
 REF = reference("leckie2014_london.json")["models"]
 MODELS = {name.removeprefix("Model "): formulas for name, formulas in LONDON_MODELS.items()}
@@ -148,15 +149,16 @@ def test_seed_reproducible_and_cli_json(tutorial, capsys):
 
 def test_marginal_criteria_and_compare(posterior, tutorial):
     """With diffuse priors the marginal DIC ≈ AIC of the ML fit (p_D ≈ number of
-    parameters), and WAIC / LOO by group are close to it; compare ranks by DIC."""
+    parameters), and WAIC / LOO by group are close to it; compare ranks by DIC. On
+    MARGINAL_DRAWS draws, as the comparison tables (every draw: tests/test_arviz.py)."""
     fits = [posterior("1"), posterior("2")]
     for result, key in zip(fits, ["1", "2"], strict=True):
         ml = melsm.Model(MODELS[key][0], within=MODELS[key][1], data=tutorial).fit()
-        marginal = result.marginal_dic()
+        marginal = result.marginal_dic(MARGINAL_DRAWS)
         assert abs(marginal["p_D"] - ml.n_params) < 1.5
         assert abs(marginal["DIC"] - ml.aic) < 3
-        assert abs(-2 * result.waic().elpd_waic - marginal["DIC"]) < 10
-        loo = result.loo()
+        assert abs(-2 * result.waic(MARGINAL_DRAWS).elpd_waic - marginal["DIC"]) < 10
+        loo = result.loo(MARGINAL_DRAWS)
         assert abs(-2 * loo.elpd_loo - marginal["DIC"]) < 10 and float(loo.pareto_k.max()) < 0.7
     table = melsm.compare(*fits, names=["Model 1", "Model 2"]).criteria
     assert list(table.index) == ["Model 2", "Model 1"]

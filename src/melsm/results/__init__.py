@@ -1,4 +1,5 @@
 """Results layer: the contract both estimators' fits share (``base``), ``MLResults``
-(``ml``), ``MCMCResults`` (``mcmc``), likelihood-ratio tests (``lrtest``) of fits found nested (``nesting``), group and
+(``ml``), ``MCMCResults`` (``mcmc``) with its ArviZ InferenceData (``inference_data``) and exact
+prior draws (``prior_draws``), likelihood-ratio tests (``lrtest``) of fits found nested (``nesting``), group and
 population quantities (``groups``) and text summaries (``summary``). See
 docs/architecture.md."""

@@ -217,7 +217,7 @@ class Results(Conventions):
     def information_criteria(self) -> dict[str, float]:
         """Every criterion of ``criteria_names`` with the parts it is made of (ML: ``loglik``,
         ``n_params``, ``AIC``, ``BIC``; MCMC: DIC, marginal DIC, WAIC and LOO, which need
-        the marginal likelihood of every kept draw: seconds)."""
+        the marginal likelihood at up to ``MARGINAL_DRAWS`` draws: seconds)."""
         raise NotImplementedError
 
     def criterion(self) -> tuple[str, float]:

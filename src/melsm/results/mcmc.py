@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from melsm.errors import MelsmConvergenceWarning
-from melsm.estimate.mcmc import conditional_deviances, draw_random_effects, marginal_group_loglik
+from melsm.estimate.mcmc import conditional_deviances, draw_random_effects
 from melsm.model.names import Effect
 from melsm.model.params import level2_row
 from melsm.results.base import COMMON_COLUMNS, Results, Wording, outputs
@@ -65,13 +65,13 @@ class MCMCResults(Results):
     _common_columns = {"mean": "estimate", "sd": "std_error", "q2.5": "lower", "q97.5": "upper"}
 
     def __init__(self, model, positions: np.ndarray, sample_layout, info: dict):
-        import arviz as az
+        from melsm.results.inference_data import FitLoader, MelsmInferenceData, posterior_data
 
         self.model = model
         self.info = info
         self._positions = positions
         self._sample_layout = sample_layout
-        self._marginal = None
+        self._marginal: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         layout = model.layout
         n_draws, n_chains, _ = positions.shape
         flat = jnp.asarray(positions.reshape(n_draws * n_chains, -1))
@@ -86,15 +86,10 @@ class MCMCResults(Results):
         values = np.asarray(reported).reshape(n_draws, n_chains, -1)
         effects = [str(effect) for effect, _ in layout.random_effects()]
         order = [idx for _, idx in layout.random_effects()]
-        design = model.design
-        posterior = {name: values[:, :, k].T for k, name in enumerate(self.names)}
-        posterior["random_effects"] = np.moveaxis(self.b_draws[..., order], 0, 1)
-        self.idata = az.from_dict(
-            posterior=posterior,
-            coords={"group": [str(g) for g in design.group_labels], "effect": effects},
-            dims={"random_effects": ["group", "effect"]},
-            sample_stats=info["sample_stats"],
-        )
+        #: ArviZ's InferenceData (``melsm.results.inference_data``); its log_likelihood
+        #: group is computed on first access
+        self.idata = MelsmInferenceData(lazy={"log_likelihood": FitLoader(self, "_loglik_group")},
+                                        **posterior_data(self, values, effects, order))
         self.params = self._table(values)
         self.dic = self._dic()
         self._check()
@@ -129,62 +124,82 @@ class MCMCResults(Results):
         return {"D_bar": d_bar, "D_hat": d_hat, "p_D": p_d, "DIC": d_bar + p_d}
 
     # ---- marginal fit criteria -------------------------------------------------------
-    def _marginal_loglik(self, max_draws: int = MARGINAL_DRAWS):
-        """Per-draw, per-group marginal log-likelihood (u and v integrated out), on draws
-        thinned evenly within each chain to at most ``max_draws`` in all."""
-        if self._marginal is None:
-            from melsm.estimate.ml import default_quadrature
+    def _marginal_loglik(self, draws: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-draw, per-group marginal log-likelihood (u and v integrated out) (C, D', J)
+        at every step-th draw of each chain, at most ``draws`` in all (None: every draw),
+        and (J,) at the posterior mean of the sampler's z (``inference_data.marginal_loglik``)."""
+        from melsm.results.inference_data import marginal_loglik
 
-            n_draws, n_chains, dim = self._positions.shape
-            step = max(1, int(np.ceil(n_draws * n_chains / max_draws)))
-            kept = self._positions[::step]  # (D', C, dim)
-            layout = self.model.layout
-            n_quad = default_quadrature(layout)
-            z_mean = self._positions.reshape(-1, dim).mean(axis=0)
-            # the posterior mean as one more row of the batch: one compiled program, not two
-            batch = jnp.asarray(np.concatenate([kept.reshape(-1, dim), z_mean[None]]))
-            values = np.asarray(marginal_group_loglik(batch, self.model.sampler_data, self._sample_layout, n_quad))
-            per_draw = values[:-1].reshape(kept.shape[0], n_chains, -1)
-            self._marginal = (np.swapaxes(per_draw, 0, 1), values[-1])  # (C, D', J), (J,)
-        return self._marginal
+        return marginal_loglik(self, draws)
 
-    def marginal_dic(self) -> dict:
+    def _loglik_group(self):
+        """The InferenceData's log_likelihood group: every draw (``_marginal_loglik``)."""
+        from melsm.results.inference_data import loglik_dataset
+
+        return loglik_dataset(self._marginal_loglik()[0], self.model.design)
+
+    def thinned_idata(self, draws: int | None = MARGINAL_DRAWS):
+        """InferenceData with ``posterior`` and ``log_likelihood`` at every step-th draw of
+        each chain, at most ``draws`` in all (``inference_data.criteria_data``; None or
+        enough draws: ``idata`` itself): ``az.loo``/``az.waic``/``az.compare`` of it equal
+        ``loo(draws)``/``waic(draws)``, without the log-likelihood at every draw."""
+        from melsm.results.inference_data import criteria_data
+
+        return criteria_data(self, draws)
+
+    def marginal_dic(self, draws: int | None = None) -> dict:
         """DIC of the marginal likelihood (u and v integrated out): D(θ) = −2 Σ_j log L_j(θ),
-        D̄ over draws, D(θ̄) at the posterior mean of the sampler's parameters."""
-        per_draw, at_mean = self._marginal_loglik()
+        D̄ over the draws (at most ``draws``, thinned within chains; None: all), D(θ̄) at the
+        posterior mean of the sampler's parameters."""
+        per_draw, at_mean = self._marginal_loglik(draws)
         deviance = -2 * per_draw.sum(axis=-1)
         d_bar, d_hat = float(deviance.mean()), float(-2 * at_mean.sum())
         return {"D_bar": d_bar, "D_hat": d_hat, "p_D": d_bar - d_hat, "DIC": 2 * d_bar - d_hat}
 
-    def _loglik_idata(self):
-        """The per-group marginal log-likelihood with the posterior draws it was computed
-        at (ArviZ takes LOO's relative efficiency from the posterior's ESS)."""
-        import arviz as az
-
-        per_draw, _ = self._marginal_loglik()
-        kept = per_draw.shape[1]
-        step = max(1, int(np.ceil(self._positions.shape[0] * self._positions.shape[1] / MARGINAL_DRAWS)))
-        posterior = {name: self.idata.posterior[name].values[:, ::step][:, :kept] for name in self.names}
-        groups = [str(g) for g in self.model.design.group_labels]
-        return az.from_dict(posterior=posterior, log_likelihood={"y": per_draw}, coords={"group": groups},
-                            dims={"y": ["group"]})
-
-    def waic(self):
+    def waic(self, draws: int | None = None):
         """WAIC by group (a group's observations are not exchangeable given θ: the
-        pointwise unit is the group, with u and v integrated out). ArviZ's ELPDData."""
+        pointwise unit is the group, with u and v integrated out). ArviZ's ELPDData, the
+        same as ``az.waic(fit.idata)`` (every draw) or, with ``draws``, on at most that
+        many draws thinned within chains (``thinned_idata``)."""
         import arviz as az
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return az.waic(self._loglik_idata(), pointwise=True)
+            return az.waic(self.thinned_idata(draws), pointwise=True)
 
-    def loo(self):
-        """PSIS-LOO by group (leave one group out), as ``waic``. ArviZ's ELPDData."""
+    def loo(self, draws: int | None = None):
+        """PSIS-LOO by group (leave one group out), as ``waic``: ``az.loo(fit.idata)``."""
         import arviz as az
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return az.loo(self._loglik_idata(), pointwise=True)
+            return az.loo(self.thinned_idata(draws), pointwise=True)
+
+    # ---- predictive draws (melsm.results.inference_data) ------------------------------
+    def ppc(self, draws: int | None = None, seed: int = 0):
+        """Posterior predictive draws: adds ``posterior_predictive`` (``y``: chain, draw,
+        row, the rows as in ``observed_data``) to ``idata`` and returns it, y_rep ~
+        N(x'β_s + z'u_s,j, exp(w'α_s + s'v_s,j)) at every step-th draw of each chain (at
+        most ``draws`` in all; None: every draw) with that draw's group effects."""
+        from melsm.results.inference_data import posterior_predictive_group, replace_group
+
+        replace_group(self.idata, "posterior_predictive",
+                      posterior_predictive_group(self, draws, np.random.default_rng(seed)))
+        return self.idata
+
+    def sample_prior(self, draws: int = 1000, seed: int = 0):
+        """Exact draws from the fit's prior (``melsm.results.prior_draws``): adds ``prior``
+        (the parameters and group effects, as ``posterior``, one chain) and
+        ``prior_predictive`` (``y`` at those draws) to ``idata`` and returns it. Raises
+        ``MelsmInputError`` for an improper prior (flat fixed effects, as ``"diffuse"``)."""
+        from melsm.results.inference_data import prior_groups, replace_group
+        from melsm.results.prior_draws import prior_draws
+
+        rng = np.random.default_rng(seed)
+        theta, b, reported = prior_draws(self.model, self._sample_layout, self.info["priors"], draws, rng)
+        for name, dataset in prior_groups(self, theta, b, reported, rng).items():
+            replace_group(self.idata, name, dataset)
+        return self.idata
 
     def _check(self) -> None:
         t = self.params
@@ -302,8 +317,10 @@ class MCMCResults(Results):
 
     def information_criteria(self) -> dict[str, float]:
         """Conditional DIC (``dic``), marginal DIC, and WAIC and PSIS-LOO by group on the
-        deviance scale, −2·elpd."""
-        marginal, waic, loo = self.marginal_dic(), self.waic(), self.loo()
+        deviance scale, −2·elpd; the marginal ones on at most ``MARGINAL_DRAWS`` draws
+        (thinned within chains), which bounds their cost in comparison tables and reports."""
+        marginal = self.marginal_dic(MARGINAL_DRAWS)
+        waic, loo = self.waic(MARGINAL_DRAWS), self.loo(MARGINAL_DRAWS)
         return {"DIC": self.dic["DIC"], "D_bar": self.dic["D_bar"], "p_D": self.dic["p_D"],
                 "marginal_DIC": marginal["DIC"], "marginal_p_D": marginal["p_D"],
                 "WAIC": -2 * float(waic.elpd_waic), "LOO": -2 * float(loo.elpd_loo)}
