@@ -127,14 +127,16 @@ def conditional_terms(params: Params, data: ModelData, eta, layout: ParamLayout)
     log_d = jnp.sum(data.W * alpha, axis=-1) + data.offset_within
     if layout.q_v:
         log_d = log_d + jnp.sum(data.Zv * v[g][:, None, :], axis=-1)
-    d_inv = data.w * jnp.exp(-log_d)  # a row of weight w counts w times in every sum
+    d_inv = jnp.exp(-log_d)
     e = data.y - mu
     de = d_inv * e
-    cols = [(data.w * log_d)[..., None], (de * e)[..., None]]
+    cols = [log_d[..., None], (de * e)[..., None]]
     if qu:
         iu, ju = np.triu_indices(qu)
         cols += [de[..., None] * data.Zu, d_inv[..., None] * data.Zu[..., iu] * data.Zu[..., ju]]
-    per_chunk = jnp.sum(jnp.concatenate(cols, axis=-1), axis=1)  # (C, m)
+    # a row of weight w counts w times in every sum (weights multiply the finished terms,
+    # so unweighted fits compute exactly what they did without weights)
+    per_chunk = jnp.sum(jnp.concatenate(cols, axis=-1) * data.w[..., None], axis=1)  # (C, m)
     sums = jax.ops.segment_sum(per_chunk, g, num_segments=n_groups, indices_are_sorted=True)
     sum_log_d, sum_dee = sums[:, 0], sums[:, 1]
     logp = -0.5 * (data.n_per_group * LOG_2PI + sum_log_d + sum_dee)
