@@ -241,6 +241,37 @@ def test_posterior_predictive_replicates_each_draw(fit):
     plt.close("all")
 
 
+def test_replicates_and_constant_data_carry_offsets_and_weights(fit, data, used):
+    """The same draws replicated under a model with offsets in both functions: the mean
+    moves by the mean offset, the deviations scale by exp(½ within offset)."""
+    from melsm.results.inference_data import data_variables, replicate_response
+
+    mean = MEAN.replace("(1 | id)", "offset(week) + (1 | id)")
+    within = WITHIN.replace("(1 | id)", "offset(endog) + (1 | id)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", melsm.MelsmDataWarning)
+        offset = melsm.Model(mean, within=within, between="~ endog", data=data.assign(w=2.0), weights="w",
+                             association="none")
+    args = (fit.theta_draws[:5], fit.b_draws[:5])
+    plain = replicate_response(*args, fit.model.design, fit.model.layout, np.random.default_rng(0))
+    moved = replicate_response(*args, offset.design, offset.layout, np.random.default_rng(0))
+    y_hat = replicate_response(*args, fit.model.design, fit.model.layout, FixedNoise())
+    week, endog = used["week"].to_numpy(), used["endog"].to_numpy()
+    np.testing.assert_allclose(moved - week, y_hat + (plain - y_hat) * np.exp(endog / 2), rtol=0, atol=1e-9)
+    effects = list(fit.idata.posterior["effect"].values)
+    _, constant, _, _ = data_variables(offset.design, offset.layout, effects)
+    np.testing.assert_array_equal(constant["offset_mean"], week)
+    np.testing.assert_array_equal(constant["offset_within"], endog)
+    np.testing.assert_array_equal(constant["weights"], np.full(len(used), 2.0))
+
+
+class FixedNoise:
+    """A generator whose normal deviates are 0: replicate_response gives the means."""
+
+    def standard_normal(self, shape):
+        return np.zeros(shape)
+
+
 def test_arviz_summary_and_plots_out_of_the_box(fit):
     import matplotlib.pyplot as plt
 

@@ -15,7 +15,8 @@ Groups, all with ArviZ's ``chain`` and ``draw`` dimensions where they have draws
 - ``constant_data``: ``group_index`` (row), each row's position in ``group``; the design
   matrices ``X`` (row, mean_term), ``W`` (row, within_term) and ``Z`` (row, effect: the
   random effects' covariates, the columns of Zu for mean effects and of Zv for within
-  effects); ``G`` (group, between_coef) with level-2 functions.
+  effects); ``G`` (group, between_coef) with level-2 functions; ``offset_mean``,
+  ``offset_within`` and ``weights`` (row) where the model has them.
 - ``posterior_predictive`` (``fit.ppc``): ``y`` (chain, draw, row) replicated at the
   draws, y_rep ~ N(x'β_s + z'u_s,j, exp(w'α_s + s'v_s,j)).
 - ``prior``, ``prior_predictive`` (``fit.sample_prior``): exact draws from the prior
@@ -184,6 +185,11 @@ def data_variables(design, layout, effects: list[str]) -> tuple[dict, dict, dict
             "Z": ["row", "effect"]}
     coords = {"row": row_labels(design), "group": np.asarray(design.group_labels),
               "mean_term": list(design.x_names), "within_term": list(design.w_names)}
+    for name, values in (("offset_mean", design.offset_mean), ("offset_within", design.offset_within),
+                         ("weights", design.weights)):
+        if values is not None:
+            constant[name] = values[order]
+            dims[name] = ["row"]
     if design.G.shape[1]:
         constant["G"] = design.G
         dims["G"] = ["group", "between_coef"]
@@ -201,12 +207,13 @@ def loglik_dataset(per_draw: np.ndarray, design, draw_index=None):
 
 def replicate_response(theta: np.ndarray, b: np.ndarray, design, layout, rng) -> np.ndarray:
     """y_rep (C, D, N) in the caller's row order from θ draws (D, C, P) and the groups'
-    effects (D, C, J, q) in internal order: y_rep ~ N(x'β + z'u_j, exp(w'α + s'v_j)), one
-    normal deviate per draw and row (the rows' means and variances as
-    ``ParamLayout.predictors``)."""
+    effects (D, C, J, q) in internal order: y_rep ~ N(x'β + z'u_j + o_m, exp(w'α + s'v_j +
+    o_w)) with the rows' offsets o (0 without), one normal deviate per draw and row (the
+    means and variances of ``ParamLayout.predictors``; a weighted row is one replicate)."""
     order = caller_order(design)
     X, W, Zu, Zv, group = (design.X[order], design.W[order], design.Zu[order], design.Zv[order],
                            design.group[order])
+    offset_mean, offset_within = (offset[order] for offset in design.row_offsets())
     px, pw, _, _ = layout.sizes
     qv = layout.q_v
     n_draws, n_chains = theta.shape[:2]
@@ -215,8 +222,8 @@ def replicate_response(theta: np.ndarray, b: np.ndarray, design, layout, rng) ->
         for start in range(0, n_draws, REPLICATE_CHUNK):
             t = theta[start:start + REPLICATE_CHUNK, chain]
             rows = b[start:start + REPLICATE_CHUNK, chain][:, group]  # (S, N, q)
-            mean = t[:, :px] @ X.T + np.einsum("nk,snk->sn", Zu, rows[:, :, qv:])
-            log_var = t[:, px:px + pw] @ W.T + np.einsum("nk,snk->sn", Zv, rows[:, :, :qv])
+            mean = t[:, :px] @ X.T + np.einsum("nk,snk->sn", Zu, rows[:, :, qv:]) + offset_mean
+            log_var = t[:, px:px + pw] @ W.T + np.einsum("nk,snk->sn", Zv, rows[:, :, :qv]) + offset_within
             noise = rng.standard_normal(mean.shape)
             out[chain, start:start + t.shape[0]] = mean + np.exp(0.5 * log_var) * noise
     return out

@@ -18,7 +18,7 @@ groups' effects by the sampler's own maps:
   w = atanh z; κ solves A κ = (ℓ, w) (A square and invertible: each function's anchors);
   under ``level2="normal"``, κ ~ N(loc, scale²);
 - each group's effects b_j = L_j η_j, η_j ~ N(0, I) (under the quadratic association,
-  v_j = b_v,j + τ_q θ1_j² as in the likelihood).
+  v_j = b_v,j + τ_q θ1_j²; ``ParamLayout.effects_from_eta``).
 
 Improper priors have no draws: flat fixed effects (``fixed="flat"``, as ``"diffuse"``)
 or a uniform SD prior raise ``MelsmInputError``.
@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from melsm.engine.likelihood import group_factors, quadratic_effects
 from melsm.errors import MelsmInputError
 from melsm.estimate.priors import Priors, prior_scales
 
@@ -101,28 +100,20 @@ def prior_positions(design, layout, sample_layout, priors: Priors, n: int, rng) 
 
 
 @partial(jax.jit, static_argnames=("sample_layout",))
-def _effects(z_theta, eta, data, sample_layout):
-    """θ, the reported values and b_j = (v_j, u_j) (J, q), internal order, for one draw."""
-    layout = sample_layout.layout
-    z = jnp.concatenate([z_theta, jnp.zeros(sample_layout.n_eta)])
-    params = sample_layout.params(z)
-    theta = layout.theta(params, jnp)
-    _, _, L_vv_j, L_uv_j, L_uu_j = group_factors(params, data, layout)
-    if layout.association.location_in_scale:
-        v, u = quadratic_effects(params, L_vv_j, L_uv_j, L_uu_j, eta, layout)
-    else:
-        qv = layout.q_v
-        v = jnp.einsum("jab,jb->ja", L_vv_j, eta[:, :qv])
-        u = jnp.einsum("juv,jv->ju", L_uv_j, eta[:, :qv]) + jnp.einsum("jab,jb->ja", L_uu_j, eta[:, qv:])
-    return theta, layout.report(params), jnp.concatenate([v, u], axis=1)
+def _theta_and_report(z_theta, sample_layout):
+    """θ and the reported values of one draw of z's θ part (the sampler's own maps)."""
+    params = sample_layout.params(jnp.concatenate([z_theta, jnp.zeros(sample_layout.n_eta)]))
+    return sample_layout.layout.theta(params, jnp), sample_layout.layout.report(params)
 
 
 def prior_draws(model, sample_layout, priors: Priors, n: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` exact draws from the prior: θ (n, P), the groups' effects (n, J, q) in
-    internal order and the reported values (n, P')."""
-    layout = model.layout
-    z_theta = prior_positions(model.design, layout, sample_layout, priors, n, rng)
-    eta = rng.standard_normal((n, model.design.n_groups, layout.q))
-    theta, reported, b = jax.vmap(lambda z, e: _effects(z, e, model.sampler_data, sample_layout))(
-        jnp.asarray(z_theta), jnp.asarray(eta))
-    return np.asarray(theta), np.asarray(b), np.asarray(reported)
+    internal order (``ParamLayout.effects_from_eta`` of standard normal η) and the
+    reported values (n, P')."""
+    layout, design = model.layout, model.design
+    z_theta = prior_positions(design, layout, sample_layout, priors, n, rng)
+    theta, reported = jax.vmap(lambda z: _theta_and_report(z, sample_layout))(jnp.asarray(z_theta))
+    theta = np.asarray(theta)
+    eta = rng.standard_normal((n, design.n_groups, layout.q))
+    b = np.stack([layout.effects_from_eta(t, design.G, e) for t, e in zip(theta, eta, strict=True)])
+    return theta, b, np.asarray(reported)
