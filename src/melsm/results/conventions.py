@@ -72,12 +72,29 @@ class Conventions:
         table = self.params
         return self._series(table["p"] if "p" in table else np.full(len(self.names), np.nan), "p")
 
-    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
-        """Intervals at level 1 − ``alpha``: columns ``lower``, ``upper`` (module docstring)."""
+    def conf_int(self, alpha: float = 0.05, method: str = "wald", **options) -> pd.DataFrame:
+        """Intervals at level 1 − ``alpha``: columns ``lower``, ``upper``.
+
+        ``method``: ``"wald"`` (ML; credible intervals for MCMC; module docstring),
+        ``"profile"`` (ML: profile likelihood, ``melsm.results.profile``) or
+        ``"bootstrap"`` (ML: parametric bootstrap, ``melsm.results.bootstrap``);
+        ``options`` go to the method chosen."""
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
             raise ValueError(f"alpha must be between 0 and 1, not {alpha!r}")
-        low, high = self._intervals(1 - alpha)
+        methods = {"wald": self._intervals, "profile": self._profile_intervals,
+                   "bootstrap": self._bootstrap_intervals}
+        if method not in methods:
+            raise ValueError(f"method must be one of {', '.join(map(repr, methods))}, not {method!r}")
+        if method == "wald" and options:
+            raise TypeError(f"conf_int(method='wald') takes no options, not {', '.join(options)}")
+        low, high = methods[method](1 - alpha, **options)
         return pd.DataFrame({"lower": low, "upper": high}, index=pd.Index(self.names, name="parameter"))
+
+    def _profile_intervals(self, level: float, **options) -> tuple[np.ndarray, np.ndarray]:
+        raise ValueError("profile-likelihood intervals need a maximum-likelihood fit")
+
+    def _bootstrap_intervals(self, level: float, **options) -> tuple[np.ndarray, np.ndarray]:
+        raise ValueError("bootstrap intervals need a maximum-likelihood fit")
 
     def cov_params(self) -> pd.DataFrame:
         """Covariance matrix of the reported parameters, labelled by name."""
