@@ -27,6 +27,7 @@ from melsm.model.params import level2_row
 from melsm.results.base import COMMON_COLUMNS, Z95, Results, Wording, outputs
 from melsm.results.groups import effect_columns, implied_sd_corr, level2_patterns
 from melsm.results.lrtest import LRTest, lrtest
+from melsm.results.profile import profile_intervals
 
 __all__ = ["MLResults", "LRTest", "Z95", "ML_WORDING"]
 
@@ -177,6 +178,11 @@ class MLResults(Results):
 
     def _cov_params(self) -> np.ndarray:
         return self.cov
+
+    def _profile_intervals(self, level: float, **options) -> tuple[np.ndarray, np.ndarray]:
+        """Profile-likelihood intervals: ``melsm.results.profile.profile_intervals``
+        (options ``parm``, ``progress``)."""
+        return profile_intervals(self, level, **options)
 
     # ---- derived quantities ----------------------------------------------------------
     def delta_method(self, function) -> tuple[np.ndarray, np.ndarray]:
