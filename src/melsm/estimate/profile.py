@@ -32,18 +32,25 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
 
-from melsm.estimate.convergence import GRADIENT_TOLERANCE, is_positive_definite
+from melsm.estimate.convergence import GRADIENT_TOLERANCE, identified, is_positive_definite
 from melsm.estimate.objective import Objective
 from melsm.model.params import ParamLayout
 
 #: BFGS's gradient tolerance for each profile point (in φ, standardised units): ℓ is then
 #: within ~g²/(2λ_min) ≈ 1e-12 of its constrained maximum.
 PROFILE_GTOL = 1e-7
+#: Below this the next stage of ``Profiler.maximise`` is not tried.
+PROFILE_GOOD = 1e-5
 #: A profile point counts as maximised when every |∂ℓ/∂φ| is below this (the fit's own
 #: convergence tolerance).
 PROFILE_CONVERGED = GRADIENT_TOLERANCE
 #: Newton steps (differenced Hessian in φ) after BFGS when its gradient is not yet small.
 PROFILE_NEWTON = 4
+#: Quasi-Newton steps for one profile point, the largest step (Euclidean, in φ), and the
+#: loss of log L a step may cause (the gradient with held nodes is not quite the value's).
+QN_STEPS = 25
+MAX_STEP = 3.0
+QN_SLACK = 1e-6
 #: Root-finding stops when 2(ℓ̂ − pl(c)) is this close to the χ² quantile.
 LR_TOLERANCE = 1e-8
 #: Cap on ζ evaluations for one end (expansion and root-finding together).
@@ -145,24 +152,30 @@ class Reparam:
         return np.asarray(tail + ([np.log(length)] if self.scaled_row else []), float)
 
 
-def reparam(layout: ParamLayout, kind: str, free: np.ndarray, target: int = -1,
-            rows: tuple[int, ...] = ()) -> Reparam:
-    """The ``Reparam`` of a coefficient at θ position ``target`` or of the SD of row
-    ``rows[0]`` / correlation of rows ``rows`` (internal rows of L), over the identified
-    θ positions ``free``."""
-    if kind == "coef":
-        return Reparam(layout, "coef", tuple(int(k) for k in free if k != target), target=target)
-    r = max(rows)
+def reparam(layout: ParamLayout, k: int, pivots: frozenset = frozenset(),
+            zero_rows: frozenset = frozenset()) -> Reparam:
+    """The ``Reparam`` of reported parameter k (``layout.reported_ids()[k]``), the entries of
+    θ held on the boundary by ``pivots``/``zero_rows`` held, except the rewritten row's."""
+    pid = layout.reported_ids()[k]
+    if pid.category == "coef":  # β, α, κ in θ's order, then τ_q last
+        target = k if k < sum(layout.sizes[:3]) else layout.n_params - (len(layout.reported_ids()) - k)
+        free = identified(layout, pivots, zero_rows)
+        return Reparam(layout, "coef", tuple(int(p) for p in free if p != target), target=target)
+    if pid.kind == "sd":
+        rows = (layout.row_of(pid.key),)
+    else:
+        rows = tuple(sorted((layout.row_of(pid.key.first), layout.row_of(pid.key.second))))
+    r = rows[-1]
+    free = identified(layout, frozenset(pivots) - {r}, frozenset(zero_rows) - ({r} if len(rows) == 1 else set()))
     offset = sum(layout.sizes[:3])
-    row_pos = tuple((c, offset + k) for k, (rr, c) in enumerate(layout.chol_entries) if rr == r)
+    row_pos = tuple((c, offset + n) for n, (rr, c) in enumerate(layout.chol_entries) if rr == r)
     rewritten = {pos for _, pos in row_pos}
-    copied = tuple(int(k) for k in free if k not in rewritten)
-    if kind == "sd":
+    copied = tuple(int(p) for p in free if p not in rewritten)
+    if len(rows) == 1:
         extra = tuple(c for c, _ in row_pos if c != r)
         return Reparam(layout, "sd", copied, row=r, row_pos=row_pos, extra=extra)
-    i, j = min(rows), r
-    extra = tuple(c for c, _ in row_pos if c not in (i, j))
-    return Reparam(layout, "corr", copied, pair=(i, j), row_pos=row_pos, extra=extra)
+    extra = tuple(c for c, _ in row_pos if c not in rows)
+    return Reparam(layout, "corr", copied, pair=rows, row_pos=row_pos, extra=extra)
 
 
 def _theta_jacobian(rep: Reparam):
@@ -218,41 +231,103 @@ class Profiler:
         hess = np.stack(columns, axis=1) if columns else np.zeros((0, 0))
         return 0.5 * (hess + hess.T)
 
-    def maximise(self, c: float, phi0: np.ndarray, hess_inv0: np.ndarray | None = None) -> Point:
-        """pl(c) from φ0: BFGS, then Newton steps while the gradient is not yet small."""
+    def maximise(self, c: float) -> Point:
+        """pl(c), warm-started from the points already maximised (``starts``): quasi-Newton
+        steps on the gradient (``_quasi_newton``); where they stall, Newton steps with a
+        differenced Hessian (``_newton``) from the best point reached; where those fail,
+        BFGS with a line search, then Newton steps again (``_fallback``)."""
+        starts = self.starts(c)
+        tried = [self._quasi_newton(c, *starts[0])]
+        if not tried[-1].max_grad < PROFILE_GOOD:
+            best = tried[-1] if np.isfinite(tried[-1].loglik) else None
+            tried.append(self._newton(c, *((best.phi, best.hess_inv) if best else starts[-1])))
+        if not tried[-1].max_grad < PROFILE_GOOD:
+            tried.append(self._fallback(c, self.starts(c)[-1][0]))
+        point = min(tried, key=lambda p: p.max_grad)
+        self.points.append(point)
+        return point
+
+    def starts(self, c: float) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(φ0, inverse Hessian) to start pl(c) from: φ extrapolated linearly in c from the
+        two maximised points nearest c, then the nearest point's φ."""
+        done = sorted((p for p in self.points if p.converged), key=lambda p: abs(p.c - c))
+        if not done:
+            return [(self.points[0].phi, None)]
+        near = done[0]
+        hess_inv = next((p.hess_inv for p in done if p.hess_inv is not None), None)
+        out = [(near.phi, hess_inv)]
+        other = next((p for p in done[1:] if p.c != near.c), None)
+        if other is not None:
+            guess = near.phi + (c - near.c) * (near.phi - other.phi) / (near.c - other.c)
+            if np.all(np.isfinite(guess)):
+                out.insert(0, (guess, hess_inv))
+        return out
+
+    def _quasi_newton(self, c: float, phi0: np.ndarray, hess_inv0: np.ndarray | None) -> Point:
+        """Full quasi-Newton steps φ ← φ − B∇ with BFGS updates of B, judged by the gradient
+        (halved while the step leaves ℓ's domain or loses more than ``QN_SLACK`` of log L).
+        With quadrature nodes held while differentiating, the gradient is not exactly the
+        value's, and line searches on the value stall short of |∇| < 1e-3 (as BFGS does in
+        ``estimate.ml``, hence its ``_polish``); steps on the gradient do not."""
+        phi = np.asarray(phi0, float)
+        B = hess_inv0 if hess_inv0 is not None and is_positive_definite(hess_inv0) else np.eye(len(phi))
+        value, grad, theta = self.value_and_grad(phi, c)
+        for _ in range(QN_STEPS if np.isfinite(value) else 0):
+            if np.max(np.abs(grad), initial=0.0) <= PROFILE_GTOL:
+                break
+            step = -B @ grad
+            step *= min(1.0, MAX_STEP / max(np.linalg.norm(step), 1e-300))
+            for _ in range(8):
+                trial = self.value_and_grad(phi + step, c)
+                if np.isfinite(trial[0]) and np.all(np.isfinite(trial[1])) and trial[0] <= value + QN_SLACK:
+                    break
+                step = step / 2
+            else:
+                break
+            s, y = step, trial[1] - grad
+            phi, (value, grad, theta) = phi + step, trial
+            if s @ y > 1e-12 * np.linalg.norm(s) * np.linalg.norm(y):
+                rho, eye = 1.0 / (s @ y), np.eye(len(phi))
+                B = (eye - rho * np.outer(s, y)) @ B @ (eye - rho * np.outer(y, s)) + rho * np.outer(s, s)
+        max_grad = float(np.max(np.abs(grad), initial=0.0)) if np.isfinite(value) else np.inf
+        return Point(float(c), phi, theta, -float(value), max_grad, B)
+
+    def _newton(self, c: float, phi0: np.ndarray, hess_inv=None) -> Point:
+        """Newton steps with the differenced Hessian in φ (shifted to be positive definite,
+        halved while they lose more than ``QN_SLACK`` of log L)."""
+        phi = np.asarray(phi0, float)
+        value, grad, theta = self.value_and_grad(phi, c)
+        for _ in range(PROFILE_NEWTON if np.isfinite(value) else 0):
+            if np.max(np.abs(grad), initial=0.0) <= PROFILE_GTOL:
+                break
+            hess = self.hessian(phi, c)
+            if not np.all(np.isfinite(hess)):
+                break
+            low = np.linalg.eigvalsh(hess)[0]
+            step = -np.linalg.solve(hess + max(0.0, 1e-6 - low) * np.eye(len(phi)), grad)
+            for _ in range(8):
+                trial = self.value_and_grad(phi + step, c)
+                if np.isfinite(trial[0]) and trial[0] <= value + QN_SLACK:
+                    break
+                step = step / 2
+            else:
+                break
+            phi, (value, grad, theta) = phi + step, trial
+            hess_inv = None
+        max_grad = float(np.max(np.abs(grad), initial=0.0)) if np.isfinite(value) else np.inf
+        return Point(float(c), phi, theta, -float(value), max_grad, hess_inv)
+
+    def _fallback(self, c: float, phi0: np.ndarray) -> Point:
+        """BFGS with a line search from φ0, then ``_newton``."""
         def fun(phi):
             value, grad, _ = self.value_and_grad(phi, c)
             return (value, grad) if np.isfinite(value) and np.all(np.isfinite(grad)) else (np.inf, 0 * grad)
 
-        options = {"gtol": PROFILE_GTOL, "maxiter": 500}
-        if hess_inv0 is not None and hess_inv0.shape == (len(phi0),) * 2:
-            hess_inv0 = 0.5 * (hess_inv0 + hess_inv0.T)
-            if is_positive_definite(hess_inv0):
-                options["hess_inv0"] = hess_inv0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            result = scipy.optimize.minimize(fun, np.asarray(phi0, float), jac=True, method="BFGS", options=options)
-        phi, hess_inv = result.x, getattr(result, "hess_inv", None)
-        value, grad, theta = self.value_and_grad(phi, c)
-        for _ in range(PROFILE_NEWTON if np.max(np.abs(grad), initial=0.0) > PROFILE_GTOL else 0):
-            try:
-                step = np.linalg.solve(self.hessian(phi, c), grad)
-            except np.linalg.LinAlgError:
-                break
-            trial = self.value_and_grad(phi - step, c)
-            if not np.isfinite(trial[0]) or trial[0] > value + 1e-9:
-                break
-            phi, (value, grad, theta) = phi - step, trial
-            if np.max(np.abs(grad), initial=0.0) <= PROFILE_GTOL:
-                break
-        point = Point(float(c), phi, theta, -float(value), float(np.max(np.abs(grad), initial=0.0)), hess_inv)
-        self.points.append(point)
-        return point
-
-    def nearest(self, c: float) -> Point | None:
-        """The maximised point closest to c (its φ and inverse Hessian warm-start the next)."""
-        done = [p for p in self.points if p.converged]
-        return min(done, key=lambda p: abs(p.c - c)) if done else None
+            result = scipy.optimize.minimize(fun, np.asarray(phi0, float), jac=True, method="BFGS",
+                                             options={"gtol": PROFILE_GTOL, "maxiter": 500})
+        return self._newton(c, result.x, getattr(result, "hess_inv", None))
 
 
 @dataclass

@@ -32,7 +32,6 @@ import numpy as np
 import scipy.special
 
 from melsm.errors import MelsmFitWarning, MelsmInputError
-from melsm.estimate.convergence import identified
 from melsm.estimate.objective import FIXED_NODES_FROM, Objective
 from melsm.estimate.profile import End, Point, Profiler, find_end, reparam
 from melsm.progress import Progress
@@ -131,19 +130,12 @@ class _Context:
         pid, layout = self.fit.ids[k], self.layout
         at_boundary = pid in self.fit.boundary_params
         estimate = float(self.fit.estimates[k])
-        n_coef = sum(layout.sizes[:3])
-        if pid.category == "coef":
-            pos = k if k < n_coef else layout.n_params - (len(self.fit.ids) - k)
-            rep = reparam(layout, "coef", identified(layout, self.pivots, self.zero_rows), target=pos)
-            scale, shift = self.units.slope[pos], self.units.offset[pos]
-        elif pid.kind == "sd":
-            r = layout.row_of(pid.key)
-            free = identified(layout, self.pivots - {r}, self.zero_rows - {r})
-            rep = reparam(layout, "sd", free, rows=(r,))
-            scale, shift = self.units.effect_scales[r], 0.0
-        else:
-            i, j = sorted((layout.row_of(pid.key.first), layout.row_of(pid.key.second)))
-            rep = reparam(layout, "corr", identified(layout, self.pivots - {j}, self.zero_rows), rows=(i, j))
+        rep = reparam(layout, k, self.pivots, self.zero_rows)
+        if rep.kind == "coef":
+            scale, shift = self.units.slope[rep.target], self.units.offset[rep.target]
+        elif rep.kind == "sd":  # the user's L is T L*: row r times t_r
+            scale, shift = self.units.effect_scales[rep.row], 0.0
+        else:  # correlations do not change with the units
             scale, shift = 1.0, 0.0
             at_boundary = at_boundary and abs(estimate) == 1.0  # a pivot: ρ̂ = ±1 exactly
         target = _Target(k, self.fit.names[k], pid.category, estimate, float(scale), float(shift), at_boundary)
@@ -193,9 +185,7 @@ class _Context:
 
         def zeta(u: float) -> float:
             c = target.c(u)
-            c_int = target.internal(c)
-            start = profiler.nearest(c_int)
-            point = profiler.maximise(c_int, start.phi, start.hess_inv)
+            point = profiler.maximise(target.internal(c))
             if not point.converged:
                 return np.nan
             lr = max(2 * (self.loglik - point.loglik), 0.0)
