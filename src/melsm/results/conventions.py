@@ -12,6 +12,7 @@ member                    ML                                          MCMC
 ``tvalues``, ``pvalues``  Wald z and two-sided p (NaN for SDs)        NaN (no frequentist test)
 ``conf_int(alpha)``       Wald; SDs on the log, correlations on the   equal-tailed credible
                           Fisher-z scale                              intervals
+``method="profile"``      profile likelihood (``results.profile``)    refused (ValueError)
 ``cov_params()``          inverse-Hessian covariance, delta method    posterior covariance
 ``llf``, ``nobs``         log L, rows used                            NaN, rows used
 ========================  ==========================================  =========================

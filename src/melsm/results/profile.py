@@ -32,8 +32,9 @@ import numpy as np
 import scipy.special
 
 from melsm.errors import MelsmFitWarning, MelsmInputError
+from melsm.estimate.constraint import reparam
 from melsm.estimate.objective import FIXED_NODES_FROM, Objective
-from melsm.estimate.profile import End, Point, Profiler, find_end, reparam
+from melsm.estimate.profile import End, Point, Profiler, find_end
 from melsm.progress import Progress
 
 __all__ = ["profile_intervals"]
