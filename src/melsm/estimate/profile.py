@@ -41,8 +41,10 @@ MAX_STEP = 3.0
 QN_SLACK = 1e-6
 #: Root-finding stops when 2(ℓ̂ − pl(c)) is this close to the χ² quantile.
 LR_TOLERANCE = 1e-8
-#: Cap on ζ evaluations for one end (expansion and root-finding together).
+#: Cap on ζ evaluations for one end (expansion and root-finding together), and on the
+#: retries closer to the last good point after a failed one while the bracket grows.
 MAX_EVALUATIONS = 40
+NAN_RETRIES = 3
 
 
 def _theta_jacobian(rep: Reparam):
@@ -213,18 +215,23 @@ def find_end(zeta: Callable[[float], float], start: float, first: float, z: floa
     """The u beyond ``start`` (ζ(start) = 0) in the direction of ``first`` with ζ(u) = ±z,
     on a scale u where ζ is close to linear (module docstring). ``zeta`` returns NaN for a
     point that failed. The bracket grows by secant steps from ``first``; ``limit`` is the
-    edge of the parameter space in u (None: unbounded), checked before giving up. Then
+    edge of the parameter space in u (None: unbounded), checked before giving up; a failed
+    point is retried halfway back to the last good one (``NAN_RETRIES`` times). Then
     safeguarded secant steps (Illinois) until |ζ² − z²| < ``LR_TOLERANCE``."""
     sign = 1.0 if first > start else -1.0
     lo, f_lo = start, -z  # f(u) = sign·ζ(u) − z: negative inside the interval
     hi, f_hi = None, None
     u = first
     evaluations = 0
+    retries = 0
     while hi is None:
         value = zeta(u)
         evaluations += 1
-        if not np.isfinite(value):
-            return End(float("nan"), "failed")
+        if not np.isfinite(value):  # a failed point: retry closer to the last good one
+            if retries == NAN_RETRIES or evaluations >= MAX_EVALUATIONS:
+                return End(float("nan"), "failed")
+            retries, u = retries + 1, lo + (u - lo) / 2
+            continue
         f = sign * value - z
         if f >= 0:
             hi, f_hi = u, f
@@ -256,6 +263,9 @@ def _bracketed(zeta, low, high, z: float, sign: float, budget: int) -> End:
         if not (min(a, b) < u < max(a, b)):
             u = 0.5 * (a + b)
         value = zeta(u)
+        if not np.isfinite(value) and u != 0.5 * (a + b):
+            u = 0.5 * (a + b)  # a failed point: try the middle of the bracket instead
+            value = zeta(u)
         if not np.isfinite(value):
             return End(float("nan"), "failed")
         f = sign * value - z
