@@ -34,7 +34,8 @@ class MelsmBoundaryWarning(UserWarning):
 
 class MelsmFitWarning(UserWarning):
     """Fits contradict what they must satisfy: a larger nested model with a lower
-    log-likelihood than a smaller one (the larger fit did not find its maximum)."""
+    log-likelihood than a smaller one (the larger fit did not find its maximum); or a
+    profile-likelihood refit did not converge (that interval end is NaN)."""
 
 
 class MelsmStudyWarning(UserWarning):

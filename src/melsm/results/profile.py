@@ -176,9 +176,10 @@ class _Context:
         h = jac.T @ info @ jac
         try:
             np.linalg.cholesky(h)
-            return np.linalg.inv(h)
+            inverse = np.linalg.inv(h)
         except np.linalg.LinAlgError:
             return None
+        return 0.5 * (inverse + inverse.T)
 
     def _end(self, target: _Target, profiler: Profiler, direction: int) -> float:
         u_hat = target.u(target.estimate)
@@ -225,5 +226,5 @@ class _Context:
         reason = ("a constrained maximisation did not converge" if end.status == "failed"
                   else "the profile did not reach the level within the evaluations allowed")
         warnings.warn(f"profile interval of {target.name}: {reason}; its {'lower' if direction < 0 else 'upper'} "
-                      "end is NaN", MelsmFitWarning, stacklevel=5)
+                      "end is NaN", MelsmFitWarning, stacklevel=7)  # the caller of conf_int
         return np.nan
