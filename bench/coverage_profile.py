@@ -60,13 +60,14 @@ def replicate(design: dict, seed: int) -> dict:
         warnings.simplefilter("ignore")
         fit = melsm.Model(data=data, **design["formulas"]).fit()
         if not fit.converged:
-            return {"failed": True}
+            return {"failed": True, "seed": seed, "reason": f"fit: {fit.message}"}
         started = time.perf_counter()
         profile = fit.conf_int(method="profile", parm=names, progress=False)
         seconds = time.perf_counter() - started
     wald = fit.conf_int()
-    out = {"failed": bool(profile.loc[names].isna().any().any()), "seconds": seconds,
-           "boundary": [name for name in names if name in fit.boundary_values]}
+    missing = [f"{name} {side}" for name in names for side in ("lower", "upper") if np.isnan(profile.loc[name, side])]
+    out = {"failed": bool(missing), "seed": seed, "reason": "NaN profile end: " + ", ".join(missing),
+           "seconds": seconds, "boundary": [name for name in names if name in fit.boundary_values]}
     for name in names:
         truth = design["truth"][name]
         out[name] = {"profile": [float(v) for v in profile.loc[name]], "wald": [float(v) for v in wald.loc[name]],
@@ -105,7 +106,9 @@ def main() -> None:
         ok = [r for r in results if not r["failed"]]
         report["designs"][label] = {
             "design": {k: v for k, v in design.items() if k != "formulas"} | {"formulas": design["formulas"]},
-            "failed": len(results) - len(ok), "boundary_fits": sum(bool(r["boundary"]) for r in ok),
+            "failed": len(results) - len(ok), "failures": [{"seed": r["seed"], "reason": r["reason"]}
+                                                           for r in results if r["failed"]],
+            "boundary_fits": sum(bool(r["boundary"]) for r in ok),
             "median_profile_seconds": float(np.median([r["seconds"] for r in ok])) if ok else None,
             "seconds": time.perf_counter() - started, "coverage": rows}
         print(f"{label}: {len(ok)} of {len(results)} replicates, {report['designs'][label]['boundary_fits']} "

@@ -46,6 +46,9 @@ SD_FLOOR = 1e-6
 CORR_EDGE = 1e-7
 #: First step from an SD estimated at 0, in units of that effect's scale in the data.
 BOUNDARY_FIRST_STEP = 0.1
+#: The largest first step on the log scale of an SD or the atanh scale of a correlation
+#: (the Wald end of an SD near 0 can be 10²⁸; the bracket grows from there if needed).
+MAX_FIRST_STEP = 2.0
 
 
 @dataclass
@@ -214,6 +217,8 @@ class _Context:
         first = target.u(wald) if np.isfinite(wald) and (target.u(wald) - u_hat) * direction > 0 else np.nan
         if not np.isfinite(first):
             first = u_hat + direction * (1.0 if target.kind != "coef" else max(abs(u_hat), 1.0))
+        if target.kind != "coef" and abs(first - u_hat) > MAX_FIRST_STEP:  # an SD near 0 has a vast SE
+            first = u_hat + direction * MAX_FIRST_STEP
         if limit is not None and (first - limit) * direction > 0:
             first = limit
         return first, limit
