@@ -55,11 +55,11 @@ def assert_transformed(base: melsm.MLResults, scaled: melsm.MLResults, mapping) 
     assert list(scaled.names) == list(base.names)
     for name in base.names:
         multiplier, shift = mapping(name)
-        b, s = base.params.loc[name], scaled.params.loc[name]
-        expected, expected_se = multiplier * b.estimate + shift, abs(multiplier) * b.se
+        b, s = base.table().loc[name], scaled.table().loc[name]
+        expected, expected_se = multiplier * b.estimate + shift, abs(multiplier) * b.std_error
         scale = max(abs(expected), expected_se)
         assert abs(s.estimate - expected) <= 1e-6 * scale, (name, s.estimate, expected)
-        assert abs(s.se - expected_se) <= 1e-6 * expected_se, (name, s.se, expected_se)
+        assert abs(s.std_error - expected_se) <= 1e-6 * expected_se, (name, s.std_error, expected_se)
 
 
 @pytest.mark.parametrize("factor", [1e-8, 1e-4, 1e4, 1e8])

@@ -42,7 +42,7 @@ def test_stateful_transforms_use_the_fitted_state(london):
     alone = pd.concat([fit.predict(rows.iloc[[k]], random=False) for k in range(3)])
     np.testing.assert_allclose(together.to_numpy(), alone.to_numpy(), rtol=1e-12)
     # by hand: the fitted data's mean of standlrt, and x'β with the fitted columns
-    p = fit.params["estimate"]
+    p = fit.params
     centred = rows["standlrt"] - london["standlrt"].mean()
     x_part = fit.model.design.X[np.searchsorted(fit.model.design.row_index, rows.index)]
     np.testing.assert_allclose(x_part[:, 1], centred, rtol=1e-12)
@@ -54,7 +54,7 @@ def test_factor_subsets_and_unseen_levels(london):
     fit = melsm.Model(data=london, mean="normexam ~ standlrt + C(schgend) + (1 | school)").fit()
     girls = london[london["schgend"] == 3].iloc[:4]
     got = fit.predict(girls, random=False)["mean"]
-    p = fit.params["estimate"]
+    p = fit.params
     expected = p["mean:Intercept"] + p["mean:standlrt"] * girls["standlrt"] + p["mean:C(schgend)[T.3]"]
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     odd = girls.assign(schgend=7)
@@ -115,7 +115,7 @@ def test_prediction_interval_of_a_new_group_matches_the_closed_form(location_fit
     narrower)."""
     rows = reisby.iloc[:4]
     got = location_fit.predict(rows, random=False, interval="prediction", draws=20000, seed=1)
-    p = location_fit.params["estimate"]
+    p = location_fit.params
     sd = np.sqrt(p["sd:mean:Intercept"] ** 2 + np.exp(p["within:Intercept"]))
     z = scipy.stats.norm.ppf(0.975)
     for half in (got["mean"] - got["obs_ci_lower"], got["obs_ci_upper"] - got["mean"]):
@@ -131,7 +131,7 @@ def test_simulate_reproduces_the_fitted_moments(location_fit, reisby):
     sims = location_fit.simulate(nsim=3000, seed=2)
     assert sims.shape == (location_fit.n_obs, 3000)
     assert list(sims.columns[:2]) == ["sim_1", "sim_2"]
-    p = location_fit.params["estimate"]
+    p = location_fit.params
     rows = reisby.loc[sims.index]
     mean = p["mean:Intercept"] + p["mean:week"] * rows["week"] + p["mean:endog"] * rows["endog"]
     variance = p["sd:mean:Intercept"] ** 2 + np.exp(p["within:Intercept"])

@@ -59,12 +59,12 @@ def test_table_models_1_2_has_the_seed_layout(ml_fits):
 def test_table_holds_the_ml_numbers(ml_fits):
     comparison = melsm.compare(*ml_fits, names=NAMES)
     table, fit6 = comparison.table, ml_fits[5]
-    p = fit6.params
+    p = fit6.table()
     column = ("Model 6", "Est."), ("Model 6", "SE")
     mean, within = "Mean function", "Level-1 variance function (log variance)"
     assert table.loc[(mean, "standlrt"), column[0]] == p.loc["mean:standlrt", "estimate"]
-    assert table.loc[(within, "girl"), column[1]] == p.loc["within:girl", "se"]
-    sd, se = p.loc["sd:within:standlrt", ["estimate", "se"]]
+    assert table.loc[(within, "girl"), column[1]] == p.loc["within:girl", "std_error"]
+    sd, se = p.loc["sd:within:standlrt", ["estimate", "std_error"]]
     assert table.loc[(within, "Var(standlrt)"), column[0]] == pytest.approx(sd ** 2)
     assert table.loc[(within, "Var(standlrt)"), column[1]] == pytest.approx(2 * sd * se)
     assert table.loc[("Cross-function", "Corr(mean standlrt, variance Intercept)"), column[0]] == \
@@ -81,7 +81,7 @@ def test_table_holds_the_ml_numbers(ml_fits):
 
 def test_table_renderings_hold_the_numbers(ml_fits):
     comparison = melsm.compare(*ml_fits[:2], names=NAMES[:2])
-    est = ml_fits[1].params.loc["corr:mean:Intercept,within:Intercept", "estimate"]
+    est = ml_fits[1].params["corr:mean:Intercept,within:Intercept"]
     markdown, html, latex = comparison.to_markdown(3), comparison.to_html(3), comparison.to_latex(3)
     for text in (markdown, html, latex, str(comparison)):
         assert f"{est:.3f}" in text and f"{ml_fits[0].loglik:.2f}" in text
@@ -125,15 +125,15 @@ def test_population_formulas_match_monte_carlo(ml_fits):
     s2u = p["sd:mean:Intercept"] ** 2
     assert pop.loc["between_variance", "estimate"] == pytest.approx(s2u)
     assert pop.loc["icc", "estimate"] == pytest.approx(s2u / (s2u + variances.mean()), rel=1e-3)
-    assert pop.loc["between_variance", "se"] == pytest.approx(2 * np.sqrt(s2u) * fit.params.loc[
-        "sd:mean:Intercept", "se"])
+    assert pop.loc["between_variance", "se"] == pytest.approx(2 * np.sqrt(s2u) * fit.bse[
+        "sd:mean:Intercept"])
     assert (pop.low < pop.estimate).all() and (pop.estimate < pop.high).all()
 
 
 def test_ml_group_quantities_follow_the_eb_predictions(ml_fits):
     fit = ml_fits[1]
     g, effects = fit.group_quantities(), fit.random_effects()
-    p = fit.params.estimate
+    p = fit.params
     assert len(g) == N_SCHOOLS
     np.testing.assert_allclose(g["mean"], p["mean:Intercept"] + effects["mean:Intercept"])
     np.testing.assert_allclose(g["mean high"] - g["mean low"], 2 * 1.959964 * effects["mean:Intercept sd"], rtol=1e-6)
@@ -174,7 +174,7 @@ def test_ml_findings_reproduce_the_published_ones(ml_fits):
 def test_group_lines(ml_fits, tutorial):
     fit = ml_fits[5]
     lines = fit.group_lines("standlrt", "variance")
-    effects, p = fit.random_effects(), fit.params.estimate
+    effects, p = fit.random_effects(), fit.params
     np.testing.assert_allclose(lines.slope, p["within:standlrt"] + effects["within:standlrt"])
     assert (lines.against == (lines.slope > 0)).all() and p["within:standlrt"] < 0
     data = fit.model.design

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection
 
@@ -54,20 +55,22 @@ def test_both_fits_share_the_base_and_one_table_schema(fits):
         assert list(table.columns) == list(COMMON_COLUMNS) + extras[key]
         assert list(table.index) == f.names
         assert (table.lower < table.estimate).all() and (table.estimate < table.upper).all()
-    # the tables are the params under common names: nothing recomputed
-    for common, ml_name, mcmc_name in zip(COMMON_COLUMNS, ["estimate", "se", "ci_low", "ci_high"],
-                                          ["mean", "sd", "q2.5", "q97.5"], strict=True):
-        assert (ml.table()[common] == ml.params[ml_name]).all()
-        assert (mcmc.table()[common] == mcmc.params[mcmc_name]).all()
+    # params and bse are the table's columns, labelled as statsmodels labels them
+    for f in (ml, mcmc):
+        assert isinstance(f.params, pd.Series) and f.params.name == "estimate"
+        assert list(f.params.index) == list(f.bse.index) == f.names
+        assert (f.params == f.table()["estimate"]).all() and (f.bse == f.table()["std_error"]).all()
+    assert list(ml.table().columns) == [*COMMON_COLUMNS, "z", "p"]
+    assert list(mcmc.table().columns[:len(COMMON_COLUMNS)]) == list(COMMON_COLUMNS)
     assert (ml.n_obs, ml.n_groups, ml.n_params) == (mcmc.n_obs, mcmc.n_groups, mcmc.n_params) == (4059, 65, 5)
 
 
 def test_variance_scale_of_the_table(fits):
     ml, mcmc = fits["ml"], fits["mcmc"]
-    sd, se = ml.params.loc[SD_V, ["estimate", "se"]]
+    sd, se = ml.params[SD_V], ml.bse[SD_V]
     row = ml.table("variance").loc[SD_V]
     assert row.estimate == sd ** 2 and row.std_error == 2 * sd * se
-    assert row.lower == ml.params.at[SD_V, "ci_low"] ** 2
+    assert row.lower == ml.table().at[SD_V, "lower"] ** 2
     squares = mcmc.draws(SD_V) ** 2
     row = mcmc.table("variance").loc[SD_V]
     assert row.estimate == squares.mean() and row.std_error == squares.std(ddof=1)

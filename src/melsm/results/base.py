@@ -117,14 +117,15 @@ class Results(Conventions):
     #: Criteria (smaller is better) that ``information_criteria`` returns and fits can be
     #: ranked by; the first is the default.
     criteria_names: tuple[str, ...] = ()
-    #: How the columns of ``params`` are named in ``table`` (the others keep their names).
+    #: How the method's own columns are named in ``table`` (the others keep their names).
     _common_columns: Mapping[str, str] = {}
 
     model: Any
     #: The reported parameters (``melsm.model.names.ParamName``), and their printed names.
     ids: list
     names: list[str]
-    params: pd.DataFrame
+    #: The method's wide table (estimates, SEs or posterior summaries); ``table()`` shows it.
+    _params_table: pd.DataFrame
     converged: bool
     problems: list[str]
 
@@ -142,6 +143,13 @@ class Results(Conventions):
         return self.model.layout.n_params
 
     # ---- the parameter table ------------------------------------------------------------
+    @property
+    def params(self) -> pd.Series:
+        """The estimates (ML) or posterior means (MCMC) by parameter name, as statsmodels'
+        ``params``; ``table()`` has them with SEs, intervals and the method's columns."""
+        return pd.Series(self.table()["estimate"].to_numpy(dtype=float),
+                         index=pd.Index(self.names, name="parameter"), name="estimate")
+
     def table(self, scale: str = "sd") -> pd.DataFrame:
         """Reported parameters in the common columns (``COMMON_COLUMNS``) followed by the
         method's own. ``scale="variance"`` shows random-effect SDs as variances σ²: ML
@@ -149,7 +157,7 @@ class Results(Conventions):
         quantiles of the σ² draws."""
         if scale not in SCALES:
             raise ValueError(f"scale must be 'sd' or 'variance', not {scale!r}")
-        table = self.params.rename(columns=self._common_columns)
+        table = self._params_table.rename(columns=self._common_columns)
         table = table[list(COMMON_COLUMNS) + [c for c in table.columns if c not in COMMON_COLUMNS]]
         if scale == "variance":
             for pid in self.ids:

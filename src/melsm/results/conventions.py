@@ -63,13 +63,13 @@ class Conventions:
     @property
     def tvalues(self) -> pd.Series:
         """Wald z statistics (ML; NaN for SDs, and for MCMC)."""
-        table = self.params
+        table = self._params_table
         return self._series(table["z"] if "z" in table else np.full(len(self.names), np.nan), "z")
 
     @property
     def pvalues(self) -> pd.Series:
         """Two-sided Wald p-values (ML; NaN for SDs, and for MCMC)."""
-        table = self.params
+        table = self._params_table
         return self._series(table["p"] if "p" in table else np.full(len(self.names), np.nan), "p")
 
     def conf_int(self, alpha: float = 0.05, method: str = "wald", **options) -> pd.DataFrame:

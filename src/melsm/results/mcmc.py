@@ -90,10 +90,10 @@ class MCMCResults(Results):
         #: group is computed on first access
         self.idata = MelsmInferenceData(lazy={"log_likelihood": FitLoader(self, "_loglik_group")},
                                         **posterior_data(self, values, effects, order))
-        self.params = self._table(values)
+        self._params_table = self._table(values)
         self.dic = self._dic()
         self._check()
-        self.notes = skewness_notes(self.params, values)
+        self.notes = skewness_notes(self._params_table, values)
 
     def _table(self, values: np.ndarray) -> pd.DataFrame:
         import arviz as az
@@ -202,7 +202,7 @@ class MCMCResults(Results):
         return self.idata
 
     def _check(self) -> None:
-        t = self.params
+        t = self._params_table
         problems = []
         if (t.r_hat > RHAT_LIMIT).any():
             problems.append(f"R-hat above {RHAT_LIMIT} for {', '.join(t.index[t.r_hat > RHAT_LIMIT])}")
@@ -366,7 +366,7 @@ class MCMCResults(Results):
             "seconds": round(self.info["seconds"], 3), "divergences": self.info["divergences"],
             "params": [{"name": n, "estimate": float(r["mean"]), "se": float(r["sd"]),
                         "q2.5": float(r["q2.5"]), "q97.5": float(r["q97.5"]), "r_hat": float(r.r_hat),
-                        "ess_bulk": float(r.ess_bulk)} for n, r in self.params.iterrows()],
+                        "ess_bulk": float(r.ess_bulk)} for n, r in self._params_table.iterrows()],
         }
 
     def _summary_text(self) -> str:

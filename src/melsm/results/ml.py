@@ -144,7 +144,7 @@ class MLResults(Results):
             elif not computable[k]:
                 self.problems.append(f"no SE for {name}: its variance from the inverse Hessian is "
                                      f"{variances[k]:.3g} (the log-likelihood is flat or not concave there)")
-        self.params = self._table()
+        self._params_table = self._table()
 
     # ---- fit criteria ------------------------------------------------------------------
     @property

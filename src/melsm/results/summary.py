@@ -49,7 +49,7 @@ def _rows(table, ids, label_width):
 
 
 def format_summary(fit) -> str:
-    design, table = fit.model.design, fit.params
+    design, table = fit.model.design, fit._params_table
     sizes = design.group_sizes
     width = max([len(n) + 2 for n in fit.names] + [12]) + 2
     header = f"  {'':<{width}}{'estimate':>10}{'se':>10}{'z':>9}{'p':>9}   {'95% CI':^23}"
@@ -139,7 +139,7 @@ def _label(pid) -> str:
 
 def format_mcmc_summary(result) -> str:
     """Posterior summary in the same blocks and names as the ML summary."""
-    design, table, info = result.model.design, result.params, result.info
+    design, table, info = result.model.design, result._params_table, result.info
     width = max([len(_label(pid)) for pid in result.ids] + [12]) + 4
     header = (f"  {'':<{width}}{'mean':>10}{'sd':>10}{'2.5%':>10}{'97.5%':>10}{'R-hat':>8}"
               f"{'ESS bulk':>10}{'ESS tail':>10}")
