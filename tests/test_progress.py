@@ -8,42 +8,13 @@ import re
 import warnings
 
 import pytest
+from test_study import TINY
 
 import melsm
 from melsm.cli import main
 from melsm.progress import Progress, from_host, relay
 
 FAST_MEAN = "hamdep ~ week + (1 | id)"
-TINY = """
-name = "tiny"
-seed = 5
-replicates = 2
-focus = "within:g"
-
-[model]
-mean = "y ~ x + g + (1 | group)"
-within = "~ x + g + (1 | group)"
-
-[truth]
-"mean:Intercept" = 0.0
-"mean:x" = 0.5
-"mean:g" = 0.3
-"within:Intercept" = 0.0
-"within:x" = 0.0
-"within:g" = 0.0
-"sd:mean:Intercept" = 0.5
-"sd:within:Intercept" = 0.5
-"corr:mean:Intercept,within:Intercept" = 0.0
-
-[design]
-groups = 20
-group_size = 6
-covariates = { x = { level = 1 }, g = { level = 2 } }
-
-[fits.full]
-mean = "y ~ x + g + (1 | group)"
-within = "~ x + g + (1 | group)"
-"""
 
 
 # ---- the reporter itself --------------------------------------------------------------------
@@ -124,7 +95,7 @@ def test_mcmc_progress(small_model, capsys):
 
 def test_study_progress_reaches_the_total(tmp_path, capsys):
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
+    path.write_text(TINY.format(replicates=2))
     calls = []
     melsm.run_study(melsm.load_study(path), tmp_path / "out", workers=1,
                     progress=lambda done, total: calls.append((done, total)))
