@@ -144,6 +144,28 @@ def test_simulate_reproduces_the_fitted_moments(location_fit, reisby):
     np.testing.assert_array_equal(location_fit.simulate(2, seed=5), location_fit.simulate(2, seed=5))
 
 
+def test_simulate_under_the_quadratic_association():
+    """New groups' v = τ_l θ1 + τ_q θ1² + σ θ2: E exp(v) = exp(σ²/2) (1 − 2τ_q)^(−1/2)
+    exp(τ_l² / (2(1 − 2τ_q))), so Var y = σ²_u + exp(α0) E exp(v) in closed form."""
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(300), 8)
+    t1, t2 = rng.normal(size=300), rng.normal(size=300)
+    v = 0.3 * t1 - 0.25 * t1**2 + 0.4 * t2
+    data = pd.DataFrame({"y": 1 + 0.8 * t1[g] + np.exp(0.5 * (-0.5 + v[g])) * rng.normal(size=g.size), "g": g})
+    fit = melsm.Model("y ~ 1 + (1 | g)", within="~ 1 + (1 | g)", data=data, association="quadratic").fit()
+    assert fit.converged
+    p = fit.params
+    sd_v, rho, tau_q = p["sd:within:Intercept"], p["corr:mean:Intercept,within:Intercept"], p["assoc:quadratic"]
+    tau_l, sigma2 = rho * sd_v, sd_v**2 * (1 - rho**2)
+    scale = np.exp(sigma2 / 2) / np.sqrt(1 - 2 * tau_q) * np.exp(tau_l**2 / (2 * (1 - 2 * tau_q)))
+    variance = p["sd:mean:Intercept"] ** 2 + np.exp(p["within:Intercept"]) * scale
+    sims = fit.simulate(nsim=2000, seed=4)
+    assert sims.var(axis=1).mean() == pytest.approx(variance, rel=0.015)
+    # without the quadratic term the variance would be ~10% larger: the test can tell
+    linear = p["sd:mean:Intercept"] ** 2 + np.exp(p["within:Intercept"] + sd_v**2 / 2)
+    assert abs(linear / variance - 1) > 0.06
+
+
 @pytest.fixture(scope="module")
 def posterior(reisby):
     model = melsm.Model(data=reisby, mean="hamdep ~ week + endog + (1 | id)", within="~ week + (1 | id)")
