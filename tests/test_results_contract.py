@@ -13,6 +13,7 @@ import pytest
 from matplotlib.collections import LineCollection
 
 import melsm
+from melsm.model.evaluation import evaluation_rows
 from melsm.demo import LONDON_MODELS
 from melsm.reporting.findings import findings
 from melsm.results import groups
@@ -124,15 +125,16 @@ def test_group_and_population_quantities_come_from_one_code_path(fits):
     # ML: K = 3 points, the empirical-Bayes interval; a group differs when its interval
     # excludes the population average
     fit = fits["ml"]
-    assert fit.group_coefficient("mean").shape == (3, N_SCHOOLS)
+    rows = evaluation_rows(fit.model.design)
+    assert fit.group_predictor("mean", rows["X"], rows["Zu"]).shape == (3, N_SCHOOLS)
     average = fit.population_quantities().loc["mean", "estimate"]
     assert (ml["mean differs"] == ((ml["mean low"] > average) | (ml["mean high"] < average))).all()
     # MCMC: the draws, each parameter draw with the random effects of the same draw
     mcmc_fit = fits["mcmc"]
     effects = np.asarray(mcmc_fit.idata.posterior["random_effects"].sel(effect="within:Intercept"))
     expected = mcmc_fit.draws("within:Intercept")[:, None] + effects.reshape(-1, N_SCHOOLS)
-    np.testing.assert_array_equal(mcmc_fit.group_coefficient("within"), expected)
-    assert mcmc_fit.group_coefficient("mean").shape == (600, N_SCHOOLS)
+    np.testing.assert_allclose(mcmc_fit.group_predictor("within", rows["W"], rows["Zv"]), expected, rtol=1e-13)
+    assert mcmc_fit.group_predictor("mean", rows["X"], rows["Zu"]).shape == (600, N_SCHOOLS)
     ml_pop, mcmc_pop = fits["ml"].population_quantities(), fits["mcmc"].population_quantities()
     assert list(ml_pop.columns) == list(mcmc_pop.columns) == ["estimate", "se", "low", "high"]
     assert np.all(np.abs(ml_pop.estimate - mcmc_pop.estimate) < ml_pop.se)

@@ -6,8 +6,8 @@ model-building sequence, and says:
 - the observed correlation of group means and within-group variances;
 - for one fit with a random scale intercept (``groups_of``; by default the first): how
   many groups' means, level-1 variances and ICCs differ significantly from the
-  population average, the range of the ICCs, and the correlation of the location and
-  scale intercepts;
+  average for groups like them (their own level-2 covariates), the range of the ICCs,
+  and the correlation of the location and scale intercepts;
 - for each step that adds covariates to the mean function only: the % change of the
   between-group variance and of the mean and variance of the group level-1 variances
   (``melsm.results.groups``);
@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from melsm.errors import MelsmInputError
+from melsm.model.evaluation import describe, level2_columns
 from melsm.results.groups import has_group_quantities, observed_groups, percent_change, random_slopes
 
 
@@ -66,11 +67,13 @@ def _group_sentences(fit, name: str, word: str) -> list[str]:
     groups = fit.group_quantities()
     n = len(groups)
     average_icc = float(fit.population_quantities().loc["icc", "estimate"])
+    design = fit.model.design
+    like = f"the average for {word}s like them" if level2_columns(design) else "the population average"
     out = [f"{name}: {int(groups['mean differs'].sum())} of {n} {word} means, "
            f"{int(groups['variance differs'].sum())} of {n} {word} level-1 variances and "
-           f"{int(groups['icc differs'].sum())} of {n} {word} ICCs differ significantly from the "
-           f"population average; {word} ICCs range from {groups.icc.min():.3f} to {groups.icc.max():.3f} "
-           f"(average {average_icc:.3f})."]
+           f"{int(groups['icc differs'].sum())} of {n} {word} ICCs differ significantly from "
+           f"{like}; {word} ICCs range from {groups.icc.min():.3f} to {groups.icc.max():.3f} "
+           f"(average {average_icc:.3f}), at {describe(design)}."]
     rho = "corr:mean:Intercept,within:Intercept"
     if rho in fit.names:
         out.append(f"{name}: the correlation of the {word} location and scale intercepts is "

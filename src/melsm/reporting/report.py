@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from melsm.errors import MelsmInputError
+from melsm.model.evaluation import describe
 from melsm.reporting.compare import compare
 from melsm.reporting.findings import findings, group_fit, lines_fit
 from melsm.results.groups import has_group_quantities, random_slopes
@@ -83,13 +84,15 @@ def _figures(fits, names, with_observed: bool, groups_of: str | None = None,
     supported = [(n, f) for n, f in zip(names, fits, strict=True) if has_group_quantities(f.model.layout)]
     if len(supported) >= 2:
         out.append((plots.population_figure([f for _, f in supported], [n for n, _ in supported]),
-                    "Population averages of each model (95% intervals) and their % change from the model before."))
+                    "Population averages of each model (95% intervals) and their % change from the model before, at "
+                    f"{describe(supported[-1][1].model.design, per_group=False)}."))
     key = group_fit(fits, names, groups_of)
     if key is not None:
         name, fit = names[key], fits[key]
         for quantity, what in (("mean", "means"), ("variance", "level-1 variances"), ("icc", "ICCs")):
             out.append((plots.caterpillar(fit, quantity, name),
-                        f"{name}: group {what} ranked, with 95% intervals; red: differs from the average."))
+                        f"{name}: group {what} ranked, with 95% intervals, at {describe(fit.model.design)}; "
+                        "red: differs from the average for groups like it."))
     key = lines_fit(fits, names, lines_of)
     if key is not None:
         name, fit = names[key], fits[key]

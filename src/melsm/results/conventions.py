@@ -152,7 +152,7 @@ class Conventions:
 
     def varcorr(self) -> pd.DataFrame:
         """lme4's ``VarCorr``: per random effect its variance and SD, then its correlation
-        with each effect before it (for a group with level-2 covariates 0)."""
+        with each effect before it (for a group at the default covariate values, as ``covariance_matrix``)."""
         sigma = self.covariance_matrix()
         sd = np.sqrt(np.diag(sigma.to_numpy()))
         frame = pd.DataFrame({"variance": np.diag(sigma.to_numpy()), "sd": sd}, index=sigma.index)
