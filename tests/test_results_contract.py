@@ -13,8 +13,8 @@ import pytest
 from matplotlib.collections import LineCollection
 
 import melsm
-from melsm.model.evaluation import evaluation_rows
 from melsm.demo import LONDON_MODELS
+from melsm.model.evaluation import evaluation_rows
 from melsm.reporting.findings import findings
 from melsm.results import groups
 from melsm.results.base import COMMON_COLUMNS, Results, register_accessor
