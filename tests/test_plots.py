@@ -11,6 +11,7 @@ import re
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -290,3 +291,25 @@ def test_interval_wording_comes_from_the_fit(fits):
         assert other.wording.population_interval not in texts and "empirical-Bayes" not in texts
     mixed = plots.population_figure([ml, mcmc], ["ML", "MCMC"])
     assert "ML / MCMC: estimate and 95% CI (delta method) / 95% credible interval" in _text(mixed.get_suptitle())
+
+
+# ---- simulation-study figures ----------------------------------------------------------------
+def test_study_figures_draw_into_the_callers_axes():
+    summary = pd.DataFrame({
+        "design": np.repeat(["d1", "d2"], 4), "model": np.tile(["A", "A", "B", "B"], 2),
+        "parameter": np.tile(["beta", "sigma"], 4), "test": "type I", "n": 100,
+        "rejection": [0.05, 0.06, 0.04, 0.07, 0.05, 0.05, 0.06, 0.04],
+        "rejection_mcse": 0.02, "se_ratio": [1.0, 0.9, 1.1, 0.95, 1.0, 1.02, 0.98, 0.9],
+        "coverage": [0.95, 0.94, 0.96, 0.93, 0.95, 0.95, 0.94, 0.96], "coverage_mcse": 0.02})
+    fig = Figure()
+    grid = fig.subplots(2, 2)
+    assert plots.rejection_figure(summary, ["beta", "sigma"], ax=grid) is grid
+    for ax, (x, y) in zip(grid.ravel(), [(0, 0), (0, 1), (1, 0), (1, 1)], strict=True):
+        assert ax.has_data(), (x, y)
+    assert grid[1, 0].get_ylabel() == "mean SE / empirical SD"
+    pair = list(Figure().subplots(1, 2))
+    assert plots.coverage_figure(summary, ax=pair) is pair
+    assert [a.get_title("left") for a in pair] == ["d1", "d2"]
+    with pytest.raises(melsm.MelsmInputError, match="ax must be 2 matplotlib Axes, one per design"):
+        plots.coverage_figure(summary, ax=pair[:1])
+    assert isinstance(plots.rejection_figure(summary, "beta"), Figure)

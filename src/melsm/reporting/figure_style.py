@@ -120,6 +120,15 @@ def axes_for(ax, figsize: tuple[float, float]) -> tuple[Figure | None, Axes]:
     return None, ax
 
 
+def given_axes(ax, count: int, what: str) -> list[Axes]:
+    """The caller's ``ax`` as a list of ``count`` Axes (one Axes, or any sequence or array
+    of them, read row by row); ``what`` says what each is for, in the error."""
+    axes = [ax] if isinstance(ax, Axes) else list(np.ravel(np.asarray(ax, dtype=object)))
+    if len(axes) != count or not all(isinstance(a, Axes) for a in axes):
+        raise MelsmInputError(f"ax must be {count} matplotlib Axes, {what}, not {len(axes)}")
+    return axes
+
+
 def text_size(ax: Axes) -> float:
     """Font size in points of ``ax``'s tick labels: the least any annotation gets."""
     sizes = [tick.label1.get_fontsize() for axis in (ax.xaxis, ax.yaxis) for tick in axis.get_major_ticks()[:1]]

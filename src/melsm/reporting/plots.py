@@ -166,11 +166,7 @@ def _population_axes(ax, count: int) -> tuple[Figure | None, list]:
     if ax is None:
         fig = Figure(figsize=(3.0 * count, 3.6), layout="constrained")
         return fig, list(fig.subplots(1, count, squeeze=False)[0])
-    axes = [ax] if isinstance(ax, Axes) else list(np.ravel(np.asarray(ax, dtype=object)))
-    if len(axes) != count or not all(isinstance(a, Axes) for a in axes):
-        raise MelsmInputError(f"ax must be {count} matplotlib Axes, one per quantity (or pass "
-                              f"quantities=[...] to draw fewer), not {len(axes)}")
-    return None, axes
+    return None, style.given_axes(ax, count, "one per quantity (or pass quantities=[...] to draw fewer)")
 
 
 def _population_panel(ax, key: str, label: str, tables, names, interval: str | None) -> None:
@@ -262,10 +258,11 @@ def _model_colours(models) -> dict:
     return {m: MODEL_COLOURS[k % len(MODEL_COLOURS)] for k, m in enumerate(models)}
 
 
-def rejection_figure(summary, parameters, title: str | None = None) -> Figure:
+def rejection_figure(summary, parameters, title: str | None = None, *, ax=None) -> Figure | np.ndarray:
     """A study's rejection rate of H0: parameter = 0 (5% Wald test; the Type I error where
     the truth is 0) and SE ratio (mean SE / empirical SD) across its designs, one line per
-    fitted model, with ±1.96 Monte Carlo SE bars; one column per parameter."""
+    fitted model, with ±1.96 Monte Carlo SE bars; one column per parameter. ``ax``: 2 ×
+    len(parameters) Axes (rows: rejection, SE ratio), returned as given; else a new figure."""
     parameters = [parameters] if isinstance(parameters, str) else list(parameters)
     missing = [p for p in parameters if p not in set(summary["parameter"])]
     if missing:
@@ -273,8 +270,13 @@ def rejection_figure(summary, parameters, title: str | None = None) -> Figure:
     labels = list(dict.fromkeys(summary.get("label", summary["design"]).astype(str)))
     position = {label: k for k, label in enumerate(labels)}
     colours = _model_colours(dict.fromkeys(summary["model"]))
-    fig = Figure(figsize=(4.2 * len(parameters), 6.2), layout="constrained")
-    axes = fig.subplots(2, len(parameters), squeeze=False)
+    fig, axes = None, None
+    if ax is None:
+        fig = Figure(figsize=(4.2 * len(parameters), 6.2), layout="constrained")
+        axes = fig.subplots(2, len(parameters), squeeze=False)
+    else:
+        axes = np.array(style.given_axes(ax, 2 * len(parameters), "2 rows (rejection, SE ratio) by "
+                                         "one column per parameter"), dtype=object).reshape(2, -1)
     for col, parameter in enumerate(parameters):
         rows = summary[summary["parameter"] == parameter]
         top, bottom = axes[0, col], axes[1, col]
@@ -294,20 +296,22 @@ def rejection_figure(summary, parameters, title: str | None = None) -> Figure:
         bottom.set_ylabel("mean SE / empirical SD")
         bottom.set_ylim(0, max(1.2, float(np.nanmax(rows["se_ratio"])) * 1.1))
         bottom.set_title(f"{parameter}: SE ratio", fontsize=9, loc="left")
-        for ax in (top, bottom):
-            ax.set_xticks(range(len(labels)), labels, fontsize=8)
-            ax.set_xlim(-0.4, len(labels) - 0.6)
+        for panel in (top, bottom):
+            panel.set_xticks(range(len(labels)), labels, fontsize=8)
+            panel.set_xlim(-0.4, len(labels) - 0.6)
         top.legend(fontsize=8, frameon=False)
+    if fig is None:
+        return ax
     reps = int(summary["n"].max()) if len(summary) else 0
     fig.suptitle(f"{title + ': ' if title else ''}up to {reps} converged replicates per design and model, "
                  "bars ±1.96 Monte Carlo SE", fontsize=10)
     return fig
 
 
-def coverage_figure(summary, title: str | None = None, level: float = 0.95) -> Figure:
+def coverage_figure(summary, title: str | None = None, level: float = 0.95, *, ax=None) -> Figure | object:
     """Coverage of the 95% CIs of every parameter with a truth, one panel per design, one
     colour per fitted model, ±1.96 Monte Carlo SE bars; the nominal level dashed and
-    ±2 points shaded."""
+    ±2 points shaded. ``ax``: one Axes per design, returned as given; else a new figure."""
     rows = summary[np.isfinite(summary["coverage"])]
     if rows.empty:
         raise MelsmInputError("no parameter with a truth has a coverage to show")
@@ -316,28 +320,33 @@ def coverage_figure(summary, title: str | None = None, level: float = 0.95) -> F
     models = list(dict.fromkeys(rows["model"]))
     colours = _model_colours(models)
     columns = min(len(labels), 3)
-    fig = Figure(figsize=(max(7.0, 4.6 * columns), 0.32 * len(parameters) * -(-len(labels) // columns) + 1.6),
-                 layout="constrained")
-    axes = np.atleast_1d(fig.subplots(-(-len(labels) // columns), columns, squeeze=False).ravel())
-    for ax, label in zip(axes, labels, strict=False):
+    if ax is None:
+        fig = Figure(figsize=(max(7.0, 4.6 * columns), 0.32 * len(parameters) * -(-len(labels) // columns) + 1.6),
+                     layout="constrained")
+        axes = np.atleast_1d(fig.subplots(-(-len(labels) // columns), columns, squeeze=False).ravel())
+    else:
+        fig, axes = None, style.given_axes(ax, len(labels), "one per design")
+    for panel, label in zip(axes, labels, strict=False):
         here = rows[rows.get("label", rows["design"]).astype(str) == label]
-        ax.axvspan(100 * level - 2, 100 * level + 2, color=PLAIN, alpha=0.15, linewidth=0)
-        ax.axvline(100 * level, color=PLAIN, linestyle="--", linewidth=1)
+        panel.axvspan(100 * level - 2, 100 * level + 2, color=PLAIN, alpha=0.15, linewidth=0)
+        panel.axvline(100 * level, color=PLAIN, linestyle="--", linewidth=1)
         for k, model in enumerate(models):
             part = here[here["model"] == model]
             y = part["parameter"].map({p: i for i, p in enumerate(parameters)}).to_numpy()
             offset = (k - (len(models) - 1) / 2) * 0.18
-            ax.errorbar(100 * part["coverage"].to_numpy(float), y + offset,
-                        xerr=196 * part["coverage_mcse"].to_numpy(float), fmt="o",
-                        markersize=4, capsize=2, color=colours[model], label=model)
-        ax.set_yticks(range(len(parameters)), parameters, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel("coverage of 95% CIs (%)")
-        ax.set_title(label, fontsize=9, loc="left")
+            panel.errorbar(100 * part["coverage"].to_numpy(float), y + offset,
+                           xerr=196 * part["coverage_mcse"].to_numpy(float), fmt="o",
+                           markersize=4, capsize=2, color=colours[model], label=model)
+        panel.set_yticks(range(len(parameters)), parameters, fontsize=7)
+        panel.invert_yaxis()
+        panel.set_xlabel("coverage of 95% CIs (%)")
+        panel.set_title(label, fontsize=9, loc="left")
         if len(models) > 1:
-            ax.legend(fontsize=7, frameon=False)
-    for ax in axes[len(labels):]:
-        ax.set_visible(False)
+            panel.legend(fontsize=7, frameon=False)
+    for unused in axes[len(labels):]:
+        unused.set_visible(False)
+    if fig is None:
+        return ax
     reps = int(rows["n"].max())
     fig.suptitle(f"{title + ': ' if title else ''}95% CI coverage, up to {reps} converged replicates\n"
                  "bars ±1.96 Monte Carlo SE, nominal ± 2 points shaded", fontsize=10)
