@@ -155,11 +155,11 @@ def legend(ax: Axes, loc: str = "best", **kwargs) -> None:
     ax.legend(fontsize=text_size(ax), loc=loc, framealpha=0.85, edgecolor="none", **kwargs)
 
 
-def wrap(ax: Axes, text: str, size: float) -> str:
-    """``text`` with each line wrapped to the width of ``ax`` (estimated from the figure
-    size and an average glyph width of 0.5 em)."""
-    fig = ax.get_figure()
-    inches = ax.get_position().width * (fig.get_figwidth() if fig is not None else 6.0)
+def wrap(ax: Axes, text: str, size: float, vertical: bool = False) -> str:
+    """``text`` with each line wrapped to the width (``vertical``: the height) of ``ax``,
+    estimated from the figure size and an average glyph width of 0.5 em."""
+    fig, box = ax.get_figure(), ax.get_position()
+    inches = (box.height * fig.get_figheight() if vertical else box.width * fig.get_figwidth()) if fig else 4.0
     width = max(24, int(inches * 72 / (0.5 * size)))
     return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 

@@ -188,7 +188,7 @@ def _population_panel(ax, key: str, label: str, tables, names, interval: str | N
     ax.set_ylim(0, top / POPULATION_TOP if top > 0 else 1.0)
     ax.set_title(label, fontsize=style.text_size(ax), color=TEXT)
     if interval:
-        ax.set_ylabel(style.wrap(ax, f"estimate and {interval}", style.text_size(ax)))
+        ax.set_ylabel(style.wrap(ax, f"estimate and {interval}", style.text_size(ax), vertical=True))
 
 
 def population_figure(fits, names: list[str] | None = None, *, ax=None, quantities=None,
