@@ -84,22 +84,24 @@ def _figures(fits, names, with_observed: bool, groups_of: str | None = None,
     supported = [(n, f) for n, f in zip(names, fits, strict=True) if has_group_quantities(f.model.layout)]
     if len(supported) >= 2:
         out.append((plots.population_figure([f for _, f in supported], [n for n, _ in supported]),
-                    "Population averages of each model (95% intervals) and their % change from the model before, at "
+                    f"Population averages of each model ({supported[0][1].wording.population_interval}) "
+                    "and their % change from the model before, at "
                     f"{describe(supported[-1][1].model.design, per_group=False)}."))
     key = group_fit(fits, names, groups_of)
     if key is not None:
         name, fit = names[key], fits[key]
         for quantity, what in (("mean", "means"), ("variance", "level-1 variances"), ("icc", "ICCs")):
             out.append((plots.caterpillar(fit, quantity, name),
-                        f"{name}: group {what} ranked, with 95% intervals, at {describe(fit.model.design)}; "
-                        "red: differs from the average for groups like it."))
+                        f"{name}: group {what} ranked, with {fit.wording.group_intervals}, at "
+                        f"{describe(fit.model.design)}; dark red diamonds: the interval excludes the "
+                        "average for groups like it."))
     key = lines_fit(fits, names, lines_of)
     if key is not None:
         name, fit = names[key], fits[key]
         for function, term in random_slopes(fit.model.layout):
             out.append((plots.group_lines_figure(fit, term, function, name),
                         f"{name}: predicted group lines of the {function} function against {term}; "
-                        "red: against the average trend."))
+                        "dashed dark red: against the average trend."))
     return out
 
 

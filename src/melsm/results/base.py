@@ -54,10 +54,12 @@ class Wording:
     error: str  #: the short name of the second column of a comparison table: "SE"
     estimate_and_error: str  #: "estimate and standard error"
     interval: str  #: "95% CI"
-    group_intervals: str  #: what a group's interval is
+    group_intervals: str  #: what a group's intervals are (plural)
     group_points: str  #: what a group's point value is
     differs: str  #: when a group differs from the population average
     criteria_note: str = ""  #: a note on the fit criteria, for table footnotes
+    group_interval: str = "95% interval"  #: one group's interval (singular), for legends
+    population_interval: str = "95% interval"  #: the interval of a population quantity
 
 
 def outputs(value: Any) -> tuple[list, list]:

@@ -153,14 +153,16 @@ def population_values(fit, at: Mapping | None = None) -> dict:
 
 def group_quantities(fit, at: Mapping | None = None) -> pd.DataFrame:
     """Each group's mean, level-1 variance and ICC: point value, 95% interval (``<quantity>
-    low/high``) and ``<quantity> differs`` from the average for groups like it (module
-    docstring), summarised by the fit."""
+    low/high``), ``<quantity> differs`` from the average for groups like it (module
+    docstring) and that average (``<quantity> average``; MCMC: its posterior mean),
+    summarised by the fit."""
     groups, like = group_values(fit, at)
     columns, differs = {}, {}
     for quantity, values in groups.items():
         columns[quantity], columns[f"{quantity} low"], columns[f"{quantity} high"] = fit.summarise_groups(values)
         _, low, high = fit.summarise_groups(values - like[AVERAGE_OF[quantity]])
         differs[f"{quantity} differs"] = (low > 0) | (high < 0)
+        differs[f"{quantity} average"] = like[AVERAGE_OF[quantity]].mean(axis=0)
     design = fit.model.design
     return pd.DataFrame(columns | differs, index=pd.Index(design.group_labels, name=design.group_name))
 

@@ -28,10 +28,11 @@ ESS_LIMIT = 400
 SKEW_LIMIT = 0.5
 QUANTILES = (0.025, 0.975)
 MCMC_WORDING = Wording(title="Bayesian (MCMC)", error="SD", estimate_and_error="posterior mean and standard deviation",
-                       interval="95% interval", group_intervals="95% posterior intervals",
+                       interval="95% interval", group_intervals="95% credible intervals",
                        group_points="posterior means",
                        differs="95% interval of the difference from the average excludes 0",
-                       criteria_note="DIC conditional on the random effects (as Stat-JR and MLwiN report it).")
+                       criteria_note="DIC conditional on the random effects (as Stat-JR and MLwiN report it).",
+                       group_interval="95% credible interval", population_interval="95% credible interval")
 
 
 def skewness_notes(table: pd.DataFrame, values: np.ndarray) -> list[str]:

@@ -30,8 +30,10 @@ from melsm.results.lrtest import LRTest, lrtest
 __all__ = ["MLResults", "LRTest", "Z95", "ML_WORDING"]
 
 ML_WORDING = Wording(title="Maximum likelihood", error="SE", estimate_and_error="estimate and standard error",
-                     interval="95% CI", group_intervals="empirical-Bayes 95% intervals",
-                     group_points="empirical-Bayes predictions", differs="interval excludes the average")
+                     interval="95% CI", group_intervals="95% empirical-Bayes (posterior) intervals",
+                     group_points="empirical-Bayes predictions", differs="interval excludes the average",
+                     group_interval="95% empirical-Bayes (posterior) interval",
+                     population_interval="95% CI (delta method)")
 
 
 @compiled(static_argnames=("layout",))
