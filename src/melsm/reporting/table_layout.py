@@ -106,7 +106,7 @@ def _boundary_note(comparison) -> str:
 
 
 def _convergence_note(comparison) -> str:
-    parts = [f"{name} ({fit.convergence_problem})" for name, fit in zip(comparison.names, comparison.fits,
+    parts = [f"{name} ({fit.convergence_problem.rstrip('.')})" for name, fit in zip(comparison.names, comparison.fits,
                                                                         strict=True) if not fit.converged]
     return (f"Did not converge: {'; '.join(parts)}. The numbers of a fit that did not converge "
             "are not those of a maximum of the likelihood (ML) or of a converged sampler (MCMC).")

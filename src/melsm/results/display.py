@@ -26,7 +26,9 @@ OWN_COLUMNS = {"z": ("z", formatting.statistic), "p": ("p", formatting.p_value),
                "r_hat": ("R-hat", lambda x: f"{x:.3f}" if x == x else ""),
                "ess_bulk": ("ESS bulk", formatting.count), "ess_tail": ("ESS tail", formatting.count),
                "mcse_mean": ("MCSE", lambda x: formatting.significant(x, 2))}
-STYLE = ("border-collapse:collapse;font-variant-numeric:tabular-nums")
+STYLE = "border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:0.9em"
+#: Inline, so that the table reads the same without a notebook's style sheet.
+CELL = "padding:1px 8px;text-align:right;white-space:nowrap"
 
 
 def _label(pid) -> str:
@@ -66,8 +68,8 @@ def _rows(fit, own: list[str]) -> list[str]:
             mark = "<sup>a</sup>" if str(pid) in boundary else ""
             cells = [est + mark, err, formatting.interval(row.lower, row.upper, row.std_error)]
             cells += [OWN_COLUMNS[c][1](float(row[c])) for c in own]
-            rows.append(f"<tr><td style='text-align:left'>{html.escape(_label(pid))}</td>"
-                        + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            rows.append(f"<tr><td style='{CELL};text-align:left'>{html.escape(_label(pid))}</td>"
+                        + "".join(f"<td style='{CELL}'>{c}</td>" for c in cells) + "</tr>")
     return rows
 
 
@@ -75,7 +77,7 @@ def fit_html(fit) -> str:
     """The compact HTML summary of ``fit`` (module docstring)."""
     own = [c for c in fit.table().columns if c in OWN_COLUMNS]
     heads = ["", "Est.", fit.wording.error, fit.wording.interval] + [OWN_COLUMNS[c][0] for c in own]
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+    head = "".join(f"<th style='{CELL};border-bottom:1px solid #999'>{html.escape(h)}</th>" for h in heads)
     notes = []
     if fit.boundary_params:
         notes.append("<sup>a</sup> On the boundary of the parameter space: no SE; test it with an LR test.")
