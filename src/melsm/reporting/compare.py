@@ -37,8 +37,8 @@ from melsm.reporting.table_layout import Layout, build_layout
 from melsm.results.lrtest import lrtest
 from melsm.results.nesting import nested
 
-BLOCK_TITLES = {"mean": "Mean function", "between": "Level-2 variance functions (log variances of random "
-                "effects)", "within": "Level-1 variance function (log variance)",
+BLOCK_TITLES = {"mean": "Mean function", "between": "Level-2 variance functions (log variance)",
+                "within": "Level-1 variance function (log variance)",
                 "cross": "Cross-function", "fit": "Model fit"}
 BLOCK_ORDER = tuple(BLOCK_TITLES)
 KIND_ORDER = {"coef": 0, "sd": 1, "corr": 2, "cov": 2, "assoc": 3, "criterion": 4}

@@ -49,8 +49,8 @@ table.melsm-compare tr.block th { text-align: left; background: #eef1f8; font-we
 table.melsm-lrtests td:first-child { padding-left: 8px; text-indent: 0; }
 table.melsm-lrtests td:nth-child(4), table.melsm-lrtests th:nth-child(-n+4) { text-align: left; }
 div.melsm-notes { font-size: 0.85em; color: #444; max-width: 60em; } div.melsm-notes p { margin: 0.25em 0; }
-@media print { body { max-width: none; margin: 0; } table.melsm-compare, figure, tr { break-inside: avoid; }
-               table.melsm-compare { font-size: 8.5pt; } h2, h3 { break-after: avoid; } }
+@media print { body { max-width: none; margin: 0; } figure, tr, div.melsm-notes { break-inside: avoid; }
+               table.melsm-compare { font-size: 8.5pt; } tr.block, h2, h3 { break-after: avoid; } }
 div.scroll { overflow-x: auto; } figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: 0.9em; } ul.findings li { margin: 0.3em 0; }
 details pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }

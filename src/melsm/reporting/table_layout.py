@@ -24,6 +24,7 @@ See docs/architecture.md, 'Tables'.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -168,7 +169,8 @@ def _panel(title: str, names: list[str], models: dict, index) -> Panel:
 def _lr_rows(comparison, notes: _Notes) -> list[list[Cell]]:
     rows = []
     for test in comparison.lrtests.itertuples():
-        mark = notes.letter(f"{test.full} vs {test.restricted}: {test.note}.") if test.note else ""
+        note = re.sub(r"^(\S+ = 0) is on the boundary", r"under the null hypothesis \1, on the boundary", test.note)
+        mark = notes.letter(f"{test.full} vs {test.restricted}: {note}.") if note else ""
         rows.append([Cell(f"{test.full} vs {test.restricted}", mark), Cell(formatting.statistic(test.statistic)),
                      Cell(formatting.count(test.df)), Cell(test.distribution), Cell(formatting.p_value(test.p))])
     return rows
