@@ -234,8 +234,8 @@ def _percentiles(fit, values: np.ndarray, level: float) -> tuple[np.ndarray, np.
     keep = (n > 0) & (n >= (1 - MAX_FAILED_SHARE) * len(values))
     if keep.any():
         low[keep], high[keep] = np.nanquantile(values[:, keep], [tail, 1 - tail], axis=0)
-    if keep.any() and n[keep].min() * tail < MIN_TAIL:
-        needed = int(np.ceil(MIN_TAIL / tail))
+    if keep.any() and n[keep].min() * tail < MIN_TAIL - 1e-9:  # (1 − 0.95)/2 is not exactly 0.025
+        needed = int(np.ceil(MIN_TAIL / tail - 1e-9))
         warnings.warn(f"only {int(n[keep].min())} usable bootstrap replicates for {level:.0%} intervals: "
                       f"{needed} or more put at least {MIN_TAIL} beyond each endpoint (n_boot={needed})",
                       MelsmFitWarning, stacklevel=4)
