@@ -117,10 +117,11 @@ def refit(model, theta: np.ndarray, quadrature: int | None, seed: int, b: int) -
 
 
 def _run_here(model, args: tuple, n_boot: int, bar: Progress) -> list[dict]:
-    records = []
+    records, failed = [], 0
     for b in range(n_boot):
         records.append(refit(model, *args, b))
-        bar.advance(failed=sum(not r["converged"] for r in records))
+        failed += not records[-1]["converged"]
+        bar.advance(failed=failed)
     return records
 
 
@@ -132,7 +133,7 @@ def _run_on_dask(model, args: tuple, n_boot: int, scheduler: str, workers: int |
 
     names = [str(pid) for pid in model.layout.reported_ids()]
     client, cluster = connect(None if scheduler == "processes" else scheduler, workers)
-    records = []
+    records, failed = [], 0
     try:
         shared = client.scatter(model, broadcast=True)
         futures = {client.submit(refit, shared, *args, b, pure=False): b for b in range(n_boot)}
@@ -143,7 +144,8 @@ def _run_on_dask(model, args: tuple, n_boot: int, scheduler: str, workers: int |
             except Exception as err:  # noqa: BLE001  (a worker that died)
                 records.append(failed_record(names, b, f"refit failed on the cluster: {_one_line(err)}"))
             future.release()
-            bar.advance(failed=sum(not r["converged"] for r in records))
+            failed += not records[-1]["converged"]
+            bar.advance(failed=failed)
     finally:
         client.close()
         if cluster is not None:
