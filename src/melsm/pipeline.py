@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
+from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from melsm.engine.rows import ModelData, model_data
@@ -126,6 +129,21 @@ class Model:
         if self._sampler_data is None:
             self._sampler_data = model_data(self.design)
         return self._sampler_data
+
+    def with_response(self, y) -> Model:
+        """This model with the response replaced by ``y`` (one value per row used, in the
+        design's row order: sorted by group, as ``design.y``). Covariates, groups, weights
+        and offsets are kept, so the arrays have the same shapes and a fit reuses the
+        compiled likelihood; the parametric bootstrap refits with it
+        (``melsm.results.bootstrap``)."""
+        y = np.asarray(y, dtype=float)
+        if y.shape != self.design.y.shape or not np.isfinite(y).all():
+            raise MelsmInputError(f"the new response must be {self.design.n_obs} finite numbers (one per row "
+                                  f"used, in the design's order), not an array of shape {y.shape}")
+        new = copy.copy(self)
+        new.design = replace(self.design, y=y, y_scale=float(np.std(y)))
+        new._units = new._internal_data = new._model_data = new._sampler_data = None
+        return new
 
     def fit(self, quadrature: int | None = None, start=None, max_iter: int | None = None,
             progress: Any = None) -> MLResults:
