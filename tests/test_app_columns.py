@@ -86,6 +86,14 @@ def test_a_request_against_the_rules_gets_one_line_naming_its_field(client, chan
     assert answer["formulas"] is None and message in answer["errors"][field]
 
 
+def test_a_column_named_twice_is_checked_once(tutorial):
+    form = _form(between=["schgend", "schgend"], between_within=["schgend"], mean_fixed=["girl", "girl"])
+    formulas = forms.build(form, tutorial, set())["formulas"]
+    assert formulas["between"] == {"mean:Intercept": "~ schgend", "within:Intercept": "~ schgend"}
+    assert formulas["mean"] == "normexam ~ girl + (1 | school)"
+    assert column_levels(tutorial, "school", ["school", "girl", "girl"]) == {"school": "group", "girl": "level-1"}
+
+
 def test_level_two_columns_go_everywhere(tutorial):
     form = _form(mean_fixed=["schgend"], within_fixed=["avslrt"], between=["schav"], between_within=["avslrt"])
     assert forms.build(form, tutorial, set())["formulas"] == {

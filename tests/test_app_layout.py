@@ -6,16 +6,23 @@ keeps them where you want them)."""
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 from test_app import app_server, app_url, browser  # noqa: F401 - the fixtures, shared
 
 WIDTHS = (1280, 800)
 
-#: Elements that stick out of the window, left or right, other than inside a container
-#: that fits the window and scrolls sideways (``.table-scroll``, the data's preview).
+#: Elements that stick out of the window or of their card, left or right, other than
+#: inside a container that fits and scrolls sideways (``.table-scroll``, the preview).
 OVERFLOWING = """() => {
   const width = document.documentElement.clientWidth;
-  const fits = (el) => el.getBoundingClientRect().right <= width + 0.5 && el.getBoundingClientRect().left >= -0.5;
+  const fits = (el) => {
+    const box = el.getBoundingClientRect();
+    const card = el.closest(".card");
+    const right = card && card !== el ? Math.min(width, card.getBoundingClientRect().right) : width;
+    return box.right <= right + 0.5 && box.left >= -0.5;
+  };
   const scroller = (el) => {
     for (let up = el.parentElement; up && up !== document.body; up = up.parentElement) {
       if (["auto", "scroll"].includes(getComputedStyle(up).overflowX)) return up;
@@ -143,6 +150,27 @@ def test_the_comparison_has_an_lr_row_for_nested_fits_only(page, shots):
     cells = row.locator("td").all_inner_texts()
     assert cells[:2] == ["", ""] and cells[2].startswith("LR ")
     _check_layout(page, shots, "compare")
+
+
+def test_names_from_the_data_are_shown_as_text(page):
+    """A category's value becomes part of a parameter's name: the page shows it as text."""
+    rng = np.random.default_rng(3)
+    hostile = '<img src=x onerror="window.pwned=1">'
+    data = pd.DataFrame({"y": rng.normal(size=150).round(3), "g": np.repeat(np.arange(30), 5),
+                         "city": np.tile(["0 base", hostile, "a&b", "0 base", hostile], 30)})
+    page.set_input_files("#upload-input", files=[{"name": "cities.csv", "mimeType": "text/csv",
+                                                  "buffer": data.to_csv(index=False).encode()}])
+    page.wait_for_function("document.querySelector('#data-select').value.startsWith('upload-')")
+    page.select_option("#response", "y")
+    page.select_option("#group", "g")
+    page.wait_for_selector('#predictors tbody tr[data-col="city"]')
+    assert page.is_checked('#predictors input[data-part="categorical"][data-col="city"]')  # text: always
+    _fit(page, "Cities", [("mean_fixed", "city")], within_random=False)
+    shown = page.locator('table[data-key="parameters"] tbody tr:not(.block) th').all_inner_texts()
+    assert f"mean:C(city)[T.{hostile}]" in shown and "mean:C(city)[T.a&b]" in shown
+    assert page.locator("#result img, #fits img").count() == len(page.locator("#result-figures img").all())
+    assert page.evaluate("window.pwned") is None
+    assert "cities.csv: 150 observations, 30 groups" in page.inner_text("#result-formulas")
 
 
 def test_the_icon_loads_and_nothing_failed(page, app_url):  # noqa: F811

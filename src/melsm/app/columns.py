@@ -31,7 +31,7 @@ def column_levels(data: pd.DataFrame, group: str | None, columns: list[str] | No
     """The level of each of ``columns`` (default: all) given the group column ``group``
     (see the module docstring). Rows whose group is missing are left out, as the model
     leaves them out."""
-    names = list(data.columns) if columns is None else [c for c in columns if c in data.columns]
+    names = list(dict.fromkeys(data.columns if columns is None else [c for c in columns if c in data.columns]))
     distinct = data[names].nunique(dropna=False) if names else pd.Series(dtype=int)
     within = None
     usable_group = isinstance(group, str) and group in data.columns and data[group].nunique() >= 2

@@ -84,7 +84,7 @@ def _columns(form: dict, field: str) -> list[str]:
     value = form.get(field) or []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise FormError({field: "expected a list of column names"})
-    return value
+    return list(dict.fromkeys(value))  # a column named twice counts once
 
 
 def _text(form: dict, field: str, errors: dict) -> str:

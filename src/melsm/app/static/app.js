@@ -308,7 +308,7 @@ async function loadFits() {
     const value = fit.method === "ml" ? `logL ${number(fit.loglik, 4)}` : `DIC ${number(fit.dic, 2)}`;
     const f = fit.formulas;
     return `<tr><td><input type="checkbox" class="fit-select" value="${fit.id}" aria-label="select ${escapeHtml(fit.name)}"></td>` +
-      `<td class="name" data-id="${fit.id}">${escapeHtml(fit.name)}</td><td>${fit.method.toUpperCase()}</td><td>${value}${fit.converged ? "" : " (not converged)"}</td>` +
+      `<td class="name" data-id="${fit.id}">${escapeHtml(fit.name)}</td><td>${fit.method.toUpperCase()}</td><td class="value">${value}${fit.converged ? "" : " (not converged)"}</td>` +
       `<td class="meta">${escapeHtml(f.mean)}; ${escapeHtml(f.within)}${f.between ? "; " + escapeHtml(betweenText(f.between)) : ""}</td></tr>`;
   }).join("");
   updateReportLink();
