@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from melsm.model.evaluation import describe
+
 #: Blocks of the parameter table, by the prefix of the API's names, in their order.
 BLOCKS = {"mean": "Mean function", "within": "Level-1 variance function (log variance)",
           "between": "Level-2 variance functions (log variances of random effects)",
@@ -108,7 +110,7 @@ def covariance_table(fit) -> dict:
     lower = sigma.astype(object).where(pd.DataFrame(
         [[c <= r for c in range(sigma.shape[1])] for r in range(sigma.shape[0])], index=sigma.index,
         columns=sigma.columns), None)
-    note = "for a group with all between covariates 0" if fit.model.design.g_names else ""
+    note = (f"for a group at {describe(fit.model.design, per_group=False)}" if fit.model.design.g_names else "")
     return frame_table("covariance", "Random-effect variances and covariances", lower, note, corner="")
 
 
@@ -133,8 +135,7 @@ def population_table(fit) -> dict | None:
         return None
     note = ("between_variance: the random location intercept's variance; variance_mean and "
             "variance_variance: mean and variance of the groups' level-1 variances; icc: the average "
-            "intraclass correlation; mean: the mean intercept"
-            + (" (between covariates 0)" if fit.model.design.g_names else ""))
+            f"intraclass correlation; mean: the mean; at {describe(fit.model.design, per_group=False)}")
     return frame_table("population", "Population averages", fit.population_quantities(), note)
 
 
