@@ -113,20 +113,28 @@ def test_caterpillar_draws_the_group_quantities(fits, method, quantity):
     np.testing.assert_allclose([s[:, 0] for s in segments.get_segments()],
                                np.repeat(np.arange(1, N_PATIENTS + 1)[:, None], 2, axis=1), **TOL)
     average = fit.population_quantities().loc[AVERAGE_OF[quantity], "estimate"]
-    assert ax.lines[0].get_ydata()[0] == average
-    # marked iff the drawn interval excludes the drawn line: segment colour, marker, count
-    marked = (high < average) | (low > average)
+    reference = g[f"{quantity} average"].to_numpy()
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    if np.allclose(reference, average, rtol=1e-9, atol=0):  # one line for every group
+        assert ax.lines[0].get_ydata()[0] == average
+        reference = np.full(N_PATIENTS, average)
+    else:  # endog is level-2: each patient's average for patients like it, a tick each
+        ticks = points.pop(0)
+        np.testing.assert_allclose(ticks.get_offsets(), np.column_stack([np.arange(1, N_PATIENTS + 1), reference]),
+                                   **TOL)
+    # marked iff the drawn interval excludes the drawn line or tick: segment colour, marker, count
+    marked = (high < reference) | (low > reference)
     colours = segments.get_colors()
     np.testing.assert_array_equal(colours, [to_rgba(figure_style.HIGHLIGHT if m else figure_style.PLAIN)
                                             for m in marked])
-    plain, highlighted = [c for c in ax.collections if isinstance(c, PathCollection)]
+    plain, highlighted = points
     np.testing.assert_allclose(highlighted.get_offsets(), np.column_stack(
         [np.flatnonzero(marked) + 1, g[quantity].to_numpy()[marked]]), **TOL)
     assert len(plain.get_offsets()) == N_PATIENTS - marked.sum()
     assert _title_count(ax) == marked.sum()
-    # limits hold every interval end and the line
+    # limits hold every interval end and the references
     bottom, top = ax.get_ylim()
-    assert bottom <= min(low.min(), average) and top >= max(high.max(), average)
+    assert bottom <= min(low.min(), reference.min()) and top >= max(high.max(), reference.max())
     assert_all_inside(ax)
     assert_readable(ax)
 
@@ -137,8 +145,7 @@ def test_mcmc_marks_by_the_interval_drawn(fits):
     points had intervals crossing the line and plain ones intervals clear of it."""
     fit = fits["mcmc"]
     g = fit.group_quantities()
-    average = fit.population_quantities().loc["mean", "estimate"]
-    drawn = (g["mean high"] < average) | (g["mean low"] > average)
+    drawn = (g["mean high"] < g["mean average"]) | (g["mean low"] > g["mean average"])
     assert (drawn != g["mean differs"]).any()  # the two rules disagree on this fit
     ax = fit.plot.caterpillar("mean").axes[0]
     assert _title_count(ax) == drawn.sum()
@@ -283,7 +290,7 @@ def test_interval_wording_comes_from_the_fit(fits):
     assert mcmc.wording.population_interval == "95% credible interval"
     for fit in (ml, mcmc):
         title = _text(fit.plot.caterpillar("icc").axes[0].get_title("left"))
-        assert f"{fit.wording.group_intervals} exclude the average ({fit.method})" in title
+        assert f"{fit.wording.group_intervals} exclude the average for groups like it ({fit.method})" in title
         fig = fit.plot.population()
         texts = _text(fig.get_suptitle()) + " " + _text(fig.axes[0].get_ylabel())
         assert texts.count(fit.wording.population_interval) == 2

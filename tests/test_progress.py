@@ -161,3 +161,34 @@ def test_verbose_shows_the_log_on_stderr(capsys, where):
     assert logging.getLogger("melsm").handlers == [h for h in logging.getLogger("melsm").handlers
                                                    if isinstance(h, logging.NullHandler)]
     assert main(command) == 0 and capsys.readouterr().err == ""  # quiet again without -v
+
+
+def test_ml_fit_reports_its_stages(capsys):
+    data = melsm.datasets.load("reisby")
+    model = melsm.Model(FAST_MEAN, within="~ week + (1 | id)", data=data)
+    calls = []
+    fit = model.fit(progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]  # without random scale effects, then the full model
+    calls.clear()
+    model.fit(start=fit.theta, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 1)]
+    model.fit()  # the default: nothing where standard error is no terminal (a log)
+    model.fit(progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_delayed_report_stays_silent_when_the_job_is_quick():
+    import io
+    import time
+
+    quick, slow = io.StringIO(), io.StringIO()
+    for stream, pause in ((quick, 0.0), (slow, 0.4)):
+        with Progress(True, total=2, desc="fit", file=stream, delay=0.3) as bar:
+            bar.step("a", lambda p=pause: time.sleep(p))
+            bar.step("b", lambda: None)
+    assert quick.getvalue() == ""
+    assert "2/2" in slow.getvalue()
+    lines = io.StringIO()  # plain lines: a step that started within the delay is written whole
+    reporter = Progress(None, total=1, file=lines, delay=0.2)
+    reporter.step("slow step", lambda: time.sleep(0.3))
+    assert re.fullmatch(r"\[1/1\] slow step \.\.\. 0\.\d s\n", lines.getvalue())

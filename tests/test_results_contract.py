@@ -26,7 +26,7 @@ N_SCHOOLS = 65
 RHO, SD_U, SD_V = "corr:mean:Intercept,within:Intercept", "sd:mean:Intercept", "sd:within:Intercept"
 #: Modules that take fits and must treat ML and MCMC fits alike.
 CONSUMERS = ["reporting/compare.py", "reporting/findings.py", "reporting/plots.py", "reporting/report.py",
-             "app/jobs.py", "app/worker.py", "app/server.py", "demo.py", "cli.py", "results/groups.py",
+             "app/jobs.py", "app/tables.py", "app/worker.py", "app/server.py", "demo.py", "cli.py", "results/groups.py",
              "results/summary.py", *(str(p.relative_to(SRC)) for p in (SRC / "studies").glob("*.py"))]
 
 

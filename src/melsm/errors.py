@@ -34,7 +34,8 @@ class MelsmBoundaryWarning(UserWarning):
 
 class MelsmFitWarning(UserWarning):
     """Fits contradict what they must satisfy: a larger nested model with a lower
-    log-likelihood than a smaller one (the larger fit did not find its maximum)."""
+    log-likelihood than a smaller one (the larger fit did not find its maximum); or
+    bootstrap refits that failed or are too few for the intervals asked for."""
 
 
 class MelsmStudyWarning(UserWarning):

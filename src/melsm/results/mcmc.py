@@ -370,16 +370,9 @@ class MCMCResults(Results):
         return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
 
     def to_dict(self) -> dict:
-        return {
-            "method": "mcmc", "converged": self.converged, "problems": self.problems, "notes": self.notes,
-            "n_obs": self.n_obs, "n_groups": self.n_groups,
-            "dic": self.dic["DIC"], "dic_parts": self.dic,
-            "chains": self.info["chains"], "warmup": self.info["warmup"], "draws": self.info["draws"],
-            "seconds": round(self.info["seconds"], 3), "divergences": self.info["divergences"],
-            "params": [{"name": n, "estimate": float(r["mean"]), "se": float(r["sd"]),
-                        "q2.5": float(r["q2.5"]), "q97.5": float(r["q97.5"]), "r_hat": float(r.r_hat),
-                        "ess_bulk": float(r.ess_bulk)} for n, r in self._params_table.iterrows()],
-        }
+        """The fit as JSON-ready values (``melsm.results.summary.mcmc_dict``)."""
+        from melsm.results.summary import mcmc_dict
+        return mcmc_dict(self)
 
     def _summary_text(self) -> str:
         from melsm.results.summary import format_mcmc_summary

@@ -23,6 +23,7 @@ import scipy.special
 from melsm.engine.compiled import compiled
 from melsm.engine.likelihood import random_effect_posterior
 from melsm.estimate.ml import Optimum, covariance
+from melsm.results import bootstrap as _bootstrap
 from melsm.results.base import COMMON_COLUMNS, Z95, Results, Wording, outputs
 from melsm.results.groups import implied_sd_corr, level2_patterns
 from melsm.results.lrtest import LRTest, lrtest
@@ -178,6 +179,10 @@ class MLResults(Results):
 
     def _cov_params(self) -> np.ndarray:
         return self.cov
+
+    # parametric bootstrap: fit.bootstrap(n_boot, seed, scheduler, ...) and conf_int(method="bootstrap")
+    bootstrap = _bootstrap.bootstrap
+    _bootstrap_intervals = _bootstrap.bootstrap_intervals
 
     # ---- derived quantities ----------------------------------------------------------
     def delta_method(self, function, with_theta: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -365,31 +370,9 @@ class MLResults(Results):
 
     # ---- output ----------------------------------------------------------------------
     def to_dict(self) -> dict:
-        def num(x):
-            return None if x is None or not np.isfinite(x) else float(x)
-        return {
-            "method": "ml",
-            "loglik": float(self.loglik),
-            "aic": float(self.aic),
-            "bic": float(self.bic),
-            "converged": bool(self.converged),
-            "message": self.message,
-            "problems": self.problems,
-            "boundary": self.boundary,
-            "boundary_values": {k: num(v) for k, v in self.boundary_values.items()},
-            "n_obs": self.n_obs,
-            "n_groups": self.n_groups,
-            "n_dropped": self.model.design.n_dropped,
-            "iterations": self.iterations,
-            "quadrature_points": self.n_quad,
-            "seconds": round(self.seconds, 4),
-            "formulas": {k: v for k, v in self.model.spec.formulas.items() if v},
-            "association": self.model.association,
-            "params": [{"name": n, "estimate": num(e), "se": num(s)}
-                       for n, e, s in zip(self.names, self.estimates, self.std_errors, strict=True)],
-            "typical_groups": [{"group_covariates": label, **{k: num(v) for k, v in row.items()}}
-                               for label, row in self.typical_groups().iterrows()],
-        }
+        """The fit as JSON-ready values (``melsm.results.summary.ml_dict``)."""
+        from melsm.results.summary import ml_dict
+        return ml_dict(self)
 
     def _summary_text(self) -> str:
         from melsm.results.summary import format_summary

@@ -186,12 +186,19 @@ def simulate(fit, nsim: int = 1, seed: int = 0) -> pd.DataFrame:
     design, layout = fit.model.design, fit.model.layout
     rng = np.random.default_rng(seed)
     thetas = fit.simulation_thetas(nsim, rng)
-    offset_mean, offset_within = design.row_offsets()
-    columns = {}
-    for k, theta in enumerate(thetas):
-        b = layout.effects_from_eta(theta, design.G, rng.standard_normal((design.n_groups, layout.q)))
-        mean, log_var = layout.predictors(theta, design.X, design.W, design.Zu, design.Zv, b[design.group])
-        noise = np.exp(0.5 * (log_var + offset_within)) * rng.standard_normal(design.n_obs)
-        columns[f"sim_{k + 1}"] = mean + offset_mean + noise
+    columns = {f"sim_{k + 1}": simulate_response(design, layout, theta, rng) for k, theta in enumerate(thetas)}
     frame = pd.DataFrame(columns, index=design.row_index)
     return frame.iloc[np.argsort(design.row_order, kind="stable")]
+
+
+def simulate_response(design, layout, theta, rng: np.random.Generator) -> np.ndarray:
+    """One response vector drawn at parameters ``theta`` (user units) for the rows of
+    ``design``, in the design's row order (sorted by group): new random effects for every
+    group (``layout.effects_from_eta``, with the groups' level-2 rows), then
+    y = x'β + z'u_j + offset + e, e ~ N(0, exp(w'α + s'v_j + offset)). ``simulate`` and the
+    parametric bootstrap (``melsm.results.bootstrap``) draw with it."""
+    offset_mean, offset_within = design.row_offsets()
+    b = layout.effects_from_eta(theta, design.G, rng.standard_normal((design.n_groups, layout.q)))
+    mean, log_var = layout.predictors(theta, design.X, design.W, design.Zu, design.Zv, b[design.group])
+    noise = np.exp(0.5 * (log_var + offset_within)) * rng.standard_normal(design.n_obs)
+    return mean + offset_mean + noise
