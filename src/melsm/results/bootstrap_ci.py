@@ -96,8 +96,9 @@ def _usable(names: list[str], values: np.ndarray, level: float, kind: str, why: 
     left_out = [f"{name} {total - k}" + ("" if ok else " (no interval)")
                 for name, k, ok in zip(names, n, keep, strict=True) if k < total]
     if left_out:
-        warnings.warn(f"bootstrap replicates left out of {kind} intervals, {why}, of {total}: "
-                      f"{', '.join(left_out)}; above {MAX_FAILED_SHARE:.0%} there is no interval (NaN)",
+        warnings.warn(f"{kind} bootstrap intervals leave out the replicates {why}, out of {total}: "
+                      f"{', '.join(left_out)}; with more than {MAX_FAILED_SHARE:.0%} left out there is no "
+                      "interval (NaN)",
                       MelsmFitWarning, stacklevel=_STACK + 1)
     if keep.any() and n[keep].min() * tail < MIN_TAIL - 1e-9:  # (1 − 0.95)/2 is not exactly 0.025
         needed = int(np.ceil(MIN_TAIL / tail - 1e-9))
