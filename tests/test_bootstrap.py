@@ -79,11 +79,12 @@ def test_replicate_means_and_sds_match_the_estimates_and_standard_errors(fit, re
         assert abs(values.std() / table.loc[name, "std_error"] - 1) < 4 / np.sqrt(2 * B), name
 
 
-def test_percentile_intervals_of_fixed_effects_match_wald_within_monte_carlo_error(fit, replicates):
+def test_percentile_and_studentized_intervals_of_fixed_effects_match_wald_within_monte_carlo_error(fit, replicates):
     """For a Gaussian random-intercept model β̂ is close to normal, so the 2.5% and 97.5%
     quantiles of the replicates estimate the Wald endpoints. The Monte Carlo SD of a
     sample p-quantile from B draws is sqrt(p(1 − p)/B)/φ(z_p) × SD (0.19 SD at B = 200):
-    the endpoints agree within 4 of those."""
+    the endpoints agree within 4 of those. β̂'s SE hardly varies between replicates, so t*
+    is close to N(0, 1) and the studentized endpoints β̂ − t*₍ₚ₎·SE agree as closely."""
     wald, percentile = fit.conf_int(), quiet_conf_int(fit, replicates=replicates, kind="percentile")
     p = 0.025
     factor = np.sqrt(p * (1 - p) / B) / scipy.stats.norm.pdf(scipy.stats.norm.ppf(p))
@@ -95,19 +96,11 @@ def test_percentile_intervals_of_fixed_effects_match_wald_within_monte_carlo_err
     name = "sd:mean:Intercept"
     assert 0 < percentile.loc[name, "lower"] < fit.table().loc[name, "estimate"] < percentile.loc[name, "upper"]
     assert np.allclose(percentile.loc[name], wald.loc[name], rtol=0.1)
-
-
-def test_studentized_intervals_of_fixed_effects_match_wald_within_monte_carlo_error(fit, replicates):
-    """β̂'s SE hardly varies between replicates here, so t* is close to N(0, 1) and the
-    studentized endpoints β̂ − t*₍ₚ₎·SE are near the Wald ones: within 4 Monte Carlo SDs of a
-    quantile of B standard normal draws, times the SE."""
-    wald, student = fit.conf_int(), quiet_conf_int(fit, replicates=replicates, kind="studentized")
-    p = 0.025
-    factor = np.sqrt(p * (1 - p) / B) / scipy.stats.norm.pdf(scipy.stats.norm.ppf(p))
+    student = quiet_conf_int(fit, replicates=replicates, kind="studentized")
     for name in ("mean:Intercept", "mean:x"):
-        se = fit.table().loc[name, "std_error"]
+        mc_sd = factor * fit.table().loc[name, "std_error"]
         for end in ("lower", "upper"):
-            assert abs(student.loc[name, end] - wald.loc[name, end]) < 4 * factor * se, (name, end)
+            assert abs(student.loc[name, end] - wald.loc[name, end]) < 4 * mc_sd, (name, end)
 
 
 def test_intervals_are_quantiles_of_the_replicates(fit, replicates):
@@ -124,33 +117,26 @@ def test_intervals_are_quantiles_of_the_replicates(fit, replicates):
     assert list(got.index) == fit.names
 
 
-# ---- studentized and BC intervals against a hand computation ------------------------------
 SYNTHETIC = ["mean:x", "sd:within:Intercept", "corr:mean:Intercept,within:Intercept"]
 
 
 def hand_quantile(x, p: float) -> float:
-    """numpy's default (linear) quantile written out: x₍ₖ₎ + (h − k)(x₍ₖ₊₁₎ − x₍ₖ₎) over the
-    sorted values, h = (n − 1)p, k = ⌊h⌋."""
-    x = np.sort(np.asarray(x, dtype=float))
-    h = (len(x) - 1) * p
-    k = int(np.floor(h))
+    """numpy's default quantile written out: x₍ₖ₎ + (h − k)(x₍ₖ₊₁₎ − x₍ₖ₎), h = (n − 1)p, k = ⌊h⌋."""
+    x, h = np.sort(np.asarray(x, dtype=float)), (len(x) - 1) * p
+    k = int(h)  # h ≥ 0: the floor
     return x[k] + (h - k) * (x[min(k + 1, len(x) - 1)] - x[k])
 
 
 def synthetic(boundary=(5, 17), n: int = 60):
-    """A stand-in for a fit (what bootstrap_ci reads: names, kinds, table()) with a
-    coefficient, an SD and a correlation, and a replicate table of ``n`` rows: replicate 30
-    failed, the ``boundary`` replicates have the SD at 0 (its SE and the correlation NaN,
-    as a refit reports them) and replicate 9 has mean:x equal to the estimate (a tie)."""
-    rng = np.random.default_rng(7)
-    est, se = np.array([0.5, 0.45, 0.3]), np.array([0.1, 0.08, 0.2])
+    """A stand-in fit (names, kinds, table(): what bootstrap_ci reads) and ``n`` replicates:
+    30 failed, the ``boundary`` ones have the SD at 0 (its SE and the correlation NaN, as a
+    refit reports them), 9 has mean:x equal to the estimate (a tie)."""
+    rng, est, se = np.random.default_rng(7), np.array([0.5, 0.45, 0.3]), np.array([0.1, 0.08, 0.2])
     values = np.column_stack([0.5 + 0.1 * rng.standard_normal(n), 0.42 * np.exp(0.18 * rng.standard_normal(n)),
                               np.tanh(0.25 + 0.22 * rng.standard_normal(n))])
     ses = se * np.exp(0.2 * rng.standard_normal((n, 3)))
     values[9, 0] = est[0]
-    values[list(boundary), 1], ses[list(boundary), 1] = 0.0, np.nan
-    values[list(boundary), 2], ses[list(boundary), 2] = np.nan, np.nan
-    values[30], ses[30] = np.nan, np.nan
+    values[list(boundary), 1:], ses[list(boundary), 1:], values[30], ses[30] = [0.0, np.nan], np.nan, np.nan, np.nan
     reps = pd.DataFrame(np.hstack([values, ses]), columns=[*SYNTHETIC, *(f"se:{name}" for name in SYNTHETIC)])
     reps["converged"] = np.arange(n) != 30
     fit = types.SimpleNamespace(names=SYNTHETIC, kinds=["coef", "sd", "corr"],
@@ -158,7 +144,7 @@ def synthetic(boundary=(5, 17), n: int = 60):
     return fit, reps
 
 
-def recorded(call):
+def recorded(call):  # the result and every warning's message
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = call()
@@ -177,10 +163,8 @@ def hand_studentized(fit, reps, level):
         est, se = table.loc[name, "estimate"], table.loc[name, "std_error"]
         v, s = rows[name].to_numpy(), rows[f"se:{name}"].to_numpy()
         ok = np.isfinite(v) & np.isfinite(s) & (v > 0 if kind == "sd" else True)
-        t = (to(v[ok]) - to(est)) / se_of(v[ok], s[ok])
-        a = (1 - level) / 2
-        out.append([back(to(est) - hand_quantile(t, 1 - a) * se_of(est, se)),
-                    back(to(est) - hand_quantile(t, a) * se_of(est, se))])
+        t, a = (to(v[ok]) - to(est)) / se_of(v[ok], s[ok]), (1 - level) / 2
+        out.append([back(to(est) - hand_quantile(t, q) * se_of(est, se)) for q in (1 - a, a)])
     return np.array(out)
 
 
@@ -191,47 +175,36 @@ def hand_bc(fit, reps, level):
     for name in fit.names:
         v, est = rows[name].dropna().to_numpy(), table.loc[name, "estimate"]
         z0 = scipy.stats.norm.ppf((np.sum(v < est) + 0.5 * np.sum(v == est)) / len(v))
-        out.append([hand_quantile(v, scipy.stats.norm.cdf(2 * z0 - z)),
-                    hand_quantile(v, scipy.stats.norm.cdf(2 * z0 + z))])
+        out.append([hand_quantile(v, q) for q in scipy.stats.norm.cdf([2 * z0 - z, 2 * z0 + z])])
     return np.array(out)
 
 
+LEFT_OUT = {  # the two boundary replicates, counted per parameter; BC keeps the SDs at 0 as values
+    "studentized": "studentized bootstrap intervals leave out the replicates without a finite standard error (an "
+                   "SD at 0, a correlation at ±1 or undefined), out of 59: sd:within:Intercept 2, "
+                   "corr:mean:Intercept,within:Intercept 2; with more than 10% left out there is no interval (NaN)",
+    "bc": "bc bootstrap intervals leave out the replicates where the parameter is undefined (a correlation of an "
+          "effect whose SD is 0), out of 59: corr:mean:Intercept,within:Intercept 2; with more than 10% left out "
+          "there is no interval (NaN)"}
+
+
 @pytest.mark.parametrize("level", [0.8, 0.95])
-def test_studentized_intervals_equal_a_hand_computation(level):
+@pytest.mark.parametrize("kind, hand", [("studentized", hand_studentized), ("bc", hand_bc)])
+def test_studentized_and_bc_intervals_equal_a_hand_computation(kind, hand, level):
     fit, reps = synthetic()
-    (low, high), messages = recorded(lambda: ci_module.bootstrap_intervals(fit, level, reps, kind="studentized"))
-    np.testing.assert_allclose(np.column_stack([low, high]), hand_studentized(fit, reps, level), rtol=1e-12,
-                               atol=1e-12)
+    (low, high), messages = recorded(lambda: ci_module.bootstrap_intervals(fit, level, reps, kind=kind))
+    np.testing.assert_allclose(np.column_stack([low, high]), hand(fit, reps, level), rtol=1e-12, atol=1e-12)
     assert low[1] > 0 and -1 < low[2] < high[2] < 1
-    # the failed refit and the two replicates without an SE, counted per parameter
     assert "1 of 60 bootstrap refits did not converge and are left out of the intervals" in messages
-    left_out = [m for m in messages if "leave out" in m]
-    assert left_out == ["studentized bootstrap intervals leave out the replicates without a finite standard error "
-                        "(an SD at 0, a correlation at ±1 or undefined), out of 59: sd:within:Intercept 2, "
-                        "corr:mean:Intercept,within:Intercept 2; with more than 10% left out there is no interval "
-                        "(NaN)"]
+    assert [m for m in messages if "leave out" in m] == [LEFT_OUT[kind]]
     assert any(m.startswith("only 57 usable bootstrap replicates for 95%") for m in messages) == (level == 0.95)
-
-
-@pytest.mark.parametrize("level", [0.8, 0.95])
-def test_bias_corrected_intervals_equal_a_hand_computation(level):
-    fit, reps = synthetic()
-    (low, high), messages = recorded(lambda: ci_module.bootstrap_intervals(fit, level, reps, kind="bc"))
-    np.testing.assert_allclose(np.column_stack([low, high]), hand_bc(fit, reps, level), rtol=1e-12, atol=1e-12)
-    # the SDs at 0 are values here; only the undefined correlations are left out
-    assert [m for m in messages if "leave out" in m] == [
-        "bc bootstrap intervals leave out the replicates where the parameter is undefined (a correlation of an "
-        "effect whose SD is 0), out of 59: corr:mean:Intercept,within:Intercept 2; with more than 10% left out "
-        "there is no interval (NaN)"]
-    # the correction moves the ends: the SD's replicates centre below its estimate (z₀ > 0)
+    # BC moves both ends of the SD up: its replicates centre below the estimate (z₀ > 0)
     percentile, _ = recorded(lambda: ci_module.bootstrap_intervals(fit, level, reps, kind="percentile"))
-    assert low[1] > percentile[0][1] and high[1] > percentile[1][1]
+    assert kind != "bc" or (low[1] > percentile[0][1] and high[1] > percentile[1][1])
 
 
 def test_too_many_replicates_without_a_standard_error_give_no_interval():
-    """7 of 59 usable replicates (above 10%) without an SE: no studentized interval for the
-    SD and the correlation, counted; the coefficient keeps its interval. BC needs replicates
-    on both sides of the estimate."""
+    """7 of 59 (above 10%) without an SE: no studentized SD or correlation; BC needs both sides."""
     fit, reps = synthetic(boundary=(1, 2, 3, 4, 5, 6, 7))
     (low, high), messages = recorded(lambda: ci_module.bootstrap_intervals(fit, 0.8, reps, kind="studentized"))
     assert np.isfinite([low[0], high[0]]).all() and np.isnan([low[1:], high[1:]]).all()
@@ -243,20 +216,16 @@ def test_too_many_replicates_without_a_standard_error_give_no_interval():
     assert "no BC interval for mean:x: every bootstrap replicate lies on one side of the estimate" in messages
 
 
-def test_default_kind_is_studentized(fit, replicates):
-    """The kind whose coverage held for every parameter (bench/README.md)."""
-    assert ci_module.DEFAULT_KIND == "studentized"
-    assert inspect.signature(ci_module.bootstrap_intervals).parameters["kind"].default == "studentized"
-    pd.testing.assert_frame_equal(quiet_conf_int(fit, replicates=replicates),
-                                  quiet_conf_int(fit, replicates=replicates, kind="studentized"))
-    assert not quiet_conf_int(fit, replicates=replicates).equals(
-        quiet_conf_int(fit, replicates=replicates, kind="percentile"))
-
-
-def test_default_number_of_replicates_gives_no_warning_and_fewer_warn(fit, replicates):
+def test_defaults_kind_bc_and_200_replicates_give_no_warning_and_fewer_warn(fit, replicates):
+    """No kind covered within Monte Carlo error for every parameter (bench/README.md); BC
+    came closest and is the default kind."""
+    assert ci_module.DEFAULT_KIND == "bc" == inspect.signature(ci_module.bootstrap_intervals).parameters["kind"].default
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fit.conf_int(method="bootstrap", replicates=replicates)  # 200 = 5 beyond each end of 95%
+        default = fit.conf_int(method="bootstrap", replicates=replicates)  # 200 = 5 beyond each end of 95%
+    pd.testing.assert_frame_equal(default, quiet_conf_int(fit, replicates=replicates, kind="bc"))
+    others = ("studentized", "percentile", "basic")
+    assert not any(default.equals(quiet_conf_int(fit, replicates=replicates, kind=k)) for k in others)
     assert boot_module.DEFAULT_BOOT == B
     with pytest.warns(melsm.MelsmFitWarning, match=r"only 199 usable .* 95% .*n_boot=200"):
         fit.conf_int(method="bootstrap", replicates=replicates.iloc[:199])
@@ -420,8 +389,7 @@ def test_coverage_benchmark_runs_small():
     assert len(rows) == 2 * len(bench.TRUTH)
     assert bench.METHODS == ("wald", *ci_module.KINDS)
     for method in bench.METHODS:
-        # with 9 refits one replicate without an SE (above 10%) leaves a studentized interval NaN
-        made = rows[f"{method}_lower"].notna()
+        made = rows[f"{method}_lower"].notna()  # studentized: 1 of 9 replicates without an SE is NaN
         assert made.sum() >= len(rows) - 2 and (rows[f"{method}_lower"] <= rows[f"{method}_upper"])[made].all()
         for entry in map(lambda e: e[method], result["coverage"].values()):
             assert entry["intervals"] == 2 or method == "studentized"
