@@ -181,7 +181,7 @@ class MLResults(Results):
     def _cov_params(self) -> np.ndarray:
         return self.cov
 
-    # parametric bootstrap: fit.bootstrap(n_boot, seed, scheduler, ...) and conf_int(method="bootstrap")
+    # parametric bootstrap: fit.bootstrap(n_boot, seed, scheduler, ...) and conf_int(method="bootstrap", kind=)
     bootstrap = _bootstrap.bootstrap
     _bootstrap_intervals = _bootstrap_ci.bootstrap_intervals
 
