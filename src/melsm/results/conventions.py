@@ -77,7 +77,7 @@ class Conventions:
 
         ``method``: ``"wald"`` (ML; credible intervals for MCMC; module docstring),
         ``"profile"`` (ML: profile likelihood, ``melsm.results.profile``) or
-        ``"bootstrap"`` (ML: parametric bootstrap, ``melsm.results.bootstrap``);
+        ``"bootstrap"`` (ML: parametric bootstrap, ``melsm.results.bootstrap_ci``; ``kind=``);
         ``options`` go to the method chosen."""
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
             raise ValueError(f"alpha must be between 0 and 1, not {alpha!r}")
