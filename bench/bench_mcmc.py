@@ -32,10 +32,10 @@ def main() -> None:
     result = model.sample(chains=args.chains, warmup=args.warmup, draws=args.draws, priors=args.priors,
                           progress=False)
     total = time.perf_counter() - START
-    table = result.params
+    table = result.table()
     info = result.info
     worst = table.ess_bulk.idxmin()
-    print(table[["mean", "sd", "r_hat", "ess_bulk", "ess_tail"]].round(3).to_string())
+    print(table[["estimate", "std_error", "r_hat", "ess_bulk", "ess_tail"]].round(3).to_string())
     print(f"whole process {total:.1f} s; sampler {info['seconds']:.1f} s; "
           f"gradients per chain {info['gradients'] / args.chains:.0f} "
           f"({info['mean_leapfrog_steps']:.1f} leapfrog steps per iteration); "

@@ -132,6 +132,10 @@ def test_fit_through_the_api_equals_the_python_fit(app_url, tutorial):
     status, body = client.request(f"/api/fits/{with_function['fit']['id']}/fit.json")
     assert "between:within:Intercept:schgend" in [p["name"] for p in json.loads(body)["params"]]
     assert "Implied random-effect SDs and correlations for typical groups" in with_function["fit"]["summary"]
+    tables = {t["key"]: t for t in with_function["fit"]["tables"]}  # the page's tables: the API's names
+    assert [r["label"] for r in tables["parameters"]["rows"] if "label" in r] == \
+        [p["name"] for p in json.loads(body)["params"]]
+    assert "typical" in tables and "typical" not in {t["key"] for t in fit["tables"]}
     assert {f["key"] for f in fit["figures"]} == {"observed", "caterpillar_mean", "caterpillar_variance",
                                                   "caterpillar_icc"}
     status, csv = client.request(f"/api/fits/{fit['id']}/random_effects.csv")
@@ -169,7 +173,10 @@ def test_mcmc_fit_compare_and_report_through_the_api(app_url):
         assert "MCMC" in fit["summary"] and not fit["converged"]  # 2 x 40 draws: too short, and it says so
         ids.append(fit["id"])
     status, answer = client.json("/api/compare", {"ids": ids})
-    assert status == 200 and "DIC" in answer["html"] and '<th colspan="2">B</th>' in answer["html"]
+    assert status == 200 and answer["tables"][0]["columns"] == ["A", "B"]
+    assert "DIC" in [r.get("label") for r in answer["tables"][0]["rows"]] and len(answer["tables"]) == 1
+    assert answer["notes"][0].startswith("No LR tests: Bayesian (MCMC) fits have no likelihood")
+    assert {t["key"] for t in fit["tables"]} >= {"parameters", "covariance"}
     status, page = client.request(f"/api/report.html?ids={ids[0]},{ids[1]}")
     assert status == 200 and page.count(b"data:image/png;base64,") >= 4 and b"Bayesian (MCMC)" in page
     status, answer = client.json("/api/compare", {"ids": [ids[0]]})
@@ -303,7 +310,10 @@ def test_page_fits_london_model_2(page, tutorial):
     assert shown == f"{expected:.4f}"
     assert float(page.get_attribute("#result-loglik", "data-value")) == pytest.approx(expected, abs=1e-6)
     assert page.locator("#result-figures img").count() == 4
-    assert "Mixed-effects location scale model" in page.inner_text("#result-summary")
+    assert "Mixed-effects location scale model" in page.text_content("#result-summary")  # folded away
+    names = page.locator('table.results[data-key="parameters"] tbody tr:not(.block) th').all_inner_texts()
+    assert names == ["mean:Intercept", "within:Intercept", "sd:mean:Intercept", "sd:within:Intercept",
+                     "corr:mean:Intercept,within:Intercept"]
 
 
 def test_page_shows_a_bad_csv_message(page):
@@ -327,12 +337,11 @@ def test_page_refuses_a_file_over_the_limit_before_sending_it(page):
 def test_page_shows_field_errors(page):
     page.select_option("#response", "normexam")
     page.select_option("#group", "school")
-    page.check('#predictors input[data-part="between"][data-col="standlrt"]')
-    page.fill("#model-name", "Bad")
+    page.fill("#model-name", "Model 2")  # fitted above
     page.click("#run")
-    page.wait_for_function("document.querySelector('.error[data-for=\"between\"]').textContent.length > 0")
-    assert "'standlrt' varies within school" in page.inner_text('.error[data-for="between"]')
-    page.uncheck('#predictors input[data-part="between"][data-col="standlrt"]')
+    page.wait_for_function("document.querySelector('.error[data-for=\"name\"]').textContent.length > 0")
+    assert page.inner_text('.error[data-for="name"]') == "a fitted model is already called 'Model 2'"
+    assert "has-error" in page.get_attribute("#model-name", "class")
 
 
 def test_page_compares_two_models(page, tutorial):
@@ -341,14 +350,15 @@ def test_page_compares_two_models(page, tutorial):
     page.check('.fit-select[value="1"]')
     page.check('.fit-select[value="2"]')
     page.click("#compare-button")
-    page.wait_for_selector("#compare-table table.melsm-compare")
-    table = page.inner_text("#compare-table")
-    assert "Model 2" in table and "Model 1" in table and "Cross-function" in table
+    page.wait_for_selector('#compare-table table.results[data-key="lrtests"]')
+    table = page.inner_text('#compare-table table[data-key="compare"]')
+    assert "Model 2" in table and "Model 1" in table and "corr:mean:Intercept,within:Intercept" in table
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model_1 = melsm.Model(MODEL_2[0], data=tutorial).fit()
-    assert f"{model_1.loglik:.2f}" in table
-    assert "LR test Model 2 vs Model 1: LR = " in table and " on χ̄²: ½χ²(1) + ½χ²(2)" in table
+    assert f"{model_1.loglik:.4f}" in table
+    lr = page.locator('#compare-table table[data-key="lrtests"] tbody tr').all_inner_texts()
+    assert len(lr) == 1 and lr[0].startswith("Model 2 vs Model 1") and "χ̄²: ½χ²(1) + ½χ²(2)" in lr[0]
 
 
 # ---- the command ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ PACKAGE = SRC / "melsm"
 
 #: Layers from the bottom up; a module may import from its own layer and those below.
 LAYERS = [
-    {"melsm.errors", "melsm.datasets", "melsm.progress"},
+    {"melsm.errors", "melsm.datasets", "melsm.progress", "melsm.parallel"},
     {"melsm.model"},
     {"melsm.engine"},
     {"melsm.estimate"},

@@ -55,9 +55,9 @@ def identified_checks(fit):
 
 def assert_same_as_restricted(fit, restricted, names, rel=1e-3):
     for name in names:
-        assert fit.params.loc[name, "estimate"] == pytest.approx(
-            restricted.params.loc[name, "estimate"], rel=rel, abs=1e-6), name
-        assert fit.params.loc[name, "se"] == pytest.approx(restricted.params.loc[name, "se"], rel=rel), name
+        assert fit.params[name] == pytest.approx(
+            restricted.params[name], rel=rel, abs=1e-6), name
+        assert fit.bse[name] == pytest.approx(restricted.bse[name], rel=rel), name
     assert fit.loglik == pytest.approx(restricted.loglik, abs=1e-4)
 
 
@@ -86,8 +86,8 @@ def test_random_scale_sd_at_zero(no_scale_data, without_random_scale):
     assert fit.converged and fit.message == "converged"
     max_grad, min_eig = identified_checks(fit)
     assert max_grad < 1e-4 and min_eig > 1.0
-    row = fit.params.loc["sd:within:Intercept"]
-    assert row.estimate == 0.0 and np.isnan(row.se) and np.isnan(row.ci_low) and np.isnan(row.ci_high)
+    row = fit.table().loc["sd:within:Intercept"]
+    assert row.estimate == 0.0 and np.isnan(row.std_error) and np.isnan(row.lower) and np.isnan(row.upper)
     # every other estimate (and SE) is that of the model without the random scale effect
     assert_same_as_restricted(fit, without_random_scale,
                               ["mean:Intercept", "mean:x", "within:Intercept", "sd:mean:Intercept"])
@@ -113,13 +113,13 @@ def test_stalled_sd_above_the_floor_is_still_a_boundary(monkeypatch):
     with monkeypatch.context() as patch:  # the optimiser's own answer, boundaries left undecided
         patch.setattr(ml, "_settle_boundary", lambda opt, *args: opt)
         raw, raw_caught = fit_recording(data, within="~ 1 + (1 | g)", association="none")
-    raw_sd = raw.params.loc["sd:within:Intercept"]
+    raw_sd = raw.table().loc["sd:within:Intercept"]
     assert raw.converged and raw.boundary == [] and raw_caught == []
-    assert 1e-4 < raw_sd.estimate < 1e-3 and raw_sd.se > 0.05  # e.g. 0.00013 ± 0.12: meaningless
+    assert 1e-4 < raw_sd.estimate < 1e-3 and raw_sd.std_error > 0.05  # e.g. 0.00013 ± 0.12: meaningless
     fit, caught = fit_recording(data, within="~ 1 + (1 | g)", association="none")
     assert categories(caught) == {melsm.MelsmBoundaryWarning}
     assert fit.converged and fit.boundary == ["sd:within:Intercept"]
-    assert fit.params.loc["sd:within:Intercept", "estimate"] == 0.0
+    assert fit.params["sd:within:Intercept"] == 0.0
     assert fit.loglik >= raw.loglik - 1e-6  # the boundary is at least as likely
     assert_same_as_restricted(fit, restricted, ["mean:Intercept", "mean:x", "within:Intercept",
                                                 "sd:mean:Intercept"])
@@ -137,12 +137,12 @@ def test_correlated_random_scale_gives_a_singular_fit_named_as_such(no_scale_dat
     assert fit.converged and fit.boundary == [corr] and fit.boundary_values == {corr: -1.0}
     max_grad, min_eig = identified_checks(fit)
     assert max_grad < 1e-3 and min_eig > 0
-    assert fit.params.loc[corr, "estimate"] == -1.0 and np.isnan(fit.params.loc[corr, "se"])
-    others = fit.params.drop(index=corr)
-    assert np.all(np.isfinite(others.se)) and np.all(others.se > 0)
-    assert 0.005 < fit.params.loc["sd:within:Intercept", "estimate"] < 0.1
-    assert fit.params.loc["sd:mean:Intercept", "estimate"] == pytest.approx(
-        without_random_scale.params.loc["sd:mean:Intercept", "estimate"], rel=0.01)
+    assert fit.params[corr] == -1.0 and np.isnan(fit.bse[corr])
+    others = fit.bse.drop(index=corr)
+    assert np.all(np.isfinite(others)) and np.all(others > 0)
+    assert 0.005 < fit.params["sd:within:Intercept"] < 0.1
+    assert fit.params["sd:mean:Intercept"] == pytest.approx(
+        without_random_scale.params["sd:mean:Intercept"], rel=0.01)
     # a real gain over the model without the random scale: chi-bar-squared(1,2)
     test = without_random_scale.lrtest(fit)
     assert test.statistic == pytest.approx(2 * (fit.loglik - without_random_scale.loglik))
@@ -169,7 +169,7 @@ def test_random_slope_variance_at_zero():
     assert fit.converged and fit.boundary == ["sd:mean:x"]
     max_grad, min_eig = identified_checks(fit)
     assert max_grad < 1e-3 and min_eig > 1.0
-    assert fit.params.loc["sd:mean:x", "estimate"] == 0.0 and np.isnan(fit.params.loc["sd:mean:x", "se"])
+    assert fit.params["sd:mean:x"] == 0.0 and np.isnan(fit.bse["sd:mean:x"])
     assert_same_as_restricted(fit, ols, ["mean:Intercept", "mean:x", "within:Intercept"])
     test = ols.lrtest(fit)
     assert test.statistic < 1e-6 and test.distribution == "χ̄²: ½χ²(0) + ½χ²(1)" and test.p_value == pytest.approx(1.0)
@@ -187,14 +187,14 @@ def test_correlated_random_slope_without_variance_is_singular(no_scale_data, wit
     assert "sd:mean:x" not in fit.boundary
     max_grad, min_eig = identified_checks(fit)
     assert max_grad < 1e-3 and min_eig > 0
-    assert np.isnan(fit.params.loc[corr, "se"])
-    others = fit.params.drop(index=corr)
-    assert np.all(np.isfinite(others.se)) and np.all(others.se > 0)
-    assert 0 < fit.params.loc["sd:mean:x", "estimate"] < 0.02
+    assert np.isnan(fit.bse[corr])
+    others = fit.bse.drop(index=corr)
+    assert np.all(np.isfinite(others)) and np.all(others > 0)
+    assert 0 < fit.params["sd:mean:x"] < 0.02
     # the slope adds almost nothing: estimates match the random-intercept model closely
     for name in ["mean:Intercept", "mean:x", "within:Intercept", "sd:mean:Intercept"]:
-        assert fit.params.loc[name, "estimate"] == pytest.approx(
-            without_random_scale.params.loc[name, "estimate"], rel=2e-3, abs=1e-3)
+        assert fit.params[name] == pytest.approx(
+            without_random_scale.params[name], rel=2e-3, abs=1e-3)
     test = without_random_scale.lrtest(fit)
     assert 0.01 < test.statistic < 1 and test.distribution == "χ̄²: ½χ²(1) + ½χ²(2)"
     assert test.note == "sd:mean:x = 0 is on the boundary"
@@ -290,7 +290,7 @@ def test_extreme_scale_variance_does_not_crash_the_trust_region_fallback():
     assert np.all(np.linalg.eigvalsh(-fit._opt.hessian) > 0)
     fine = model.fit(quadrature=41)
     assert fit.loglik == pytest.approx(fine.loglik, abs=1e-2)
-    assert fit.params.estimate.values == pytest.approx(fine.params.estimate.values, abs=0.02)
+    assert fit.params.to_numpy() == pytest.approx(fine.params.to_numpy(), abs=0.02)
 
 
 def test_newton_polish_converges_a_fit_stopped_just_short(monkeypatch):
@@ -313,5 +313,5 @@ def test_newton_polish_converges_a_fit_stopped_just_short(monkeypatch):
         polished = model.fit()
     assert polished.converged and np.max(np.abs(polished._opt.grad)) < ml.GRADIENT_TOLERANCE
     assert polished.loglik == pytest.approx(stopped.loglik, abs=1e-5)
-    shift = (polished.params.estimate - stopped.params.estimate) / polished.params.se
+    shift = (polished.params - stopped.params) / polished.bse
     assert shift.abs().max() < 1e-3

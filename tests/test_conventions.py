@@ -15,15 +15,15 @@ def fit():
 
 
 def test_statsmodels_vocabulary(fit):
-    table = fit.params
-    np.testing.assert_array_equal(fit.bse.to_numpy(), table["se"].to_numpy())
+    table = fit.table()
+    np.testing.assert_array_equal(fit.bse.to_numpy(), table["std_error"].to_numpy())
     np.testing.assert_allclose(fit.bse, np.sqrt(np.diag(fit.cov_params())), rtol=1e-12)
     assert list(fit.cov_params().index) == fit.names
     coefficients = [n for n in fit.names if n.startswith(("mean:", "within:"))]
     np.testing.assert_allclose(fit.tvalues[coefficients], table.loc[coefficients, "estimate"] / fit.bse[coefficients])
     np.testing.assert_allclose(fit.pvalues[coefficients], 2 * scipy.stats.norm.sf(np.abs(fit.tvalues[coefficients])))
     assert np.isnan(fit.pvalues["sd:mean:Intercept"])
-    np.testing.assert_allclose(fit.conf_int().to_numpy(), table[["ci_low", "ci_high"]].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(fit.conf_int().to_numpy(), table[["lower", "upper"]].to_numpy(), rtol=1e-12)
     z90 = scipy.stats.norm.ppf(0.95)
     ci = fit.conf_int(alpha=0.1)
     expected = table.loc[coefficients, "estimate"] - z90 * fit.bse[coefficients]
@@ -41,7 +41,7 @@ def test_summary_is_text_with_tables_and_html(fit):
     assert summary._repr_html_().startswith("<pre>Mixed-effects location scale model")
     parameters, sigma, criteria = summary.tables
     assert list(parameters.index) == fit.names
-    sd = fit.params.loc["sd:mean:Intercept", "estimate"]
+    sd = fit.params["sd:mean:Intercept"]
     assert sigma.loc["mean:Intercept", "mean:Intercept"] == pytest.approx(sd**2)
     assert criteria.loc["AIC", "value"] == pytest.approx(fit.aic)
 
@@ -55,16 +55,16 @@ def test_tidy_fixef_ranef_varcorr(fit):
     assert row == ["ran_pars", "sd", "within:Intercept"]
     corr = "corr:mean:Intercept,within:Intercept"
     assert tidy.loc[corr, "group"] == "mean:Intercept,within:Intercept"
-    np.testing.assert_allclose(tidy["estimate"], fit.params["estimate"])
-    assert fit.fixef().to_dict() == pytest.approx({t: fit.params.loc[f"mean:{t}", "estimate"]
+    np.testing.assert_allclose(tidy["estimate"], fit.params)
+    assert fit.fixef().to_dict() == pytest.approx({t: fit.params[f"mean:{t}"]
                                                    for t in ("Intercept", "week", "endog")})
     assert list(fit.fixef("within").index) == ["Intercept", "week"]
     ranef = fit.ranef()
     assert list(ranef.columns) == ["mean:Intercept", "within:Intercept"] and len(ranef) == 66
     np.testing.assert_array_equal(ranef, fit.random_effects()[["mean:Intercept", "within:Intercept"]])
     vc = fit.varcorr()
-    assert vc.loc["mean:Intercept", "sd"] == pytest.approx(fit.params.loc["sd:mean:Intercept", "estimate"])
-    assert vc.loc["within:Intercept", "corr mean:Intercept"] == pytest.approx(fit.params.loc[corr, "estimate"])
+    assert vc.loc["mean:Intercept", "sd"] == pytest.approx(fit.params["sd:mean:Intercept"])
+    assert vc.loc["within:Intercept", "corr mean:Intercept"] == pytest.approx(fit.params[corr])
 
 
 def test_summary_survives_pickling(fit):

@@ -55,11 +55,11 @@ def assert_transformed(base: melsm.MLResults, scaled: melsm.MLResults, mapping) 
     assert list(scaled.names) == list(base.names)
     for name in base.names:
         multiplier, shift = mapping(name)
-        b, s = base.params.loc[name], scaled.params.loc[name]
-        expected, expected_se = multiplier * b.estimate + shift, abs(multiplier) * b.se
+        b, s = base.table().loc[name], scaled.table().loc[name]
+        expected, expected_se = multiplier * b.estimate + shift, abs(multiplier) * b.std_error
         scale = max(abs(expected), expected_se)
         assert abs(s.estimate - expected) <= 1e-6 * scale, (name, s.estimate, expected)
-        assert abs(s.se - expected_se) <= 1e-6 * expected_se, (name, s.se, expected_se)
+        assert abs(s.std_error - expected_se) <= 1e-6 * expected_se, (name, s.std_error, expected_se)
 
 
 @pytest.mark.parametrize("factor", [1e-8, 1e-4, 1e4, 1e8])
@@ -106,3 +106,22 @@ def test_small_units_print_significant_digits(reference):
     summary = fit(data.assign(hamdep=data["hamdep"] * 1e-8), MODELS["riesby"][1]).summary()
     intercept = next(line for line in summary.splitlines() if line.strip().startswith("Intercept"))
     assert "2.221e-07" in intercept and "7.218e-09" in intercept and "0.0000" not in intercept
+
+
+@pytest.mark.parametrize("factor", [1e-8, 1e8])
+def test_weights_and_offsets_follow_the_units(factor):
+    """A mean offset is in the response's units (it scales with y), a level-1 variance offset
+    on the log scale does not; log L moves by −(Σ w) log s with frequency weights w."""
+    data = melsm.datasets.load("reisby")
+    rng = np.random.default_rng(3)
+    data = data.assign(w=rng.integers(1, 4, len(data)), shift=rng.normal(0, 2, len(data)),
+                       lv=rng.normal(0, 0.3, len(data)))
+    formulas = dict(mean="hamdep ~ week + endog + offset(shift) + (1 | id)",
+                    within="~ week + offset(lv) + (1 | id)", association="none", weights="w")
+    base = fit(data, formulas)
+    scaled = fit(data.assign(hamdep=data["hamdep"] * factor, shift=data["shift"] * factor), formulas)
+    assert base.converged
+    assert abs(scaled.loglik + data["w"].sum() * np.log(factor) - base.loglik) < 1e-6
+    assert_transformed(base, scaled, lambda name: response_map(name, factor))
+    np.testing.assert_allclose(scaled.fitted()["mean"], factor * base.fitted()["mean"], rtol=1e-7)
+    np.testing.assert_allclose(scaled.fitted()["variance"], factor**2 * base.fitted()["variance"], rtol=1e-6)

@@ -62,7 +62,7 @@ def test_a_correlation_at_one_is_on_the_boundary_in_every_form(pairs_near_bounda
     name = "corr:mean:Intercept,within:Intercept"
     assert fit.boundary == [name]
     assert fit.boundary_values[name] > 1 - CORRELATION_BOUNDARY
-    assert np.isnan(fit.params.loc[name, "se"])
+    assert np.isnan(fit.bse[name])
     boundary_warnings = [w for w in caught if issubclass(w.category, melsm.MelsmBoundaryWarning)]
     assert len(boundary_warnings) == 1 and name in str(boundary_warnings[0].message)
     assert f"  {name} = +1 (singular covariance matrix)" in fit.summary()

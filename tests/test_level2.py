@@ -72,7 +72,7 @@ def test_reduces_to_the_constant_fit(london):
     assert function.loglik >= constant.loglik - 1e-6
     # the fitted function at the constant model's covariates reproduces its Σ
     sigma = function.covariance_matrix({"mixed": 0.0})
-    gamma = function.params.estimate
+    gamma = function.params
     assert sigma.loc["within:Intercept", "within:Intercept"] == pytest.approx(
         np.exp(gamma["between:within:Intercept:Intercept"]))
     assert function.covariance_matrix({"mixed": 1.0}).loc["within:Intercept", "within:Intercept"] == pytest.approx(
@@ -84,7 +84,7 @@ def test_typical_groups(london):
     _, _, function = london
     typical = function.typical_groups()
     assert list(typical.index) == ["mixed=0", "mixed=1"]
-    p = function.params.estimate
+    p = function.params
     for g, label in ((0.0, "mixed=0"), (1.0, "mixed=1")):
         expected = np.exp(0.5 * (p["between:within:Intercept:Intercept"] + g * p["between:within:Intercept:mixed"]))
         assert typical.loc[label, "sd:within:Intercept"] == pytest.approx(expected)
@@ -127,7 +127,7 @@ def test_recovers_a_known_truth():
     fit = _fit(melsm.Model("y ~ x + (1 | school)", "~ x + (1 | school)", data=data,
                            between={"mean:Intercept": "~ g", "within:Intercept": "~ g"}))
     assert fit.converged and not fit.boundary
-    z = (fit.params.estimate[list(truth)] - pd.Series(truth)) / fit.params.se[list(truth)]
+    z = (fit.params[list(truth)] - pd.Series(truth)) / fit.bse[list(truth)]
     assert (z.abs() < 3).all(), z
 
 
@@ -138,13 +138,13 @@ def test_mcmc_with_functions_covers_the_truth():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", melsm.MelsmConvergenceWarning)
         post = model.sample(chains=8, warmup=500, draws=500, seed=2)
-    table = post.params
+    table = post.table()
     assert post.info["divergences"] == 0 and (table.r_hat < 1.02).all(), table.r_hat
     for name, value in truth.items():
-        assert table.loc[name, "q2.5"] < value < table.loc[name, "q97.5"], name
+        assert table.loc[name, "lower"] < value < table.loc[name, "upper"], name
     ml = model.fit()
     gamma = "between:within:Intercept:g"
-    assert abs(table.loc[gamma, "mean"] - ml.params.loc[gamma, "estimate"]) < ml.params.loc[gamma, "se"]
+    assert abs(table.loc[gamma, "estimate"] - ml.params[gamma]) < ml.bse[gamma]
 
 
 @pytest.mark.parametrize("between, message", [
@@ -191,7 +191,7 @@ def test_padded_groups_do_not_change_the_likelihood():
 def test_group_quantities_use_the_functions(london):
     """Population averages at covariates 0; each group's variance from its own function."""
     _, _, function = london
-    p = function.params.estimate
+    p = function.params
     pop = function.population_quantities()
     s2v = np.exp(p["between:within:Intercept:Intercept"])
     assert pop.loc["variance_mean", "estimate"] == pytest.approx(np.exp(p["within:Intercept"] + s2v / 2))
@@ -258,9 +258,9 @@ def correlation_fits():
 
 def test_correlation_function_reduces_to_the_constant_fit(correlation_fits):
     _, _, constant, function = correlation_fits
-    rho = constant.params.estimate["corr:mean:Intercept,within:Intercept"]
+    rho = constant.params["corr:mean:Intercept,within:Intercept"]
     beta, alpha, _, _ = constant.model.layout.split(constant.theta)
-    sds = constant.params.estimate[["sd:within:Intercept", "sd:mean:Intercept"]].to_numpy()
+    sds = constant.params[["sd:within:Intercept", "sd:mean:Intercept"]].to_numpy()
     theta = function.model.layout.pack(beta, alpha, [np.arctanh(rho), 0.0], np.diag(sds))
     value, _ = package_loglik(function.model, theta, function.n_quad)
     assert value == pytest.approx(constant.loglik, abs=1e-6)
@@ -270,11 +270,11 @@ def test_correlation_function_reduces_to_the_constant_fit(correlation_fits):
 
 def test_correlation_function_recovers_the_truth(correlation_fits):
     _, truth, _, function = correlation_fits
-    z = (function.params.estimate[list(truth)] - pd.Series(truth)) / function.params.se[list(truth)]
+    z = (function.params[list(truth)] - pd.Series(truth)) / function.bse[list(truth)]
     assert (z.abs() < 3).all(), z
     sigma = function.covariance_matrix({"g": 1.0})
     rho = sigma.iloc[0, 1] / np.sqrt(sigma.iloc[0, 0] * sigma.iloc[1, 1])
-    p = function.params.estimate
+    p = function.params
     assert rho == pytest.approx(np.tanh(p[f"between:{CORR}:Intercept"] + p[f"between:{CORR}:g"]))
 
 
@@ -283,12 +283,12 @@ def test_correlation_function_by_mcmc(correlation_fits):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", melsm.MelsmConvergenceWarning)
         post = function.model.sample(chains=8, warmup=500, draws=500, seed=4, start=function)
-    table = post.params
+    table = post.table()
     assert post.info["divergences"] == 0 and (table.r_hat < 1.02).all(), table.r_hat
     for name, value in truth.items():
-        assert table.loc[name, "q2.5"] < value < table.loc[name, "q97.5"], name
+        assert table.loc[name, "lower"] < value < table.loc[name, "upper"], name
     delta = f"between:{CORR}:g"
-    assert abs(table.loc[delta, "mean"] - function.params.loc[delta, "estimate"]) < function.params.loc[delta, "se"]
+    assert abs(table.loc[delta, "estimate"] - function.params[delta]) < function.bse[delta]
     typical = post.typical_groups()
     assert list(typical.index) == ["g=0", "g=1"]
     rho = np.tanh(post.draws(f"between:{CORR}:Intercept") + post.draws(delta))
@@ -319,7 +319,7 @@ def test_correlation_functions_with_three_effects_reduce_to_the_constant_fit():
     assert value == pytest.approx(constant.loglik, abs=1e-6)
     fit = _fit(model)
     assert fit.loglik >= constant.loglik - 1e-6 and fit.lrtest(constant).df == 1
-    p = fit.params.estimate
+    p = fit.params
     for g in (0.0, 1.0):
         sigma_g = fit.covariance_matrix({"g": g}).to_numpy()
         assert np.all(np.linalg.eigvalsh(sigma_g) > 0)

@@ -19,8 +19,8 @@ def test_model6_converges_and_settles(model6_by_points):
     assert abs(ll[5] - ll[7]) < 1e-3 and abs(ll[7] - ll[9]) < 1e-4 and abs(ll[9] - ll[11]) < 1e-5
     assert abs(ll[5] - ll[11]) > 10 * abs(ll[7] - ll[11])  # it is really settling, not constant
     # estimates settle too: K=7 (the default for two scale effects) vs K=9
-    diff = (model6_by_points[7].params.estimate - model6_by_points[9].params.estimate).abs()
-    assert (diff / model6_by_points[9].params.se).max() < 0.01
+    diff = (model6_by_points[7].params - model6_by_points[9].params).abs()
+    assert (diff / model6_by_points[9].bse).max() < 0.01
 
 
 def test_model6_default_quadrature_and_predictions(tutorial, model6_by_points):
@@ -33,13 +33,13 @@ def test_model6_default_quadrature_and_predictions(tutorial, model6_by_points):
     assert list(re.columns[:4]) == ["mean:Intercept", "mean:standlrt", "within:Intercept", "within:standlrt"]
     # EB means of random effects average near zero; posterior SDs below prior SDs
     assert abs(re["mean:Intercept"].mean()) < 0.05
-    assert (re["within:Intercept sd"] < default.params.estimate["sd:within:Intercept"]).all()
+    assert (re["within:Intercept sd"] < default.params["sd:within:Intercept"]).all()
     fitted = default.fitted()
     assert fitted.index.equals(tutorial.index)
     again = default.predict(tutorial)
     np.testing.assert_allclose(again.to_numpy(), fitted.to_numpy(), rtol=1e-12)
     population = default.predict(tutorial.assign(school=-1))
-    beta = default.params.estimate[["mean:Intercept", "mean:standlrt", "mean:girl"]].to_numpy()
+    beta = default.params[["mean:Intercept", "mean:standlrt", "mean:girl"]].to_numpy()
     np.testing.assert_allclose(population["mean"], beta[0] + beta[1] * tutorial.standlrt + beta[2] * tutorial.girl)
     z = default.residuals()
     assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
@@ -73,10 +73,10 @@ def test_recovers_model6_like_truth():
     data, truth = simulate_model6_like(2024)
     result = fit(data, "y ~ x + girl + (x | g)", "~ x + girl + (x | g)")
     assert result.converged
-    table = result.params
+    table = result.table()
     assert sorted(table.index) == sorted(truth)
-    z = (table.estimate - pd.Series(truth)) / table.se
+    z = (table.estimate - pd.Series(truth)) / table.std_error
     assert z.abs().max() < 3, z.sort_values()
     # and the 95% CIs are honest about it: truth inside for nearly all
-    inside = (table.ci_low <= pd.Series(truth)) & (pd.Series(truth) <= table.ci_high)
+    inside = (table.lower <= pd.Series(truth)) & (pd.Series(truth) <= table.upper)
     assert inside.sum() >= 14

@@ -61,7 +61,7 @@ def posterior(tutorial):
 def test_published_london_models(posterior, key):
     result = posterior(key)
     assert result.converged and result.info["divergences"] == 0
-    assert result.params.r_hat.max() < 1.01
+    assert result.table().r_hat.max() < 1.01
     ours = published_quantities(result)
     for name, (mean, sd) in ((k, v) for k, v in REF[key].items() if k != "DIC"):
         draws = ours[name]
@@ -77,11 +77,11 @@ def test_model6_posterior_agrees_with_ml(posterior, tutorial):
     assert result.converged and result.info["divergences"] == 0
     ml = melsm.Model(*MODELS["6"][:1], within=MODELS["6"][1], data=tutorial).fit()
     fixed = [n for n in ml.names if n.split(":")[0] in ("mean", "within")]
-    post = result.params
-    distance = (post.loc[fixed, "mean"] - ml.params.loc[fixed, "estimate"]).abs() / post.loc[fixed, "sd"]
+    post = result.table()
+    distance = (post.loc[fixed, "estimate"] - ml.params[fixed]).abs() / post.loc[fixed, "std_error"]
     assert distance.max() < 1.0, distance
     # posterior SDs of the fixed effects close to the ML standard errors
-    ratio = post.loc[fixed, "sd"] / ml.params.loc[fixed, "se"]
+    ratio = post.loc[fixed, "std_error"] / ml.bse[fixed]
     assert ratio.between(0.8, 1.25).all(), ratio
     # random effects: one row per school, posterior means of u near the EB predictions
     re_post, re_ml = result.random_effects(), ml.random_effects()
@@ -144,7 +144,7 @@ def test_seed_reproducible_and_cli_json(tutorial, capsys):
     assert out["dic"] == pytest.approx(a.dic["DIC"])
     by_name = {p["name"]: p for p in out["params"]}
     assert by_name["sd:within:Intercept"]["estimate"] == pytest.approx(a.draws("sd:within:Intercept").mean())
-    assert by_name["sd:within:Intercept"]["se"] == pytest.approx(a.params.loc["sd:within:Intercept", "sd"])
+    assert by_name["sd:within:Intercept"]["se"] == pytest.approx(a.bse["sd:within:Intercept"])
 
 
 def test_marginal_criteria_and_compare(posterior, tutorial):
@@ -177,5 +177,5 @@ def test_default_priors_converge(tutorial, key):
         warnings.simplefilter("error", melsm.MelsmConvergenceWarning)
         result = melsm.Model(mean, within=within, data=tutorial).sample()
     assert result.info["divergences"] == 0
-    assert result.params.r_hat.max() < 1.01
-    assert result.params[["ess_bulk", "ess_tail"]].min().min() >= 400
+    assert result.table().r_hat.max() < 1.01
+    assert result.table()[["ess_bulk", "ess_tail"]].min().min() >= 400

@@ -17,7 +17,7 @@ def test_model6_converges_at_the_demo_settings(tutorial):
     with warnings.catch_warnings():
         warnings.simplefilter("error", melsm.MelsmConvergenceWarning)
         post = model.sample(**DEMO_MCMC, seed=0, start=ml, progress=False)  # the demo's seed
-    table = post.params
+    table = post.table()
     assert post.converged and post.problems == [] and post.info["divergences"] == 0
     assert table.r_hat.max() < RHAT_LIMIT
     assert table[["ess_bulk", "ess_tail"]].min().min() >= ESS_LIMIT
@@ -25,5 +25,5 @@ def test_model6_converges_at_the_demo_settings(tutorial):
     assert table.loc["sd:within:standlrt", "ess_bulk"] >= 3 * ESS_LIMIT
     # and the posterior is where the likelihood puts it: fixed effects within a posterior SD of ML
     fixed = [n for n in ml.names if n.split(":")[0] in ("mean", "within")]
-    distance = (table.loc[fixed, "mean"] - ml.params.loc[fixed, "estimate"]).abs() / table.loc[fixed, "sd"]
+    distance = (table.loc[fixed, "estimate"] - ml.params[fixed]).abs() / table.loc[fixed, "std_error"]
     assert distance.max() < 1.0, distance

@@ -136,8 +136,8 @@ def test_default_prior_keeps_the_tail_in(london_fits):
     mean, median, sd, robust_sd = _mean_median_sd(post.draws(MIXED))
     assert abs(mean - median) < 0.5 * sd and abs(mean - median) < 0.5 * robust_sd, (mean, median, sd)
     # the likelihood decides the centre: the median within half an ML SE of the ML estimate
-    assert abs(median - ml.params.estimate[MIXED]) < 0.5 * ml.params.se[MIXED]
-    assert post.params.loc[MIXED, "ess_bulk"] >= 400 and post.params.loc[MIXED, "r_hat"] < 1.01
+    assert abs(median - ml.params[MIXED]) < 0.5 * ml.bse[MIXED]
+    assert post.table().loc[MIXED, "ess_bulk"] >= 400 and post.table().loc[MIXED, "r_hat"] < 1.01
     assert post.draws(MIXED).min() > -12  # the old prior's draws ran to −30 and beyond
     assert post.notes == [] and "Prior sensitivity" not in post.summary()
 

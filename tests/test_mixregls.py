@@ -41,14 +41,14 @@ def test_stage(fits, stage):
     assert result.converged
     assert result.loglik > ref["loglik"] - 0.01
     assert result.loglik < ref["loglik"] + 0.01
-    table = result.params
+    table = result.table()
     for block in ("mean", "between", "within"):
         for term, values in ref[block].items():
             row = table.loc[f"{block}:{term}"]
-            _compare(f"{block}:{term}", row.estimate, row.se, values)
+            _compare(f"{block}:{term}", row.estimate, row.std_error, values)
     if stage.startswith("stage3"):
         row = table.loc["sd:within:Intercept"]
-        _compare("scale sd", row.estimate, row.se, ref["scale_sd"])
+        _compare("scale sd", row.estimate, row.std_error, ref["scale_sd"])
     if stage.startswith("stage4"):
         # MIXREGLS' parameterisation: v = tau_l*theta1 + sigma*theta2, u = sigma_u*theta1.
         rho, sd = "corr:mean:Intercept,within:Intercept", "sd:within:Intercept"

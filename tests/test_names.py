@@ -74,7 +74,7 @@ def test_terms_with_commas_in_summary_comparison_and_lrtest(poly_fits):
     labels = [label for _, label in table.index]
     assert "Corr(poly(x, 2)[1], poly(x, 2)[2])" in labels
     cell = table.loc[("Mean function", "Corr(poly(x, 2)[1], poly(x, 2)[2])"), ("poly", "Est.")]
-    assert cell == pytest.approx(big.params.loc["corr:mean:poly(x, 2)[1],mean:poly(x, 2)[2]", "estimate"])
+    assert cell == pytest.approx(big.params["corr:mean:poly(x, 2)[1],mean:poly(x, 2)[2]"])
     test = big.lrtest(small)
     assert test.df == 5  # two SDs and three correlations added
     assert test.statistic == pytest.approx(2 * (big.loglik - small.loglik))
@@ -105,7 +105,7 @@ def test_double_bar_gives_uncorrelated_effects_matching_the_closed_form():
     best = scipy.optimize.minimize(minus_loglik, [23.0, -2.0, 1.0, 0.0, 1.0], method="Nelder-Mead",
                                    options={"xatol": 1e-7, "fatol": 1e-9, "maxiter": 4000})
     assert fit.loglik == pytest.approx(-best.fun, abs=1e-5)
-    p = fit.params["estimate"]
+    p = fit.params
     b0, b1, log_s0, log_s1, log_e = best.x
     assert p["mean:Intercept"] == pytest.approx(b0, abs=1e-3)
     assert p["mean:week"] == pytest.approx(b1, abs=1e-3)

@@ -42,7 +42,7 @@ def test_stateful_transforms_use_the_fitted_state(london):
     alone = pd.concat([fit.predict(rows.iloc[[k]], random=False) for k in range(3)])
     np.testing.assert_allclose(together.to_numpy(), alone.to_numpy(), rtol=1e-12)
     # by hand: the fitted data's mean of standlrt, and x'β with the fitted columns
-    p = fit.params["estimate"]
+    p = fit.params
     centred = rows["standlrt"] - london["standlrt"].mean()
     x_part = fit.model.design.X[np.searchsorted(fit.model.design.row_index, rows.index)]
     np.testing.assert_allclose(x_part[:, 1], centred, rtol=1e-12)
@@ -54,7 +54,7 @@ def test_factor_subsets_and_unseen_levels(london):
     fit = melsm.Model(data=london, mean="normexam ~ standlrt + C(schgend) + (1 | school)").fit()
     girls = london[london["schgend"] == 3].iloc[:4]
     got = fit.predict(girls, random=False)["mean"]
-    p = fit.params["estimate"]
+    p = fit.params
     expected = p["mean:Intercept"] + p["mean:standlrt"] * girls["standlrt"] + p["mean:C(schgend)[T.3]"]
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     odd = girls.assign(schgend=7)
@@ -115,7 +115,7 @@ def test_prediction_interval_of_a_new_group_matches_the_closed_form(location_fit
     narrower)."""
     rows = reisby.iloc[:4]
     got = location_fit.predict(rows, random=False, interval="prediction", draws=20000, seed=1)
-    p = location_fit.params["estimate"]
+    p = location_fit.params
     sd = np.sqrt(p["sd:mean:Intercept"] ** 2 + np.exp(p["within:Intercept"]))
     z = scipy.stats.norm.ppf(0.975)
     for half in (got["mean"] - got["obs_ci_lower"], got["obs_ci_upper"] - got["mean"]):
@@ -131,7 +131,7 @@ def test_simulate_reproduces_the_fitted_moments(location_fit, reisby):
     sims = location_fit.simulate(nsim=3000, seed=2)
     assert sims.shape == (location_fit.n_obs, 3000)
     assert list(sims.columns[:2]) == ["sim_1", "sim_2"]
-    p = location_fit.params["estimate"]
+    p = location_fit.params
     rows = reisby.loc[sims.index]
     mean = p["mean:Intercept"] + p["mean:week"] * rows["week"] + p["mean:endog"] * rows["endog"]
     variance = p["sd:mean:Intercept"] ** 2 + np.exp(p["within:Intercept"])
@@ -142,6 +142,28 @@ def test_simulate_reproduces_the_fitted_moments(location_fit, reisby):
     first = sims.loc[reisby.index[reisby["id"] == reisby["id"].iloc[0]]]
     assert np.cov(first.iloc[0], first.iloc[1])[0, 1] == pytest.approx(p["sd:mean:Intercept"] ** 2, rel=0.1)
     np.testing.assert_array_equal(location_fit.simulate(2, seed=5), location_fit.simulate(2, seed=5))
+
+
+def test_simulate_under_the_quadratic_association():
+    """New groups' v = τ_l θ1 + τ_q θ1² + σ θ2: E exp(v) = exp(σ²/2) (1 − 2τ_q)^(−1/2)
+    exp(τ_l² / (2(1 − 2τ_q))), so Var y = σ²_u + exp(α0) E exp(v) in closed form."""
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(300), 8)
+    t1, t2 = rng.normal(size=300), rng.normal(size=300)
+    v = 0.3 * t1 - 0.25 * t1**2 + 0.4 * t2
+    data = pd.DataFrame({"y": 1 + 0.8 * t1[g] + np.exp(0.5 * (-0.5 + v[g])) * rng.normal(size=g.size), "g": g})
+    fit = melsm.Model("y ~ 1 + (1 | g)", within="~ 1 + (1 | g)", data=data, association="quadratic").fit()
+    assert fit.converged
+    p = fit.params
+    sd_v, rho, tau_q = p["sd:within:Intercept"], p["corr:mean:Intercept,within:Intercept"], p["assoc:quadratic"]
+    tau_l, sigma2 = rho * sd_v, sd_v**2 * (1 - rho**2)
+    scale = np.exp(sigma2 / 2) / np.sqrt(1 - 2 * tau_q) * np.exp(tau_l**2 / (2 * (1 - 2 * tau_q)))
+    variance = p["sd:mean:Intercept"] ** 2 + np.exp(p["within:Intercept"]) * scale
+    sims = fit.simulate(nsim=2000, seed=4)
+    assert sims.var(axis=1).mean() == pytest.approx(variance, rel=0.015)
+    # without the quadratic term the variance would be ~10% larger: the test can tell
+    linear = p["sd:mean:Intercept"] ** 2 + np.exp(p["within:Intercept"] + sd_v**2 / 2)
+    assert abs(linear / variance - 1) > 0.06
 
 
 @pytest.fixture(scope="module")

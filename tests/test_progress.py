@@ -8,42 +8,13 @@ import re
 import warnings
 
 import pytest
+from test_study import TINY
 
 import melsm
 from melsm.cli import main
 from melsm.progress import Progress, from_host, relay
 
 FAST_MEAN = "hamdep ~ week + (1 | id)"
-TINY = """
-name = "tiny"
-seed = 5
-replicates = 2
-focus = "within:g"
-
-[model]
-mean = "y ~ x + g + (1 | group)"
-within = "~ x + g + (1 | group)"
-
-[truth]
-"mean:Intercept" = 0.0
-"mean:x" = 0.5
-"mean:g" = 0.3
-"within:Intercept" = 0.0
-"within:x" = 0.0
-"within:g" = 0.0
-"sd:mean:Intercept" = 0.5
-"sd:within:Intercept" = 0.5
-"corr:mean:Intercept,within:Intercept" = 0.0
-
-[design]
-groups = 20
-group_size = 6
-covariates = { x = { level = 1 }, g = { level = 2 } }
-
-[fits.full]
-mean = "y ~ x + g + (1 | group)"
-within = "~ x + g + (1 | group)"
-"""
 
 
 # ---- the reporter itself --------------------------------------------------------------------
@@ -124,7 +95,7 @@ def test_mcmc_progress(small_model, capsys):
 
 def test_study_progress_reaches_the_total(tmp_path, capsys):
     path = tmp_path / "tiny.toml"
-    path.write_text(TINY)
+    path.write_text(TINY.format(replicates=2))
     calls = []
     melsm.run_study(melsm.load_study(path), tmp_path / "out", workers=1,
                     progress=lambda done, total: calls.append((done, total)))
@@ -190,3 +161,34 @@ def test_verbose_shows_the_log_on_stderr(capsys, where):
     assert logging.getLogger("melsm").handlers == [h for h in logging.getLogger("melsm").handlers
                                                    if isinstance(h, logging.NullHandler)]
     assert main(command) == 0 and capsys.readouterr().err == ""  # quiet again without -v
+
+
+def test_ml_fit_reports_its_stages(capsys):
+    data = melsm.datasets.load("reisby")
+    model = melsm.Model(FAST_MEAN, within="~ week + (1 | id)", data=data)
+    calls = []
+    fit = model.fit(progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]  # without random scale effects, then the full model
+    calls.clear()
+    model.fit(start=fit.theta, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 1)]
+    model.fit()  # the default: nothing where standard error is no terminal (a log)
+    model.fit(progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_delayed_report_stays_silent_when_the_job_is_quick():
+    import io
+    import time
+
+    quick, slow = io.StringIO(), io.StringIO()
+    for stream, pause in ((quick, 0.0), (slow, 0.4)):
+        with Progress(True, total=2, desc="fit", file=stream, delay=0.3) as bar:
+            bar.step("a", lambda p=pause: time.sleep(p))
+            bar.step("b", lambda: None)
+    assert quick.getvalue() == ""
+    assert "2/2" in slow.getvalue()
+    lines = io.StringIO()  # plain lines: a step that started within the delay is written whole
+    reporter = Progress(None, total=1, file=lines, delay=0.2)
+    reporter.step("slow step", lambda: time.sleep(0.3))
+    assert re.fullmatch(r"\[1/1\] slow step \.\.\. 0\.\d s\n", lines.getvalue())

@@ -25,11 +25,11 @@ def test_matches_lme4_glmmtmb(key):
     case = REF[key]
     data = melsm.datasets.load(case["data"].removesuffix(".csv"))
     result = fit(data, case["mean"], case["within"], case.get("between"))
-    ref, p = case["fit"], result.params["estimate"]
+    ref, p = case["fit"], result.params
     assert result.converged
     assert abs(result.loglik - ref["logLik"]) < 1e-4
     assert result.loglik > ref["logLik"] - 1e-6
-    se = result.params["se"]
+    se = result.bse
     mean = [n for n in result.names if n.startswith("mean:")]
     _close(p[mean], ref["fixef"], se[mean])
     within = [n for n in result.names if n.startswith("within:")]

@@ -8,11 +8,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection
 
 import melsm
 from melsm.demo import LONDON_MODELS
+from melsm.model.evaluation import evaluation_rows
 from melsm.reporting.findings import findings
 from melsm.results import groups
 from melsm.results.base import COMMON_COLUMNS, Results, register_accessor
@@ -24,7 +26,7 @@ N_SCHOOLS = 65
 RHO, SD_U, SD_V = "corr:mean:Intercept,within:Intercept", "sd:mean:Intercept", "sd:within:Intercept"
 #: Modules that take fits and must treat ML and MCMC fits alike.
 CONSUMERS = ["reporting/compare.py", "reporting/findings.py", "reporting/plots.py", "reporting/report.py",
-             "app/jobs.py", "app/worker.py", "app/server.py", "demo.py", "cli.py", "results/groups.py",
+             "app/jobs.py", "app/tables.py", "app/worker.py", "app/server.py", "demo.py", "cli.py", "results/groups.py",
              "results/summary.py", *(str(p.relative_to(SRC)) for p in (SRC / "studies").glob("*.py"))]
 
 
@@ -54,20 +56,22 @@ def test_both_fits_share_the_base_and_one_table_schema(fits):
         assert list(table.columns) == list(COMMON_COLUMNS) + extras[key]
         assert list(table.index) == f.names
         assert (table.lower < table.estimate).all() and (table.estimate < table.upper).all()
-    # the tables are the params under common names: nothing recomputed
-    for common, ml_name, mcmc_name in zip(COMMON_COLUMNS, ["estimate", "se", "ci_low", "ci_high"],
-                                          ["mean", "sd", "q2.5", "q97.5"], strict=True):
-        assert (ml.table()[common] == ml.params[ml_name]).all()
-        assert (mcmc.table()[common] == mcmc.params[mcmc_name]).all()
+    # params and bse are the table's columns, labelled as statsmodels labels them
+    for f in (ml, mcmc):
+        assert isinstance(f.params, pd.Series) and f.params.name == "estimate"
+        assert list(f.params.index) == list(f.bse.index) == f.names
+        assert (f.params == f.table()["estimate"]).all() and (f.bse == f.table()["std_error"]).all()
+    assert list(ml.table().columns) == [*COMMON_COLUMNS, "z", "p"]
+    assert list(mcmc.table().columns[:len(COMMON_COLUMNS)]) == list(COMMON_COLUMNS)
     assert (ml.n_obs, ml.n_groups, ml.n_params) == (mcmc.n_obs, mcmc.n_groups, mcmc.n_params) == (4059, 65, 5)
 
 
 def test_variance_scale_of_the_table(fits):
     ml, mcmc = fits["ml"], fits["mcmc"]
-    sd, se = ml.params.loc[SD_V, ["estimate", "se"]]
+    sd, se = ml.params[SD_V], ml.bse[SD_V]
     row = ml.table("variance").loc[SD_V]
     assert row.estimate == sd ** 2 and row.std_error == 2 * sd * se
-    assert row.lower == ml.params.at[SD_V, "ci_low"] ** 2
+    assert row.lower == ml.table().at[SD_V, "lower"] ** 2
     squares = mcmc.draws(SD_V) ** 2
     row = mcmc.table("variance").loc[SD_V]
     assert row.estimate == squares.mean() and row.std_error == squares.std(ddof=1)
@@ -121,15 +125,16 @@ def test_group_and_population_quantities_come_from_one_code_path(fits):
     # ML: K = 3 points, the empirical-Bayes interval; a group differs when its interval
     # excludes the population average
     fit = fits["ml"]
-    assert fit.group_coefficient("mean").shape == (3, N_SCHOOLS)
+    rows = evaluation_rows(fit.model.design)
+    assert fit.group_predictor("mean", rows["X"], rows["Zu"]).shape == (3, N_SCHOOLS)
     average = fit.population_quantities().loc["mean", "estimate"]
     assert (ml["mean differs"] == ((ml["mean low"] > average) | (ml["mean high"] < average))).all()
     # MCMC: the draws, each parameter draw with the random effects of the same draw
     mcmc_fit = fits["mcmc"]
     effects = np.asarray(mcmc_fit.idata.posterior["random_effects"].sel(effect="within:Intercept"))
     expected = mcmc_fit.draws("within:Intercept")[:, None] + effects.reshape(-1, N_SCHOOLS)
-    np.testing.assert_array_equal(mcmc_fit.group_coefficient("within"), expected)
-    assert mcmc_fit.group_coefficient("mean").shape == (600, N_SCHOOLS)
+    np.testing.assert_allclose(mcmc_fit.group_predictor("within", rows["W"], rows["Zv"]), expected, rtol=1e-13)
+    assert mcmc_fit.group_predictor("mean", rows["X"], rows["Zu"]).shape == (600, N_SCHOOLS)
     ml_pop, mcmc_pop = fits["ml"].population_quantities(), fits["mcmc"].population_quantities()
     assert list(ml_pop.columns) == list(mcmc_pop.columns) == ["estimate", "se", "low", "high"]
     assert np.all(np.abs(ml_pop.estimate - mcmc_pop.estimate) < ml_pop.se)
@@ -153,7 +158,7 @@ def test_criteria_and_capabilities(fits):
 
 def test_compare_report_and_figures_go_through_the_same_code(fits, tmp_path):
     for f in fits.values():
-        table = melsm.compare(f, names=["Model 2"]).table
+        table = melsm.compare(f, names=["Model 2"], scale="variance").table
         second = f.wording.error
         assert list(table.columns) == [("Model 2", "Est."), ("Model 2", second)]
         row = ("Level-1 variance function (log variance)", "Var(Intercept)")

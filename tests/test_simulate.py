@@ -120,7 +120,7 @@ def test_fit_recovers_the_truth():
     with warnings.catch_warnings():
         warnings.simplefilter("error", melsm.MelsmConvergenceWarning)
         fit = melsm.Model(data=data, **MODEL).fit()
-    z = (fit.params["estimate"] - pd.Series(TRUTH)) / fit.params["se"]
+    z = (fit.params - pd.Series(TRUTH)) / fit.bse
     assert fit.converged
     assert z.abs().max() < 3.5, z
 

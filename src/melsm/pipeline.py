@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
+from dataclasses import replace
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from melsm.engine.rows import ModelData, model_data
@@ -15,10 +19,13 @@ from melsm.model.design import build_design
 from melsm.model.params import ParamLayout
 from melsm.model.scaling import Units, standardise
 from melsm.model.spec import make_spec
+from melsm.progress import Progress, interactive_only
 from melsm.results.ml import MLResults
 
 #: The most quadrature nodes per group a fit may ask for (memory grows with them).
 MAX_NODES_PER_GROUP = 10_000
+#: Seconds an ML fit runs before its progress bar appears (warm fits take well under one).
+ML_PROGRESS_DELAY = 2.0
 log = logging.getLogger(__name__)
 
 
@@ -123,7 +130,23 @@ class Model:
             self._sampler_data = model_data(self.design)
         return self._sampler_data
 
-    def fit(self, quadrature: int | None = None, start=None, max_iter: int | None = None) -> MLResults:
+    def with_response(self, y) -> Model:
+        """This model with the response replaced by ``y`` (one value per row used, in the
+        design's row order: sorted by group, as ``design.y``). Covariates, groups, weights
+        and offsets are kept, so the arrays have the same shapes and a fit reuses the
+        compiled likelihood; the parametric bootstrap refits with it
+        (``melsm.results.bootstrap``)."""
+        y = np.asarray(y, dtype=float)
+        if y.shape != self.design.y.shape or not np.isfinite(y).all():
+            raise MelsmInputError(f"the new response must be {self.design.n_obs} finite numbers (one per row "
+                                  f"used, in the design's order), not an array of shape {y.shape}")
+        new = copy.copy(self)
+        new.design = replace(self.design, y=y, y_scale=float(np.std(y)))
+        new._units = new._internal_data = new._model_data = new._sampler_data = None
+        return new
+
+    def fit(self, quadrature: int | None = None, start=None, max_iter: int | None = None,
+            progress: Any = None) -> MLResults:
         """Maximum-likelihood fit.
 
         ``quadrature``: Gauss–Hermite points per random scale effect (default 11 for one,
@@ -131,6 +154,9 @@ class Model:
         outer points of the nested rule (default 11, with 4n − 3 inner points each).
         ``start``: θ (``fit.theta`` of another fit of this model).
         ``max_iter``: cap on the iterations of each optimiser run (default 1000).
+        ``progress``: the stages as ``melsm.progress.Progress`` steps; by default a bar in a
+        terminal or notebook once the fit has taken ``ML_PROGRESS_DELAY`` seconds (a first
+        fit, which compiles), nothing in a log; False: none.
 
         Convergence is judged by the gradient (every |∂ log L/∂θ| < 1e-3) and a
         positive-definite −Hessian over the identified parameters; otherwise the result
@@ -147,7 +173,10 @@ class Model:
         start = None if start is None else units.to_internal(start)
         log.info("maximum likelihood: %s by %s, %d groups, %d rows", self.spec.response, self.spec.group,
                  self.design.n_groups, self.design.n_obs)
-        opt, info = fit_ml(units.design, self.internal_data, self.layout, quadrature, start, max_iter)
+        stages = 1 if start is not None or not self.layout.q_v else 2
+        with Progress(interactive_only(progress), total=stages, desc="ML fit", unit="stage",
+                      delay=ML_PROGRESS_DELAY if progress is None else 0.0) as reporter:
+            opt, info = fit_ml(units.design, self.internal_data, self.layout, quadrature, start, max_iter, reporter)
         for stage in info["stages"]:
             stage["loglik"] = units.loglik_to_user(stage["loglik"])
         result = MLResults(self, units.optimum_to_user(opt), info)

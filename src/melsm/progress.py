@@ -81,13 +81,22 @@ def _size(file) -> dict:
     return {"ncols": size.columns or 80, "nrows": size.lines or 24} if 0 in size else {}
 
 
+def interactive_only(progress: Any) -> Any:
+    """``progress`` for a job that is usually quick: the default (None) shows a bar in a
+    terminal or notebook (with a delay) but no plain lines in a log."""
+    return False if progress is None and _mode(None, None) == "lines" else progress
+
+
 class Progress:
     """One progress report (module docstring): counts with ``update_to``/``advance``, or
     named, timed steps with ``step``. Thread-safe; use as a context manager or ``close``."""
 
     def __init__(self, progress: Any = None, total: int = 0, desc: str = "", unit: str = "it",
-                 initial: int = 0, file=None):
+                 initial: int = 0, file=None, delay: float = 0.0):
         self.mode = _mode(progress, file)
+        #: seconds before anything is shown (a bar or lines; a callable is called at once):
+        #: a job that is usually quick stays silent when it is
+        self.delay = float(delay)
         self.total, self.done, self.initial = int(total), int(initial), int(initial)
         self.desc, self.unit, self.file = desc, unit, file
         self._callback: Callable | None = progress if self.mode == "call" else None
@@ -100,7 +109,8 @@ class Progress:
         if self.mode == "bar":
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=self.total, initial=self.done, desc=desc, unit=unit, file=file, **_size(file))
+            self._bar = tqdm(total=self.total, initial=self.done, desc=desc, unit=unit, file=file, delay=self.delay,
+                             **_size(file))
 
     @property
     def shown(self) -> bool:
@@ -137,7 +147,7 @@ class Progress:
         """Change the description (the bar's label, the lines' prefix)."""
         self.desc = desc
         if self._bar is not None:
-            self._bar.set_description_str(desc)
+            self._bar.set_description_str(desc, refresh=not self.delay)  # a refresh would show a delayed bar
 
     def step(self, what: str, job: Callable[[], Any]) -> Any:
         """Run ``job`` as the next step, called ``what``; returns its result. Plain lines
@@ -145,15 +155,15 @@ class Progress:
         k = self.done + 1
         self._steps = True
         if self._bar is not None:
-            self._bar.set_description_str(what)
-        elif self.mode == "lines":
-            self._write(f"[{k:{len(str(self.total))}d}/{self.total}] {what} ...")
+            self._bar.set_description_str(what, refresh=not self.delay)
+        head = f"[{k:{len(str(self.total))}d}/{self.total}] {what} ..."
+        opened = self.mode == "lines" and self._write(head)
         started = time.perf_counter()
         result = job()
         seconds = time.perf_counter() - started
         log.debug("%s: %.1f s", what, seconds)
-        if self.mode == "lines":
-            self._write(f" {seconds:.1f} s\n")
+        if self.mode == "lines":  # the whole line if its start fell within the delay
+            self._write(f" {seconds:.1f} s\n" if opened else f"{head} {seconds:.1f} s\n")
         self.update_to(k)
         return result
 
@@ -164,10 +174,14 @@ class Progress:
         prefix = f"{self.desc}: " if self.desc else ""
         return f"{prefix}{self.done}/{self.total} {self.unit}, {elapsed:.0f} s{left}{self._postfix}"
 
-    def _write(self, text: str) -> None:
+    def _write(self, text: str) -> bool:
+        """Write ``text`` unless still within the delay; whether it was written."""
+        if time.perf_counter() - self._started < self.delay:
+            return False
         stream = self.file or sys.stderr
         stream.write(text)
         stream.flush()
+        return True
 
     def close(self) -> None:
         """End the report (a bar stays on screen at its last state)."""

@@ -8,6 +8,7 @@ Routes (GET also answers HEAD)::
 
     GET  /api/datasets              built-in and uploaded data sets, the upload limit
     GET  /api/data?name=N           preview: columns (type, missing, distinct), first rows
+    GET  /api/columns?name=N&group=G  the columns' levels given the group (``columns``)
     POST /api/upload?filename=F     body: a CSV file
     POST /api/formula               body: the form; the formulas it builds (or field errors)
     POST /api/fit                   body: the form; starts a fit, returns its job id
@@ -63,7 +64,7 @@ def _finish(session: Session, job: dict, future: Future) -> None:
             return
         fit_id = session.next_fit
         session.next_fit += 1
-        record["data"] = job["data"]
+        record["data"], record["data_label"] = job["data"], job["data_label"]
         session.fits[fit_id] = record
         job.update(status="done", fit=fit_id)
 
@@ -71,9 +72,9 @@ def _finish(session: Session, job: dict, future: Future) -> None:
 class ApiRoutes(Transport):
     """The endpoints of the JSON API (the methods its route tables name)."""
 
-    GET_ROUTES = {"/api/datasets": "datasets", "/api/data": "preview", "/api/jobs/{id}": "job",
-                  "/api/fits": "fits", "/api/fits/{id}": "fit", "/api/fits/{id}/{file}": "fit_file",
-                  "/api/report.html": "report"}
+    GET_ROUTES = {"/api/datasets": "datasets", "/api/data": "preview", "/api/columns": "columns",
+                  "/api/jobs/{id}": "job", "/api/fits": "fits", "/api/fits/{id}": "fit",
+                  "/api/fits/{id}/{file}": "fit_file", "/api/report.html": "report"}
     POST_ROUTES = {"/api/upload": "upload", "/api/formula": "formula", "/api/fit": "start_fit",
                    "/api/compare": "compare"}
     #: Endpoints that store something in the session: they make one when there is none.
@@ -98,6 +99,12 @@ class ApiRoutes(Transport):
         head = data.head(PREVIEW_ROWS).astype(object).where(data.head(PREVIEW_ROWS).notna(), None)
         self._json({"name": self.query.get("name"), "n_rows": len(data), "columns": forms.column_info(data),
                     "head": head.values.tolist()})
+
+    def columns(self, session: Session) -> None:
+        """Each column's type and level given the group (the form offers covariates by it)."""
+        data = self._data(session, self.query.get("name"))
+        group = self.query.get("group") or None
+        self._json({"name": self.query.get("name"), "group": group, "columns": forms.column_info(data, group)})
 
     def upload(self, session: Session) -> None:
         filename = "".join(ch for ch in (self.query.get("filename") or "upload.csv") if ch.isprintable())[-80:]
@@ -147,6 +154,8 @@ class ApiRoutes(Transport):
         job = {"name": request["name"], "method": request["method"], "status": "queued", "started": time.time(),
                "data": form["data"], "progress": progress}
         with session.lock:
+            # an upload is shown by its file's name
+            job["data_label"] = session.uploads[form["data"]][0] if form["data"] in session.uploads else form["data"]
             self._check_room(session)
             try:
                 job["future"] = self.state.engine.submit(self.state.fit_job, data, request, progress=progress)

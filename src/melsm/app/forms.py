@@ -5,26 +5,33 @@ A form is a dict of fields::
     data, name, response, group,
     mean_fixed [cols], mean_random [cols], mean_random_intercept (bool),
     within_fixed [cols], within_random [cols], within_random_intercept (bool),
-    between [cols], between_within [cols], association, method ("ml" | "mcmc"), chains,
-    warmup, draws, seed
+    between [cols], between_within [cols], categorical [cols], association,
+    method ("ml" | "mcmc"), chains, warmup, draws, seed
 
 ``between`` are the covariates of the log variance of the random location intercept,
 ``between_within`` those of the random scale intercept's (level-2 variance functions).
 
 ``build(form, data)`` returns the checked fit request or raises ``FormError`` with a
-message for each field at fault (shown next to that field). Text columns enter the
-fixed parts as ``C(col)``; they cannot have random slopes.
+message for each field at fault (shown next to that field). The columns' levels
+(``columns``) are computed here from the data: a level-2 function takes only columns
+constant within each group, and no function takes a column that is constant overall.
+Text columns, and the numeric columns listed in ``categorical``, enter the formulas as
+``C(col)``; they cannot have random slopes.
 """
 
 from __future__ import annotations
-
-import re
 
 import pandas as pd
 
 from melsm.model.association import NAMES
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+from .columns import IDENTIFIER, column_info, column_levels
+from .limits import MAX_CATEGORIES
+
+__all__ = ["IDENTIFIER", "FormError", "build", "column_info", "field_of", "formulas"]
+
+COVARIATE_FIELDS = ("mean_fixed", "mean_random", "within_fixed", "within_random", "between", "between_within")
+LIST_FIELDS = (*COVARIATE_FIELDS, "categorical")
 ASSOCIATIONS = NAMES
 MCMC_LIMITS = {"chains": (2, 64), "warmup": (10, 20000), "draws": (10, 20000), "seed": (0, 2**31 - 1)}
 MCMC_DEFAULTS = {"chains": 8, "warmup": 500, "draws": 500, "seed": 0}
@@ -39,20 +46,9 @@ class FormError(Exception):
         self.errors = errors
 
 
-def column_info(data: pd.DataFrame) -> list[dict]:
-    """Name, type ("numeric" or "text"), missing count, distinct values and whether the
-    name can be used in a formula, for each column."""
-    out = []
-    for name in data.columns:
-        column = data[name]
-        out.append({"name": str(name), "type": "numeric" if pd.api.types.is_numeric_dtype(column) else "text",
-                    "missing": int(column.isna().sum()), "distinct": int(column.nunique()),
-                    "usable": bool(IDENTIFIER.match(str(name)))})
-    return out
-
-
-def _term(column: str, data: pd.DataFrame) -> str:
-    return column if pd.api.types.is_numeric_dtype(data[column]) else f"C({column})"
+def _term(column: str, data: pd.DataFrame, categorical: set[str]) -> str:
+    numeric = pd.api.types.is_numeric_dtype(data[column])
+    return column if numeric and column not in categorical else f"C({column})"
 
 
 def _random(intercept: bool, slopes: list[str], group: str) -> str | None:
@@ -65,13 +61,18 @@ def _random(intercept: bool, slopes: list[str], group: str) -> str | None:
 def formulas(form: dict, data: pd.DataFrame) -> dict:
     """The mean, within and between formulas of a form (fields assumed checked)."""
     response, group = form["response"], form["group"]
-    mean_terms = [_term(c, data) for c in form.get("mean_fixed", [])] or ["1"]
+    categorical = set(form.get("categorical") or [])
+
+    def term(column: str) -> str:
+        return _term(column, data, categorical)
+
+    mean_terms = [term(c) for c in form.get("mean_fixed", [])] or ["1"]
     random = _random(bool(form.get("mean_random_intercept")), list(form.get("mean_random", [])), group)
     mean = f"{response} ~ {' + '.join(mean_terms + ([random] if random else []))}"
-    within_terms = [_term(c, data) for c in form.get("within_fixed", [])] or ["1"]
+    within_terms = [term(c) for c in form.get("within_fixed", [])] or ["1"]
     random = _random(bool(form.get("within_random_intercept")), list(form.get("within_random", [])), group)
     within = f"~ {' + '.join(within_terms + ([random] if random else []))}"
-    functions = {effect: f"~ {' + '.join(_term(c, data) for c in columns)}"
+    functions = {effect: f"~ {' + '.join(term(c) for c in columns)}"
                  for effect, columns in (("mean:Intercept", form.get("between") or []),
                                          ("within:Intercept", form.get("between_within") or [])) if columns}
     if set(functions) <= {"mean:Intercept"}:  # the location intercept's alone: the plain formula
@@ -83,7 +84,7 @@ def _columns(form: dict, field: str) -> list[str]:
     value = form.get(field) or []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise FormError({field: "expected a list of column names"})
-    return value
+    return list(dict.fromkeys(value))  # a column named twice counts once
 
 
 def _text(form: dict, field: str, errors: dict) -> str:
@@ -154,32 +155,56 @@ def _column_lists(form: dict, columns: dict, response: str, group: str, errors: 
     """The column lists of the form, each checked; a field at fault gets one error (its
     first bad column) and, when it is not a list of names, is taken as empty."""
     lists = {}
-    for field in ("mean_fixed", "mean_random", "within_fixed", "within_random", "between", "between_within"):
+    for field in LIST_FIELDS:
         try:
             lists[field] = _columns(form, field)
         except FormError as err:
             errors.update(err.errors)
             lists[field] = []
+    categorical = set(lists["categorical"])
+    for field in LIST_FIELDS:
         for column in lists[field]:
             if not _known(columns, errors, field, column):
                 break
-            if column in (response, group):
-                errors[field] = f"'{column}' is the {'response' if column == response else 'group'}"
-                break
-            if field.endswith("_random") and columns[column]["type"] != "numeric":
-                errors[field] = f"'{column}' is text: a random slope needs a numeric column"
+            if problem := _column_problem(field, columns[column], response, group, categorical):
+                errors[field] = problem
                 break
     return lists
 
 
+def _column_problem(field: str, info: dict, response: str, group: str, categorical: set[str]) -> str | None:
+    """Why a known, usable column cannot be in list ``field`` (None if it can)."""
+    column = info["name"]
+    if column in (response, group):
+        return f"'{column}' is the {'response' if column == response else 'group'}"
+    if field == "categorical":
+        if info["categorical"] == "no":
+            return (f"'{column}' has {info['distinct']} distinct values, too many for a categorical covariate "
+                    f"(at most {MAX_CATEGORIES})")
+        return None
+    if info["level"] == "constant":
+        return f"'{column}' has the same value in every row: the intercept already stands for it"
+    text = info["type"] != "numeric"
+    if (text or column in categorical) and info["distinct"] > MAX_CATEGORIES:
+        return (f"'{column}' has {info['distinct']} distinct values, too many for a categorical covariate "
+                f"(at most {MAX_CATEGORIES})")
+    if field.endswith("_random") and text:
+        return f"'{column}' is text: a random slope needs a numeric column"
+    if field.endswith("_random") and column in categorical:
+        return f"'{column}' is categorical: a random slope needs a numeric (not categorical) column"
+    return None
+
+
 def _check_level_two(lists: dict, flags: dict, data: pd.DataFrame, group: str, columns: dict,
                      errors: dict) -> None:
-    """Between-group covariates are constant within groups, and each variance function
-    has the random intercept whose variance it models."""
-    for field in ("between", "between_within"):
-        if field not in errors and lists[field] and group in columns and "group" not in errors:
-            varying = [c for c in lists[field] if (data.groupby(group)[c].nunique(dropna=False) > 1).any()]
-            if varying:
+    """Between-group covariates are level-2 columns (constant within each group, computed
+    here from the data: ``columns.column_levels``), and each variance function has the
+    random intercept whose variance it models."""
+    fields = [f for f in ("between", "between_within") if f not in errors and lists[f]]
+    if fields and group in columns and "group" not in errors:
+        levels = column_levels(data, group, [group, *(c for f in fields for c in lists[f])])
+        for field in fields:
+            if varying := [c for c in lists[field] if levels.get(c) == "level-1"]:
                 errors[field] = (f"'{varying[0]}' varies within {group}: between-group covariates must be "
                                  f"constant within each group")
     if lists["between_within"] and not flags["within_random_intercept"] and "between_within" not in errors:

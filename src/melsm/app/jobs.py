@@ -47,6 +47,8 @@ def fit_job(data: pd.DataFrame, request: dict, progress=None) -> dict:
     import melsm
     from melsm.errors import MelsmInputError
 
+    from .tables import result_tables
+
     formulas, options = request["formulas"], request["options"]
     name = request["name"]
     with warnings.catch_warnings(record=True) as caught:
@@ -63,10 +65,11 @@ def fit_job(data: pd.DataFrame, request: dict, progress=None) -> dict:
         except FloatingPointError as err:
             return {"error": f"the fit failed numerically: {err}"}
         figures = _figures(fit, name)
+        tables = result_tables(fit)  # after the figures, which compute the group quantities it shows
     notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
     record = {"name": name, "method": request["method"], "formulas": formulas,
               "association": request["association"], "options": options, "summary": fit.summary(),
-              "converged": bool(fit.converged), "warnings": notes, "figures": figures,
+              "tables": tables, "converged": bool(fit.converged), "warnings": notes, "figures": figures,
               "n_obs": fit.model.design.n_obs, "n_groups": fit.model.design.n_groups}
     if request["method"] == "mcmc":
         record.update(dic=fit.dic["DIC"], p_d=fit.dic["p_D"], seconds=fit.info["seconds"])
@@ -80,16 +83,21 @@ def fit_job(data: pd.DataFrame, request: dict, progress=None) -> dict:
 
 
 def compare_job(pickles: list[bytes], names: list[str]) -> dict:
-    """The comparison table (HTML and Markdown) of pickled fits."""
-    import melsm
+    """The comparison of pickled fits: ``{"tables", "notes"}`` (``tables.comparison_tables``:
+    estimates side by side by the API's names, LR tests of consecutive nested fits)."""
     from melsm.errors import MelsmInputError
 
+    from .tables import comparison_tables
+
     fits = [pickle.loads(p) for p in pickles]
-    try:
-        comparison = melsm.compare(*fits, names=names)
-    except MelsmInputError as err:
-        return {"error": str(err)}
-    return {"html": comparison.to_html(digits=3), "markdown": comparison.to_markdown(digits=3)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            answer = comparison_tables(fits, names)
+        except MelsmInputError as err:
+            return {"error": str(err)}
+    answer["notes"] += list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, UserWarning)))
+    return answer
 
 
 def report_job(pickles: list[bytes], names: list[str]) -> dict:

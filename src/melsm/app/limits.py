@@ -26,3 +26,6 @@ CHUNK = 64 * 1024
 MAX_CONNECTIONS = 64
 #: Rows of a data set's preview.
 PREVIEW_ROWS = 8
+#: A categorical covariate (a text column, or a numeric one ticked categorical) has at
+#: most this many distinct values (each but one becomes a column of the design).
+MAX_CATEGORIES = 100

@@ -5,7 +5,7 @@ A request's handler is put together from parts with one job each:
 
 - ``transport``: the HTTP side (host and origin checks, routing, sessions, bodies, answers);
 - ``api``: the JSON API's endpoints (data sets, formulas, fits, jobs, comparisons, reports);
-- ``page``: the page's files (``GET /``, ``/app.js``, ``/app.css``);
+- ``page``: the page's files (``GET /``, ``/app.js``, ``/app.css``, the icon);
 - ``state``: what all handlers share (sessions, the worker engine, the built-in data);
 - ``parsing``: reading uploads, forms and ids; ``limits``: the sizes and timeouts.
 

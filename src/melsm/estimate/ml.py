@@ -57,6 +57,7 @@ from melsm.estimate.start import (
     without_scale_effects,
 )
 from melsm.model.params import ParamLayout
+from melsm.progress import Progress
 
 __all__ = ["DEFAULT_QUADRATURE", "GRADIENT_TOLERANCE", "Optimum", "covariance", "default_quadrature",
            "derivatives", "fit_ml", "maximise", "newton_steps", "value_grad_nodes", "warn_boundary"]
@@ -208,15 +209,18 @@ def _polish(opt: Optimum, space: Subspace, objective: Objective, layout: ParamLa
 
 
 def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = None,
-           theta0: np.ndarray | None = None, max_iter: int | None = None) -> tuple[Optimum, dict]:
+           theta0: np.ndarray | None = None, max_iter: int | None = None,
+           reporter: Progress | None = None) -> tuple[Optimum, dict]:
     """Staged maximum-likelihood fit. Returns the optimum and timing/stage information.
 
     ``max_iter`` caps the iterations of every optimiser run (default ``DEFAULT_MAX_ITER``).
+    ``reporter``: a ``melsm.progress.Progress`` that gets each stage as a step.
     Warns ``MelsmConvergenceWarning`` (with the reason) when the fit did not converge
     (``warn_boundary`` names the parameters on the boundary, once the fit is in the
     user's units).
     """
     started = time.perf_counter()
+    reporter = reporter or Progress(False)
     n_quad = n_quad or default_quadrature(layout)
     max_iter = DEFAULT_MAX_ITER if max_iter is None else int(max_iter)
     info: dict = {"stages": []}
@@ -228,8 +232,8 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
         kappa = function_intercepts(np.zeros(len(small.g_names)), small, L0)
         theta_small = small.pack(beta, alpha, kappa, L0)
         if layout.q_v:
-            stage = maximise(theta_small, data, small, 1, data.G.shape[0],
-                             boundary_floors(design, small), max_iter=max_iter)
+            stage = reporter.step("fitting without random scale effects", lambda: maximise(
+                theta_small, data, small, 1, data.G.shape[0], boundary_floors(design, small), max_iter=max_iter))
             info["stages"].append({"name": "without random scale effects",
                                    "loglik": stage.loglik, "iterations": stage.iterations})
             theta_stage = stage.theta
@@ -245,8 +249,9 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
             inverse_hessian0 = None if stage.pivots else embed_inverse_hessian(stage, small, layout)
         else:
             theta0 = theta_small
-    opt = maximise(np.asarray(theta0, float), data, layout, n_quad, data.G.shape[0],
-                   boundary_floors(design, layout), inverse_hessian0, max_iter=max_iter)
+    opt = reporter.step("fitting the full model", lambda: maximise(
+        np.asarray(theta0, float), data, layout, n_quad, data.G.shape[0], boundary_floors(design, layout),
+        inverse_hessian0, max_iter=max_iter))
     info["stages"].append({"name": "full model", "loglik": opt.loglik,
                            "iterations": opt.iterations})
     info["n_quad"] = n_quad

@@ -73,6 +73,10 @@ class Design:
     offset_mean: np.ndarray | None = None
     offset_within: np.ndarray | None = None
     weights: np.ndarray | None = None
+    #: The covariate columns the formulas use (not the response, group or weights), in the
+    #: sorted row order: where group and population quantities are evaluated
+    #: (``melsm.model.evaluation``)
+    covariates: pd.DataFrame | None = None
 
     def row_offsets(self) -> tuple[np.ndarray, np.ndarray]:
         """(N,) offsets of the mean and of the log level-1 variance, zeros without."""
@@ -147,6 +151,8 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         g_functions=g_functions, g_specs=g_specs, row_order=used_rows,
         row_index=data.index[used_rows], n_dropped=n_dropped,
         response=spec.response, group_name=spec.group, y_scale=float(np.std(y)), n_missing=n_missing,
+        covariates=frame[[c for c in columns if c not in (spec.response, spec.weights, spec.group)]]
+        .reset_index(drop=True),
     )
 
 

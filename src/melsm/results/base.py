@@ -11,7 +11,7 @@ it through this contract and never for its type:
   ``r_hat``, ``ess_bulk``, ``ess_tail``, ``mcse_mean``);
 - ``derived(fn)``: a function of the reported parameters in the same columns, by the
   delta method (ML) or per draw (MCMC);
-- ``parameter_values``, ``group_coefficient``, ``summarise_groups``: what the group and
+- ``evaluation_thetas``, ``group_predictor``, ``summarise_groups``: what the group and
   population quantities (``melsm.results.groups``) are computed from, by one code path;
 - capability flags and criteria: ``has_likelihood`` (log-likelihood and LR tests),
   ``criteria_names``, ``fit_statistics()``, ``information_criteria()``, ``criterion()``;
@@ -27,12 +27,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.special
 
+from melsm.model.evaluation import evaluation_rows
+from melsm.model.params import level2_row
 from melsm.results import groups
 from melsm.results.conventions import Conventions
 from melsm.results.predict import predict as predict_rows
@@ -52,10 +55,12 @@ class Wording:
     error: str  #: the short name of the second column of a comparison table: "SE"
     estimate_and_error: str  #: "estimate and standard error"
     interval: str  #: "95% CI"
-    group_intervals: str  #: what a group's interval is
+    group_intervals: str  #: what a group's intervals are (plural)
     group_points: str  #: what a group's point value is
     differs: str  #: when a group differs from the population average
     criteria_note: str = ""  #: a note on the fit criteria, for table footnotes
+    group_interval: str = "95% interval"  #: one group's interval (singular), for legends
+    population_interval: str = "95% interval"  #: the interval of a population quantity
 
 
 def outputs(value: Any) -> tuple[list, list]:
@@ -117,16 +122,35 @@ class Results(Conventions):
     #: Criteria (smaller is better) that ``information_criteria`` returns and fits can be
     #: ranked by; the first is the default.
     criteria_names: tuple[str, ...] = ()
-    #: How the columns of ``params`` are named in ``table`` (the others keep their names).
+    #: How the method's own columns are named in ``table`` (the others keep their names).
     _common_columns: Mapping[str, str] = {}
 
     model: Any
     #: The reported parameters (``melsm.model.names.ParamName``), and their printed names.
     ids: list
     names: list[str]
-    params: pd.DataFrame
+    #: The method's wide table (estimates, SEs or posterior summaries); ``table()`` shows it.
+    _params_table: pd.DataFrame
     converged: bool
     problems: list[str]
+    #: Reported parameters on the boundary of the parameter space (``ParamName`` → value),
+    #: as ML's boundary check finds them; an MCMC fit has none.
+    boundary_params: Mapping = MappingProxyType({})
+
+    @property
+    def convergence_problem(self) -> str:
+        """Why the fit did not converge, in words ("" when it did): the optimiser's message
+        (ML) or the sampler's problems (MCMC)."""
+        if self.converged:
+            return ""
+        return str(getattr(self, "message", "") or "; ".join(self.problems) or "not converged")
+
+    def _repr_html_(self) -> str:
+        """A compact HTML summary for notebooks: the fit's facts and its parameter table
+        (``melsm.results.display``); ``summary()`` is the full text."""
+        from melsm.results.display import fit_html
+
+        return fit_html(self)
 
     # ---- sizes ------------------------------------------------------------------------
     @property
@@ -142,6 +166,13 @@ class Results(Conventions):
         return self.model.layout.n_params
 
     # ---- the parameter table ------------------------------------------------------------
+    @property
+    def params(self) -> pd.Series:
+        """The estimates (ML) or posterior means (MCMC) by parameter name, as statsmodels'
+        ``params``; ``table()`` has them with SEs, intervals and the method's columns."""
+        return pd.Series(self.table()["estimate"].to_numpy(dtype=float),
+                         index=pd.Index(self.names, name="parameter"), name="estimate")
+
     def table(self, scale: str = "sd") -> pd.DataFrame:
         """Reported parameters in the common columns (``COMMON_COLUMNS``) followed by the
         method's own. ``scale="variance"`` shows random-effect SDs as variances σ²: ML
@@ -149,7 +180,7 @@ class Results(Conventions):
         quantiles of the σ² draws."""
         if scale not in SCALES:
             raise ValueError(f"scale must be 'sd' or 'variance', not {scale!r}")
-        table = self.params.rename(columns=self._common_columns)
+        table = self._params_table.rename(columns=self._common_columns)
         table = table[list(COMMON_COLUMNS) + [c for c in table.columns if c not in COMMON_COLUMNS]]
         if scale == "variance":
             for pid in self.ids:
@@ -161,13 +192,15 @@ class Results(Conventions):
         """Turn the row of SD ``name`` of ``table`` into the variance's, in place."""
         raise NotImplementedError
 
-    def derived(self, fn: Callable[[Mapping[str, Any]], Any], positive: bool | Sequence[bool] = False) -> pd.DataFrame:
-        """``fn`` of the reported parameters (a dict name → value, as
-        ``melsm.results.groups.population_formulas`` takes) in the columns
+    def derived(self, fn: Callable[..., Any], positive: bool | Sequence[bool] = False,
+                theta: bool = False) -> pd.DataFrame:
+        """``fn`` of the reported parameters (a dict name → value) in the columns
         ``COMMON_COLUMNS``. ``fn`` returns a number, a list of numbers or a dict name →
         number (the rows' names). ML: delta method; MCMC: per draw (see the subclasses).
         ``positive`` (one flag, or one per output): the quantity is positive, and ML forms
-        its interval on the log scale, exp(log q̂ ± 1.96·SE/q̂)."""
+        its interval on the log scale, exp(log q̂ ± 1.96·SE/q̂). ``theta=True`` calls
+        ``fn(params, θ)`` with θ in the data's units as well (the layout's vector, for
+        quantities such as ``melsm.results.groups.population_formulas``)."""
         raise NotImplementedError
 
     # ---- predictions and simulation (melsm.results.predict) ------------------------------
@@ -194,16 +227,21 @@ class Results(Conventions):
         arrays), MCMC the draws, chains pooled (S,)."""
         raise NotImplementedError
 
-    def group_coefficient(self, part: str, term: str = "Intercept") -> np.ndarray:
-        """Each group's coefficient of ``term`` in function ``part`` ("mean" or
-        "within"), fixed plus random effect, at the evaluation points: (K, J) for J groups.
-        ML: K = 3, the ends and middle of the empirical-Bayes 95% interval (prediction ∓
-        1.96 posterior SDs); MCMC: the S draws."""
+    def evaluation_thetas(self) -> np.ndarray:
+        """θ (in the data's units) at the fit's evaluation points, (K, dim): ML θ̂ (K = 1),
+        MCMC the draws, chains pooled as in ``parameter_values``."""
+        raise NotImplementedError
+
+    def group_predictor(self, part: str, coef_rows: np.ndarray, z_rows: np.ndarray) -> np.ndarray:
+        """Each group's linear predictor of function ``part`` ("mean": x'β + z'u_j, or
+        "within": w'α + z'v_j) at its row of ``coef_rows`` (J, p) and ``z_rows`` (J, q):
+        (K, J). ML: K = 3, the ends and middle of the empirical-Bayes 95% interval
+        (prediction ∓ 1.96 posterior SDs of z'b_j); MCMC: the S draws."""
         raise NotImplementedError
 
     def summarise_groups(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Point value, lower and upper 95% bound over axis 0 of ``values`` (K, J), a
-        function of ``group_coefficient``'s values evaluated at the same points. ML: the
+        function of ``group_predictor``'s values evaluated at the same points. ML: the
         middle row and the smaller and larger end (valid for a function monotone in one
         coefficient, as conditional EB intervals are); MCMC: mean and 2.5/97.5% quantiles."""
         raise NotImplementedError
@@ -230,13 +268,19 @@ class Results(Conventions):
         """Each group's random effects ``<part>:<term>`` and their SDs ``<part>:<term> sd``."""
         raise NotImplementedError
 
+    def _level2_row(self, group_covariates: dict | None, at: dict | None) -> np.ndarray:
+        """The row of G for level-2 terms by name, or else for covariate values ``at``."""
+        if group_covariates is not None:
+            return level2_row(self.model.layout.g_coefs, group_covariates)
+        return evaluation_rows(self.model.design, at, per_group=False)["G"][0]
+
     def typical_groups(self, max_patterns: int = 6) -> pd.DataFrame:
         """SDs and correlations of the random effects implied by the level-2 functions for
         typical groups (``melsm.results.groups.level2_patterns``)."""
         raise NotImplementedError
 
-    # Computed once per fit (the report and the figures ask several times; ML's delta
-    # method compiles each time); the public methods hand out copies.
+    # Computed once per fit at the default covariate values (the report and the figures ask
+    # several times; ML's delta method compiles each time); the public methods hand out copies.
     @cached_property
     def _group_quantities(self) -> pd.DataFrame:
         return groups.group_quantities(self)
@@ -245,16 +289,20 @@ class Results(Conventions):
     def _population_quantities(self) -> pd.DataFrame:
         return groups.population_quantities(self)
 
-    def group_quantities(self) -> pd.DataFrame:
+    def group_quantities(self, at: Mapping | None = None) -> pd.DataFrame:
         """Each group's mean, level-1 variance and ICC with 95% intervals (``<quantity>
         low/high``) and ``<quantity> differs`` (the interval of its difference from the
-        population average excludes 0). See ``melsm.results.groups``."""
-        return self._group_quantities.copy()
+        average for groups like it excludes 0), at each group's own level-2 covariates and
+        the other covariates at ``at`` (a dict column → value) or their defaults: reference
+        level, 0 where 0 is observed, else the mean (``melsm.model.evaluation``). See
+        ``melsm.results.groups``."""
+        return (self._group_quantities if at is None else groups.group_quantities(self, at)).copy()
 
-    def population_quantities(self) -> pd.DataFrame:
-        """σ²_u, mean E and variance V of the group variances, average ICC and β0 with SEs
-        (ML delta method; MCMC posterior SD) and 95% intervals. See ``melsm.results.groups``."""
-        return self._population_quantities.copy()
+    def population_quantities(self, at: Mapping | None = None) -> pd.DataFrame:
+        """σ²_u, mean E and variance V of the group variances, average ICC and mean with SEs
+        (ML delta method; MCMC posterior SD) and 95% intervals, at the covariate values
+        ``at`` or their defaults (as ``group_quantities``). See ``melsm.results.groups``."""
+        return (self._population_quantities if at is None else groups.population_quantities(self, at)).copy()
 
     def group_lines(self, covariate: str, function: str = "mean") -> pd.DataFrame:
         """Each group's predicted line against ``covariate`` (``melsm.results.groups.group_lines``)."""

@@ -64,13 +64,13 @@ class Conventions:
     @property
     def tvalues(self) -> pd.Series:
         """Wald z statistics (ML; NaN for SDs, and for MCMC)."""
-        table = self.params
+        table = self._params_table
         return self._series(table["z"] if "z" in table else np.full(len(self.names), np.nan), "z")
 
     @property
     def pvalues(self) -> pd.Series:
         """Two-sided Wald p-values (ML; NaN for SDs, and for MCMC)."""
-        table = self.params
+        table = self._params_table
         return self._series(table["p"] if "p" in table else np.full(len(self.names), np.nan), "p")
 
     def conf_int(self, alpha: float = 0.05, method: str = "wald", **options) -> pd.DataFrame:
@@ -78,7 +78,7 @@ class Conventions:
 
         ``method``: ``"wald"`` (ML; credible intervals for MCMC; module docstring),
         ``"profile"`` (ML: profile likelihood, ``melsm.results.profile``) or
-        ``"bootstrap"`` (ML: parametric bootstrap, ``melsm.results.bootstrap``);
+        ``"bootstrap"`` (ML: parametric bootstrap, ``melsm.results.bootstrap_ci``; ``kind=``);
         ``options`` go to the method chosen."""
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
             raise ValueError(f"alpha must be between 0 and 1, not {alpha!r}")
@@ -153,7 +153,7 @@ class Conventions:
 
     def varcorr(self) -> pd.DataFrame:
         """lme4's ``VarCorr``: per random effect its variance and SD, then its correlation
-        with each effect before it (for a group with level-2 covariates 0)."""
+        with each effect before it (for a group at the default covariate values, as ``covariance_matrix``)."""
         sigma = self.covariance_matrix()
         sd = np.sqrt(np.diag(sigma.to_numpy()))
         frame = pd.DataFrame({"variance": np.diag(sigma.to_numpy()), "sd": sd}, index=sigma.index)

@@ -1,30 +1,34 @@
 """Group-level and population-average quantities of a location-scale fit.
 
-With the covariates of the mean and level-1 variance functions at 0, group j has
+Each quantity is evaluated at a row of covariate values (``melsm.model.evaluation``):
+per group its own level-2 covariates and the others at ``at`` or their defaults
+(reference level, 0 where 0 is observed, else the mean); for the population every
+covariate at ``at`` or its default. At a row (x, w, z_u, z_v, g) group j has
 
-    mean_j     = β0 + u0j
-    variance_j = exp(α0 + v0j)                       (its level-1 variance)
-    ICC_j      = σ²_u,j / (σ²_u,j + variance_j)
+    mean_j     = x'β + z_u'u_j
+    variance_j = exp(w'α + z_v'v_j)                  (its level-1 variance)
+    ICC_j      = σ²_u / (σ²_u + variance_j),         σ²_u = z_u'Σ_u(g) z_u
 
-where σ²_u,j = σ²_u0, or exp(g_j'κ) with a between (level-2 variance) function. Over
-groups the variances are log-normal, so the population averages are
+and, the group variances being log-normal, the population averages are
 
-    E   = exp(α0 + σ²_v0 / 2)                        (mean of the group variances)
-    V   = exp(2α0 + σ²_v0) (exp(σ²_v0) − 1)          (variance of the group variances)
-    ICC = σ²_u / (σ²_u + E)
+    E   = exp(w'α + σ²_v / 2)                        (mean of the group variances)
+    V   = exp(2w'α + σ²_v) (exp(σ²_v) − 1)           (variance of the group variances)
+    ICC = σ²_u / (σ²_u + E),                         σ²_v = z_v'Σ_v(g) z_v
 
-with σ²_u and σ²_v at g = 0 under level-2 functions, and σ²_v0 = 0 without a random
-scale intercept. Group variances include each group's own level-2 function values.
+with Σ(g) the random effects' covariance under the level-2 functions at g (offsets are
+added to x'β and w'α). With every covariate at 0 this is β0 + u0j, exp(α0 + v0j), and
+σ²_u = σ²_u0, as in Leckie's tables.
 
 One code path serves both methods through the results contract (``melsm.results.base``;
 see docs/architecture.md, 'Results'): the formulas are evaluated at the fit's
-``parameter_values`` and ``group_coefficient`` values and summarised by the fit's
+``evaluation_thetas`` and ``group_predictor`` values and summarised by the fit's
 ``summarise_groups``; population averages come from the fit's ``derived``. For maximum
-likelihood this gives empirical-Bayes intervals conditional on θ̂ (β0 + û0j ± 1.96
-posterior SDs, exp(α0 + v̂0j ± 1.96 sd(v0j)) for the variance, the ICC interval from it)
-and delta-method SEs; for MCMC posterior means and 2.5/97.5% quantiles of per-draw
-quantities. A group *differs* when the 95% interval of its difference from the population
-average (β0, E, ICC) excludes 0: for ML, when its interval excludes the average.
+likelihood this gives empirical-Bayes intervals conditional on θ̂ (x'β̂ + z'û_j ± 1.96
+posterior SDs, the variance's on the log scale, the ICC interval from it) and
+delta-method SEs; for MCMC posterior means and 2.5/97.5% quantiles of per-draw
+quantities. A group *differs* when the 95% interval of its difference from the average
+for groups like it (the population formulas at the group's own row) excludes 0: for ML,
+when its interval excludes that average.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import pandas as pd
 import scipy.special
 
 from melsm.errors import MelsmInputError
-from melsm.model.names import LOCATION_INTERCEPT, Effect, ParamName
+from melsm.model.evaluation import evaluation_rows
 
 Z95 = float(scipy.special.ndtri(0.975))
 #: Rows of ``population_quantities``; the first four are positive (log-scale ML intervals).
@@ -80,47 +84,31 @@ def random_slopes(layout) -> list[tuple[str, str]]:
         for term in random if term != "Intercept" and term in fixed and "Intercept" in fixed]
 
 
-def _function(layout, effect: Effect) -> tuple[int, int] | None:
-    """First and end index in κ and G of ``effect``'s level-2 function, if it has one."""
-    return next(((a, b) for e, a, b in layout.g_functions if e == effect), None)
+def sigma_rows(layout, theta, G, xp=np):
+    """(n, q, q): Σ of the random effects (internal order: scale, then location) for the
+    level-2 rows ``G`` (n, p_g), from θ in the data's units."""
+    if layout.g_functions:
+        L = layout.group_cholesky(theta, xp.asarray(G), xp=xp)
+    else:
+        L = xp.broadcast_to(layout.cholesky(theta, xp=xp), (len(G), layout.q, layout.q))
+    return L @ xp.swapaxes(L, -1, -2)
 
 
-def _variance_at_zero(p: Mapping, layout, effect: Effect, xp, like):
-    """σ²_k for a group whose level-2 covariates are 0: exp(intercept of its function),
-    or its SD² without a function, or 0 when ``effect`` is not random."""
-    span = _function(layout, effect)
-    if span is not None:
-        intercept = next((c for c in layout.g_coefs[span[0]:span[1]] if c.is_intercept), None)
-        return xp.exp(p[str(ParamName("between", intercept))]) if intercept else 1.0 + 0.0 * like
-    if effect in dict(layout.random_effects()):
-        return p[str(ParamName("sd", effect))] ** 2
-    return 0.0 * like
-
-
-def _between_variance(p: Mapping, layout, g, xp):
-    """σ²_u0 for groups with level-2 covariates ``g`` (rows of G), or the constant σ²_u0."""
-    span = _function(layout, LOCATION_INTERCEPT)
-    if span is None:
-        return p[str(ParamName("sd", LOCATION_INTERCEPT))] ** 2
-    a, b = span
-    kappa = xp.stack([p[str(ParamName("between", c))] for c in layout.g_coefs[a:b]], axis=-1)  # (p,) or (S, p)
-    return xp.exp(kappa @ xp.asarray(g)[:, a:b].T)
-
-
-def population_formulas(p: Mapping, layout, xp=None) -> dict:
-    """The population averages from reported parameters ``p`` (name → value, or name →
-    draws); ``xp`` is jax.numpy (for the delta method) or numpy (for draws), by default
-    the one of ``p``'s values. Level-2 functions are evaluated at covariates 0."""
-    alpha0 = p["within:Intercept"]
-    if xp is None:
-        # JAX values (traced by the delta method) need jax.numpy; numpy keeps draws in numpy
-        xp = jnp if isinstance(alpha0, jax.Array) else np
-    s2v = _variance_at_zero(p, layout, Effect("within", "Intercept"), xp, alpha0)
-    s2u = _variance_at_zero(p, layout, LOCATION_INTERCEPT, xp, alpha0)
-    e = xp.exp(alpha0 + s2v / 2)
+def population_formulas(theta, layout, rows: Mapping, xp=np) -> dict:
+    """The population averages (module docstring) at θ for each evaluation row of
+    ``rows`` (``melsm.model.evaluation.evaluation_rows``): arrays (n,) by the names of
+    ``POPULATION``. ``xp``: numpy, or jax.numpy for the delta method and per-draw maps."""
+    px, pw, qv = len(layout.x_names), len(layout.w_names), layout.q_v
+    beta, alpha = theta[:px], theta[px:px + pw]
+    sigma = sigma_rows(layout, theta, rows["G"], xp)
+    zu, zv = xp.asarray(rows["Zu"]), xp.asarray(rows["Zv"])
+    s2u = xp.einsum("ik,ikl,il->i", zu, sigma[:, qv:, qv:], zu)
+    s2v = xp.einsum("ik,ikl,il->i", zv, sigma[:, :qv, :qv], zv)
+    log_var = xp.asarray(rows["W"]) @ alpha + rows["offset_within"]
+    e = xp.exp(log_var + s2v / 2)
     return {"between_variance": s2u, "variance_mean": e,
-            "variance_variance": xp.exp(2 * alpha0 + s2v) * xp.expm1(s2v),
-            "icc": s2u / (s2u + e), "mean": p["mean:Intercept"]}
+            "variance_variance": xp.exp(2 * log_var + s2v) * xp.expm1(s2v),
+            "icc": s2u / (s2u + e), "mean": xp.asarray(rows["X"]) @ beta + rows["offset_mean"]}
 
 
 def effect_columns(frame: pd.DataFrame, part: str, term: str) -> tuple[np.ndarray, np.ndarray]:
@@ -133,41 +121,64 @@ def effect_columns(frame: pd.DataFrame, part: str, term: str) -> tuple[np.ndarra
 
 
 # ---- group and population quantities (both methods) -----------------------------------
-def group_values(fit) -> tuple[dict, dict]:
-    """Group quantities (K, J) by ``mean``/``variance``/``icc`` and population averages
-    (scalars, or (S,) per draw) by the names of ``POPULATION``, at the fit's evaluation
-    points (``Results.parameter_values`` and ``Results.group_coefficient``)."""
+def _at_each_theta(thetas: np.ndarray, layout, rows: Mapping) -> dict:
+    """``population_formulas`` at each row of ``thetas`` (K, dim): arrays (K, n)."""
+    if len(thetas) == 1:
+        return {k: np.asarray(v)[None] for k, v in population_formulas(thetas[0], layout, rows, np).items()}
+    arrays = {k: jnp.asarray(rows[k]) for k in ("X", "W", "Zu", "Zv", "G", "offset_mean", "offset_within")}
+    out = jax.jit(jax.vmap(lambda t: population_formulas(t, layout, arrays, jnp)))(jnp.asarray(thetas))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def group_values(fit, at: Mapping | None = None) -> tuple[dict, dict]:
+    """Group quantities (K, J) by ``mean``/``variance``/``icc``, and the population
+    averages for groups like each (K, J) by the names of ``POPULATION``, at the fit's
+    evaluation points (``Results.evaluation_thetas``, ``Results.group_predictor``) and
+    each group's evaluation row (module docstring)."""
     layout, design = fit.model.layout, fit.model.design
     check_supported(layout)
-    p = fit.parameter_values()
-    variance = np.exp(fit.group_coefficient("within"))
-    s2u = _between_variance(p, layout, design.G, np)
-    if _function(layout, LOCATION_INTERCEPT) is None:
-        s2u = np.asarray(s2u)[..., None]  # one value per evaluation point, for every group
-    groups = {"mean": fit.group_coefficient("mean"), "variance": variance, "icc": s2u / (s2u + variance)}
-    return groups, population_formulas(p, layout, np)
+    rows = evaluation_rows(design, at, per_group=True)
+    like = _at_each_theta(fit.evaluation_thetas(), layout, rows)
+    mean = fit.group_predictor("mean", rows["X"], rows["Zu"]) + rows["offset_mean"]
+    variance = np.exp(fit.group_predictor("within", rows["W"], rows["Zv"]) + rows["offset_within"])
+    s2u = like["between_variance"]
+    return {"mean": mean, "variance": variance, "icc": s2u / (s2u + variance)}, like
 
 
-def group_quantities(fit) -> pd.DataFrame:
+def population_values(fit, at: Mapping | None = None) -> dict:
+    """The population averages at the fit's evaluation points, (K,) by ``POPULATION``."""
+    rows = evaluation_rows(fit.model.design, at, per_group=False)
+    return {k: v[:, 0] for k, v in _at_each_theta(fit.evaluation_thetas(), fit.model.layout, rows).items()}
+
+
+def group_quantities(fit, at: Mapping | None = None) -> pd.DataFrame:
     """Each group's mean, level-1 variance and ICC: point value, 95% interval (``<quantity>
-    low/high``) and ``<quantity> differs``, summarised by the fit (see the module docstring)."""
-    groups, population = group_values(fit)
+    low/high``), ``<quantity> differs`` from the average for groups like it (module
+    docstring) and that average (``<quantity> average``; MCMC: its posterior mean),
+    summarised by the fit."""
+    groups, like = group_values(fit, at)
     columns, differs = {}, {}
     for quantity, values in groups.items():
         columns[quantity], columns[f"{quantity} low"], columns[f"{quantity} high"] = fit.summarise_groups(values)
-        _, low, high = fit.summarise_groups(values - np.asarray(population[AVERAGE_OF[quantity]])[..., None])
+        _, low, high = fit.summarise_groups(values - like[AVERAGE_OF[quantity]])
         differs[f"{quantity} differs"] = (low > 0) | (high < 0)
+        differs[f"{quantity} average"] = like[AVERAGE_OF[quantity]].mean(axis=0)
     design = fit.model.design
     return pd.DataFrame(columns | differs, index=pd.Index(design.group_labels, name=design.group_name))
 
 
-def population_quantities(fit) -> pd.DataFrame:
-    """Population averages (``POPULATION``) by the fit's ``derived``: estimate, ``se``
-    and 95% interval ``low``/``high`` (ML: on the log scale for the positive ones)."""
+def population_quantities(fit, at: Mapping | None = None) -> pd.DataFrame:
+    """Population averages (``POPULATION``) at the population's evaluation row, by the
+    fit's ``derived``: estimate, ``se`` and 95% interval ``low``/``high`` (ML: on the log
+    scale for the positive ones)."""
     layout = fit.model.layout
     check_supported(layout)
-    table = fit.derived(lambda p: population_formulas(p, layout),
-                        positive=[k != "mean" for k in POPULATION])
+    rows = evaluation_rows(fit.model.design, at, per_group=False)
+
+    def formulas(p, theta):
+        return {k: v[0] for k, v in population_formulas(theta, layout, rows, jnp).items()}
+
+    table = fit.derived(formulas, positive=[k != "mean" for k in POPULATION], theta=True)
     table = table.loc[list(POPULATION)].rename(columns={"std_error": "se", "lower": "low", "upper": "high"})
     return table.rename_axis("quantity")
 

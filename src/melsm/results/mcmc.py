@@ -14,10 +14,9 @@ import pandas as pd
 
 from melsm.errors import MelsmConvergenceWarning
 from melsm.estimate.mcmc import conditional_deviances, draw_random_effects
-from melsm.model.names import Effect
 from melsm.model.params import level2_row
 from melsm.results.base import COMMON_COLUMNS, Results, Wording, outputs
-from melsm.results.groups import group_values, implied_sd_corr, level2_patterns
+from melsm.results.groups import group_values, implied_sd_corr, level2_patterns, population_values
 
 RHAT_LIMIT = 1.01
 #: Draws used for the marginal (u and v integrated) criteria: marginal DIC, WAIC, LOO.
@@ -29,10 +28,11 @@ ESS_LIMIT = 400
 SKEW_LIMIT = 0.5
 QUANTILES = (0.025, 0.975)
 MCMC_WORDING = Wording(title="Bayesian (MCMC)", error="SD", estimate_and_error="posterior mean and standard deviation",
-                       interval="95% interval", group_intervals="95% posterior intervals",
+                       interval="95% interval", group_intervals="95% credible intervals",
                        group_points="posterior means",
                        differs="95% interval of the difference from the average excludes 0",
-                       criteria_note="DIC conditional on the random effects (as Stat-JR and MLwiN report it).")
+                       criteria_note="DIC conditional on the random effects (as Stat-JR and MLwiN report it).",
+                       group_interval="95% credible interval", population_interval="95% credible interval")
 
 
 def skewness_notes(table: pd.DataFrame, values: np.ndarray) -> list[str]:
@@ -90,10 +90,10 @@ class MCMCResults(Results):
         #: group is computed on first access
         self.idata = MelsmInferenceData(lazy={"log_likelihood": FitLoader(self, "_loglik_group")},
                                         **posterior_data(self, values, effects, order))
-        self.params = self._table(values)
+        self._params_table = self._table(values)
         self.dic = self._dic()
         self._check()
-        self.notes = skewness_notes(self.params, values)
+        self.notes = skewness_notes(self._params_table, values)
 
     def _table(self, values: np.ndarray) -> pd.DataFrame:
         import arviz as az
@@ -202,7 +202,7 @@ class MCMCResults(Results):
         return self.idata
 
     def _check(self) -> None:
-        t = self.params
+        t = self._params_table
         problems = []
         if (t.r_hat > RHAT_LIMIT).any():
             problems.append(f"R-hat above {RHAT_LIMIT} for {', '.join(t.index[t.r_hat > RHAT_LIMIT])}")
@@ -223,33 +223,36 @@ class MCMCResults(Results):
             raise KeyError(f"no parameter '{name}'; have {', '.join(self.names)}")
         return np.asarray(self.idata.posterior[name]).ravel()
 
-    def derived_draws(self) -> dict:
+    def derived_draws(self, at: Mapping | None = None) -> dict:
         """Per-draw group and population quantities (``melsm.results.groups``), draws pooled over chains:
         ``group_mean``, ``group_variance``, ``icc`` (S, J); ``between_variance`` σ²_u,
         ``variance_mean`` E, ``variance_variance`` V, ``icc_average`` and ``population_mean``
-        β0 (S,). Covariates of both functions are held at 0."""
-        groups, population = group_values(self)
+        (S,), at the covariate values of ``melsm.model.evaluation`` (``at``: values to use)."""
+        groups, _ = group_values(self, at)
+        population = population_values(self, at)
         return {"group_mean": groups["mean"], "group_variance": groups["variance"], "icc": groups["icc"],
                 "between_variance": population["between_variance"], "variance_mean": population["variance_mean"],
                 "variance_variance": population["variance_variance"], "icc_average": population["icc"],
                 "population_mean": population["mean"]}
 
     # ---- the results contract (melsm.results.base) ---------------------------------------
-    def derived(self, fn: Callable[[Mapping[str, Any]], Any], positive: bool | Sequence[bool] = False) -> pd.DataFrame:
+    def derived(self, fn: Callable[..., Any], positive: bool | Sequence[bool] = False,
+                theta: bool = False) -> pd.DataFrame:
         """``fn`` of the reported parameters evaluated per draw (JAX-vectorised over the
         pooled draws, so write it with operators and ``jax.numpy``, as for ML):
         ``estimate`` the posterior mean of g, ``std_error`` its posterior SD, ``lower`` and
         ``upper`` its 2.5% and 97.5% quantiles. ``positive`` changes nothing here
-        (quantiles follow any monotone transformation)."""
+        (quantiles follow any monotone transformation); ``theta``: as ``Results.derived``."""
         draws = np.column_stack([self.draws(name) for name in self.names])
         labels: list = []
 
-        def one(row):
-            names, values = outputs(fn(dict(zip(self.names, row, strict=True))))
+        def one(row, t):
+            p = dict(zip(self.names, row, strict=True))
+            names, values = outputs(fn(p, t) if theta else fn(p))
             labels[:] = names
             return jnp.stack([jnp.asarray(v, dtype=row.dtype) for v in values])
 
-        values = np.asarray(jax.vmap(one)(jnp.asarray(draws)))
+        values = np.asarray(jax.vmap(one)(jnp.asarray(draws), jnp.asarray(self.evaluation_thetas())))
         rows = [(v.mean(), v.std(ddof=1), *np.quantile(v, QUANTILES))
                 for v in (np.ascontiguousarray(values[:, k]) for k in range(values.shape[1]))]
         return pd.DataFrame(rows, columns=list(COMMON_COLUMNS), index=pd.Index(labels, name="quantity"))
@@ -271,26 +274,35 @@ class MCMCResults(Results):
         """The draws by name, chains pooled (S,)."""
         return {name: self.draws(name) for name in self.names}
 
-    def group_coefficient(self, part: str, term: str = "Intercept") -> np.ndarray:
-        """(S, J): the draws of ``<part>:<term>`` plus group j's random effect of that term
-        in the same draw (chains pooled in the order of ``draws``)."""
-        # b_draws is (draw, chain, ...) while draws() pools chain by chain: pair them alike,
-        # or β0 of one draw meets u0j of another and the intervals lose their correlation
-        b = np.swapaxes(self.b_draws, 0, 1).reshape(-1, *self.b_draws.shape[2:])
-        index = dict(self.model.layout.random_effects()).get(Effect(part, term))
-        effect = b[:, :, index] if index is not None else np.zeros(b.shape[:2])
-        return self.draws(f"{part}:{term}")[:, None] + effect
+    def _pooled(self, draws: np.ndarray) -> np.ndarray:
+        """(draw, chain, ...) → (chain·draw, ...), pooled chain by chain as ``draws`` pools:
+        so β of one draw meets the random effects of the same draw."""
+        return np.swapaxes(draws, 0, 1).reshape(-1, *draws.shape[2:])
+
+    def evaluation_thetas(self) -> np.ndarray:
+        """The draws of θ, chains pooled as in ``draws`` (S, dim)."""
+        return self._pooled(self.theta_draws)
+
+    def group_predictor(self, part: str, coef_rows: np.ndarray, z_rows: np.ndarray) -> np.ndarray:
+        """(S, J): c_j'γ + z_j'b_j per draw, γ and b_j of the same draw."""
+        layout = self.model.layout
+        px, pw = len(layout.x_names), len(layout.w_names)
+        thetas, b = self.evaluation_thetas(), self._pooled(self.b_draws)
+        coef = thetas[:, :px] if part == "mean" else thetas[:, px:px + pw]
+        block = slice(layout.q_v, layout.q) if part == "mean" else slice(0, layout.q_v)
+        return coef @ coef_rows.T + np.einsum("jk,sjk->sj", z_rows, b[:, :, block])
 
     def summarise_groups(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Posterior mean and 2.5/97.5% quantiles over the draws."""
         low, high = np.quantile(values, QUANTILES, axis=0)
         return values.mean(axis=0), low, high
 
-    def covariance_matrix(self, group_covariates: dict | None = None) -> pd.DataFrame:
+    def covariance_matrix(self, group_covariates: dict | None = None, at: dict | None = None) -> pd.DataFrame:
         """Posterior mean of Σ (user order); with level-2 functions, for a group whose
-        between covariates are ``group_covariates`` (default: all zero)."""
+        level-2 terms are ``group_covariates`` (by term name), or whose covariate columns
+        are ``at`` (default: their defaults, ``melsm.model.evaluation``)."""
         layout = self.model.layout
-        G = jnp.asarray(level2_row(layout.g_coefs, group_covariates or {})[None])
+        G = jnp.asarray(self._level2_row(group_covariates, at)[None])
         theta = jnp.asarray(self.theta_draws.reshape(-1, self.theta_draws.shape[-1]))
         factors = np.asarray(jax.jit(jax.vmap(lambda t: layout.group_cholesky(t, G)[0]))(theta))
         sigma = (factors @ np.swapaxes(factors, -1, -2)).mean(axis=0)
@@ -358,16 +370,9 @@ class MCMCResults(Results):
         return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
 
     def to_dict(self) -> dict:
-        return {
-            "method": "mcmc", "converged": self.converged, "problems": self.problems, "notes": self.notes,
-            "n_obs": self.n_obs, "n_groups": self.n_groups,
-            "dic": self.dic["DIC"], "dic_parts": self.dic,
-            "chains": self.info["chains"], "warmup": self.info["warmup"], "draws": self.info["draws"],
-            "seconds": round(self.info["seconds"], 3), "divergences": self.info["divergences"],
-            "params": [{"name": n, "estimate": float(r["mean"]), "se": float(r["sd"]),
-                        "q2.5": float(r["q2.5"]), "q97.5": float(r["q97.5"]), "r_hat": float(r.r_hat),
-                        "ess_bulk": float(r.ess_bulk)} for n, r in self.params.iterrows()],
-        }
+        """The fit as JSON-ready values (``melsm.results.summary.mcmc_dict``)."""
+        from melsm.results.summary import mcmc_dict
+        return mcmc_dict(self)
 
     def _summary_text(self) -> str:
         from melsm.results.summary import format_mcmc_summary

@@ -10,7 +10,7 @@ Wald z and p are not shown for SDs (a test of σ = 0 sits on the boundary: use `
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -23,17 +23,20 @@ import scipy.special
 from melsm.engine.compiled import compiled
 from melsm.engine.likelihood import random_effect_posterior
 from melsm.estimate.ml import Optimum, covariance
-from melsm.model.params import level2_row
+from melsm.results import bootstrap as _bootstrap
+from melsm.results import bootstrap_ci as _bootstrap_ci
+from melsm.results import profile as _profile
 from melsm.results.base import COMMON_COLUMNS, Z95, Results, Wording, outputs
-from melsm.results.groups import effect_columns, implied_sd_corr, level2_patterns
+from melsm.results.groups import implied_sd_corr, level2_patterns
 from melsm.results.lrtest import LRTest, lrtest
-from melsm.results.profile import profile_intervals
 
 __all__ = ["MLResults", "LRTest", "Z95", "ML_WORDING"]
 
 ML_WORDING = Wording(title="Maximum likelihood", error="SE", estimate_and_error="estimate and standard error",
-                     interval="95% CI", group_intervals="empirical-Bayes 95% intervals",
-                     group_points="empirical-Bayes predictions", differs="interval excludes the average")
+                     interval="95% CI", group_intervals="95% empirical-Bayes (posterior) intervals",
+                     group_points="empirical-Bayes predictions", differs="interval excludes the average",
+                     group_interval="95% empirical-Bayes (posterior) interval",
+                     population_interval="95% CI (delta method)")
 
 
 @compiled(static_argnames=("layout",))
@@ -145,7 +148,7 @@ class MLResults(Results):
             elif not computable[k]:
                 self.problems.append(f"no SE for {name}: its variance from the inverse Hessian is "
                                      f"{variances[k]:.3g} (the log-likelihood is flat or not concave there)")
-        self.params = self._table()
+        self._params_table = self._table()
 
     # ---- fit criteria ------------------------------------------------------------------
     @property
@@ -179,13 +182,14 @@ class MLResults(Results):
     def _cov_params(self) -> np.ndarray:
         return self.cov
 
-    def _profile_intervals(self, level: float, **options) -> tuple[np.ndarray, np.ndarray]:
-        """Profile-likelihood intervals: ``melsm.results.profile.profile_intervals``
-        (options ``parm``, ``progress``)."""
-        return profile_intervals(self, level, **options)
+    # parametric bootstrap: fit.bootstrap(n_boot, seed, scheduler, ...) and conf_int(method="bootstrap", kind=)
+    bootstrap = _bootstrap.bootstrap
+    _bootstrap_intervals = _bootstrap_ci.bootstrap_intervals
+    # profile likelihood: conf_int(method="profile", parm=, progress=) (results/profile.py)
+    _profile_intervals = _profile.profile_intervals
 
     # ---- derived quantities ----------------------------------------------------------
-    def delta_method(self, function) -> tuple[np.ndarray, np.ndarray]:
+    def delta_method(self, function, with_theta: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Estimate and SE of ``function(params)`` where params maps reported names to
         JAX scalars; e.g. MIXREGLS' τ_l = ρ σ_v:
         ``fit.delta_method(lambda p: p["corr:mean:Intercept,within:Intercept"] * p["sd:within:Intercept"])``.
@@ -196,7 +200,8 @@ class MLResults(Results):
 
         def g(theta):
             r = layout.report(theta)
-            out = function(dict(zip(self.names, r, strict=True)))
+            p = dict(zip(self.names, r, strict=True))
+            out = function(p, theta) if with_theta else function(p)
             return jnp.atleast_1d(jnp.stack(out) if isinstance(out, list | tuple) else out)
 
         value, jac = jax.jit(lambda t: (g(t), jax.jacobian(g)(t)))(jnp.asarray(self.theta))
@@ -205,7 +210,8 @@ class MLResults(Results):
         cov = jac[:, free] @ self.cov_theta[np.ix_(free, free)] @ jac[:, free].T
         return value, np.sqrt(np.clip(np.diag(cov), 0, None))
 
-    def derived(self, fn: Callable[[Mapping[str, Any]], Any], positive: bool | Sequence[bool] = False) -> pd.DataFrame:
+    def derived(self, fn: Callable[..., Any], positive: bool | Sequence[bool] = False,
+                theta: bool = False) -> pd.DataFrame:
         """``fn`` of the reported parameters (JAX scalars by name: write it with operators
         and ``jax.numpy``) by the delta method: ĝ = g(r̂), SE² = ∇g Cov(θ̂) ∇gᵀ with
         ∇g = ∂g(r(θ))/∂θ at θ̂ (``delta_method``); 95% interval ĝ ± 1.96·SE, or
@@ -213,12 +219,12 @@ class MLResults(Results):
         ``COMMON_COLUMNS``; rows named by ``fn``'s dict keys, else numbered."""
         labels: list = []
 
-        def function(p):
-            names, values = outputs(fn(p))
+        def function(p, *t):
+            names, values = outputs(fn(p, *t))
             labels[:] = names  # known once traced
             return values
 
-        value, se = self.delta_method(function)
+        value, se = self.delta_method(function, with_theta=theta)
         flags = np.broadcast_to(np.asarray(positive, dtype=bool), value.shape) & (value > 0)
         low, high = value - Z95 * se, value + Z95 * se
         half = np.where(flags, Z95 * se / np.where(value > 0, value, 1), 0)
@@ -230,11 +236,20 @@ class MLResults(Results):
         """The estimates by name (numpy scalars)."""
         return dict(zip(self.names, self.estimates, strict=True))
 
-    def group_coefficient(self, part: str, term: str = "Intercept") -> np.ndarray:
-        """(3, J): η̂_j ∓ 1.96 posterior SDs and η̂_j (middle row), where η̂_j is the
-        estimate of ``<part>:<term>`` plus group j's empirical-Bayes prediction."""
-        mean, sd = effect_columns(self.random_effects(), part, term)
-        eta = self.parameter_values()[f"{part}:{term}"] + mean
+    def evaluation_thetas(self) -> np.ndarray:
+        """θ̂ as one evaluation point, (1, dim)."""
+        return np.asarray(self.theta, float)[None]
+
+    def group_predictor(self, part: str, coef_rows: np.ndarray, z_rows: np.ndarray) -> np.ndarray:
+        """(3, J): η̂_j ∓ 1.96 SD and η̂_j (middle row), η̂_j = c_j'γ̂ + z_j'b̂_j with b̂_j the
+        empirical-Bayes mean and SD² = z_j'C_j z_j its posterior variance (given θ̂)."""
+        layout = self.model.layout
+        px, pw = len(layout.x_names), len(layout.w_names)
+        coef = self.theta[:px] if part == "mean" else self.theta[px:px + pw]
+        block = slice(layout.q_v, layout.q) if part == "mean" else slice(0, layout.q_v)
+        mean, cov = self.posterior_effects()
+        eta = coef_rows @ coef + np.einsum("jk,jk->j", z_rows, mean[:, block])
+        sd = np.sqrt(np.clip(np.einsum("jk,jkl,jl->j", z_rows, cov[:, block, block], z_rows), 0, None))
         return np.stack([eta - Z95 * sd, eta, eta + Z95 * sd])
 
     def summarise_groups(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -247,13 +262,14 @@ class MLResults(Results):
         # the SD's interval is never negative (log scale), so squaring keeps its order
         table.loc[name, list(COMMON_COLUMNS)] = [est ** 2, 2 * est * se, low ** 2, high ** 2]
 
-    def covariance_matrix(self, group_covariates: dict | None = None) -> pd.DataFrame:
-        """Σ of the random effects (user order). With a between function, Σ for a group
-        whose between covariates are ``group_covariates`` (default: all zero)."""
+    def covariance_matrix(self, group_covariates: dict | None = None, at: dict | None = None) -> pd.DataFrame:
+        """Σ of the random effects (user order). With level-2 functions, Σ for a group whose
+        level-2 terms are ``group_covariates`` (by term name), or whose covariate columns
+        are ``at`` (default: their defaults, ``melsm.model.evaluation``)."""
         layout = self.model.layout
         L = layout.cholesky(np.asarray(self.theta), xp=np)
         if layout.g_functions:
-            g = level2_row(layout.g_coefs, group_covariates or {})
+            g = self._level2_row(group_covariates, at)
             L = layout.group_cholesky(np.asarray(self.theta), g[None], xp=np)[0]
         sigma = L @ L.T
         effects = layout.random_effects()
@@ -358,31 +374,9 @@ class MLResults(Results):
 
     # ---- output ----------------------------------------------------------------------
     def to_dict(self) -> dict:
-        def num(x):
-            return None if x is None or not np.isfinite(x) else float(x)
-        return {
-            "method": "ml",
-            "loglik": float(self.loglik),
-            "aic": float(self.aic),
-            "bic": float(self.bic),
-            "converged": bool(self.converged),
-            "message": self.message,
-            "problems": self.problems,
-            "boundary": self.boundary,
-            "boundary_values": {k: num(v) for k, v in self.boundary_values.items()},
-            "n_obs": self.n_obs,
-            "n_groups": self.n_groups,
-            "n_dropped": self.model.design.n_dropped,
-            "iterations": self.iterations,
-            "quadrature_points": self.n_quad,
-            "seconds": round(self.seconds, 4),
-            "formulas": {k: v for k, v in self.model.spec.formulas.items() if v},
-            "association": self.model.association,
-            "params": [{"name": n, "estimate": num(e), "se": num(s)}
-                       for n, e, s in zip(self.names, self.estimates, self.std_errors, strict=True)],
-            "typical_groups": [{"group_covariates": label, **{k: num(v) for k, v in row.items()}}
-                               for label, row in self.typical_groups().iterrows()],
-        }
+        """The fit as JSON-ready values (``melsm.results.summary.ml_dict``)."""
+        from melsm.results.summary import ml_dict
+        return ml_dict(self)
 
     def _summary_text(self) -> str:
         from melsm.results.summary import format_summary

@@ -118,28 +118,33 @@ def predict(fit, data: pd.DataFrame, random: bool = True, interval: str | None =
     arrays = new_data_arrays(design, data)
     index = group_index(design, data, random, allow_new_levels)
     rng = np.random.default_rng(seed)
-    frame = fit.point_prediction(arrays, index) if fit.has_likelihood else None
-    if fit.has_likelihood and interval == "confidence":
-        return frame.join(delta_intervals(fit, arrays, index, frame, level)).set_axis(data.index)
-    thetas, b_seen = fit.predictive_draws(draws, rng)
-    known = np.zeros((len(thetas), len(data), fit.model.layout.q))
-    known[:, index >= 0] = b_seen[:, index[index >= 0]]
-    mean, log_var = _per_draw(fit, arrays, thetas, known)  # typical groups: effects 0
-    low, high = (1 - level) / 2, (1 + level) / 2
-    if frame is None:
+    thetas = b_seen = None
+    if fit.has_likelihood:  # point predictions at θ̂, intervals by the delta method
+        frame = fit.point_prediction(arrays, index)
+        if interval is not None:
+            frame = frame.join(delta_intervals(fit, arrays, index, frame, level))
+    else:  # posterior means and quantiles of the per-draw values
+        thetas, b_seen = fit.predictive_draws(draws, rng)
+        known = np.zeros((len(thetas), len(data), fit.model.layout.q))
+        known[:, index >= 0] = b_seen[:, index[index >= 0]]
+        mean, log_var = _per_draw(fit, arrays, thetas, known)  # typical groups: effects 0
         frame = pd.DataFrame({"mean": mean.mean(axis=0), "variance": np.exp(log_var).mean(axis=0)})
-    if interval is None:
-        return frame.set_axis(data.index)
-    if not fit.has_likelihood:
-        frame = frame.join(_quantile_columns(mean, np.exp(log_var), low, high))
-    else:
-        frame = frame.join(delta_intervals(fit, arrays, index, frame, level))
+        if interval is not None:
+            frame = frame.join(_quantile_columns(mean, np.exp(log_var), (1 - level) / 2, (1 + level) / 2))
     if interval == "prediction":
-        b_rows = _row_effects(fit, data, index, thetas, b_seen, rng)
-        mean, log_var = _per_draw(fit, arrays, thetas, b_rows)
-        y = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape)
-        frame["obs_ci_lower"], frame["obs_ci_upper"] = np.quantile(y, [low, high], axis=0)
+        frame["obs_ci_lower"], frame["obs_ci_upper"] = _observation_interval(
+            fit, data, arrays, index, level, draws, rng, thetas, b_seen)
     return frame.set_axis(data.index)
+
+
+def _observation_interval(fit, data, arrays, index, level, draws, rng, thetas, b_seen):
+    """Quantiles of y over parameter draws, each with its group's effects and y ~ N(μ, σ²)."""
+    if thetas is None:
+        thetas, b_seen = fit.predictive_draws(draws, rng)
+    b_rows = _row_effects(fit, data, index, thetas, b_seen, rng)
+    mean, log_var = _per_draw(fit, arrays, thetas, b_rows)
+    y = mean + np.exp(0.5 * log_var) * rng.standard_normal(mean.shape)
+    return np.quantile(y, [(1 - level) / 2, (1 + level) / 2], axis=0)
 
 
 def _quantile_columns(mean, variance, low, high) -> pd.DataFrame:
@@ -181,12 +186,19 @@ def simulate(fit, nsim: int = 1, seed: int = 0) -> pd.DataFrame:
     design, layout = fit.model.design, fit.model.layout
     rng = np.random.default_rng(seed)
     thetas = fit.simulation_thetas(nsim, rng)
-    offset_mean, offset_within = design.row_offsets()
-    columns = {}
-    for k, theta in enumerate(thetas):
-        b = layout.effects_from_eta(theta, design.G, rng.standard_normal((design.n_groups, layout.q)))
-        mean, log_var = layout.predictors(theta, design.X, design.W, design.Zu, design.Zv, b[design.group])
-        noise = np.exp(0.5 * (log_var + offset_within)) * rng.standard_normal(design.n_obs)
-        columns[f"sim_{k + 1}"] = mean + offset_mean + noise
+    columns = {f"sim_{k + 1}": simulate_response(design, layout, theta, rng) for k, theta in enumerate(thetas)}
     frame = pd.DataFrame(columns, index=design.row_index)
     return frame.iloc[np.argsort(design.row_order, kind="stable")]
+
+
+def simulate_response(design, layout, theta, rng: np.random.Generator) -> np.ndarray:
+    """One response vector drawn at parameters ``theta`` (user units) for the rows of
+    ``design``, in the design's row order (sorted by group): new random effects for every
+    group (``layout.effects_from_eta``, with the groups' level-2 rows), then
+    y = x'β + z'u_j + offset + e, e ~ N(0, exp(w'α + s'v_j + offset)). ``simulate`` and the
+    parametric bootstrap (``melsm.results.bootstrap``) draw with it."""
+    offset_mean, offset_within = design.row_offsets()
+    b = layout.effects_from_eta(theta, design.G, rng.standard_normal((design.n_groups, layout.q)))
+    mean, log_var = layout.predictors(theta, design.X, design.W, design.Zu, design.Zv, b[design.group])
+    noise = np.exp(0.5 * (log_var + offset_within)) * rng.standard_normal(design.n_obs)
+    return mean + offset_mean + noise

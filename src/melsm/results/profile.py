@@ -35,7 +35,7 @@ from melsm.errors import MelsmFitWarning, MelsmInputError
 from melsm.estimate.constraint import reparam
 from melsm.estimate.objective import FIXED_NODES_FROM, Objective
 from melsm.estimate.profile import End, Point, Profiler, find_end
-from melsm.progress import Progress
+from melsm.progress import Progress, interactive_only
 
 __all__ = ["profile_intervals"]
 
@@ -44,6 +44,8 @@ __all__ = ["profile_intervals"]
 SD_FLOOR = 1e-6
 #: A correlation's profile is followed to ±(1 − CORR_EDGE); not below χ²₁ there: ±1.
 CORR_EDGE = 1e-7
+#: With ``progress=None`` a bar appears only once the profile has run this long (seconds).
+PROGRESS_DELAY = 2.0
 #: First step from an SD estimated at 0, in units of that effect's scale in the data.
 BOUNDARY_FIRST_STEP = 0.1
 #: The largest first step on the log scale of an SD or the atanh scale of a correlation
@@ -82,8 +84,9 @@ class _Target:
 def profile_intervals(fit, level: float, parm=None, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Profile-likelihood intervals (module docstring) of the parameters named in ``parm``
     (a name or a list of names of ``fit.names``; default all); the others are NaN.
-    ``progress``: as ``melsm.progress.Progress`` (False: nothing; True or None: a bar or
-    lines; a callable ``(done, total)``), one step per parameter."""
+    ``progress``: one count per parameter, as ``melsm.progress.Progress`` shows it (None:
+    a bar in a terminal or notebook once the profile has run ``PROGRESS_DELAY`` s, nothing
+    in a log, as for ML fits; True: a bar; False: nothing; a callable ``(done, total)``)."""
     names = _requested(fit, parm)
     low, high = np.full(len(fit.names), np.nan), np.full(len(fit.names), np.nan)
     if not fit.converged:
@@ -91,7 +94,8 @@ def profile_intervals(fit, level: float, parm=None, progress=None) -> tuple[np.n
                       "all NaN", MelsmFitWarning, stacklevel=4)
         return low, high
     context = _Context(fit, level)
-    with Progress(progress, total=len(names), desc="profile", unit="parameter") as report:
+    with Progress(interactive_only(progress), total=len(names), desc="profile", unit="parameter",
+                  delay=PROGRESS_DELAY if progress is None else 0.0) as report:
         for name in names:
             k = fit.names.index(name)
             low[k], high[k] = context.interval(k)

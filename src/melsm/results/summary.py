@@ -49,7 +49,7 @@ def _rows(table, ids, label_width):
 
 
 def format_summary(fit) -> str:
-    design, table = fit.model.design, fit.params
+    design, table = fit.model.design, fit._params_table
     sizes = design.group_sizes
     width = max([len(n) + 2 for n in fit.names] + [12]) + 2
     header = f"  {'':<{width}}{'estimate':>10}{'se':>10}{'z':>9}{'p':>9}   {'95% CI':^23}"
@@ -139,7 +139,7 @@ def _label(pid) -> str:
 
 def format_mcmc_summary(result) -> str:
     """Posterior summary in the same blocks and names as the ML summary."""
-    design, table, info = result.model.design, result.params, result.info
+    design, table, info = result.model.design, result._params_table, result.info
     width = max([len(_label(pid)) for pid in result.ids] + [12]) + 4
     header = (f"  {'':<{width}}{'mean':>10}{'sd':>10}{'2.5%':>10}{'97.5%':>10}{'R-hat':>8}"
               f"{'ESS bulk':>10}{'ESS tail':>10}")
@@ -170,3 +170,46 @@ def format_mcmc_summary(result) -> str:
         lines += ["", "Prior sensitivity (posterior mean and median far apart):"]
         lines += [f"  {note}" for note in result.notes]
     return "\n".join(lines)
+
+
+def ml_dict(fit) -> dict:
+    """A maximum-likelihood fit as JSON-ready values (its ``to_dict``); NaN and inf as None."""
+    def num(x):
+        return None if x is None or not np.isfinite(x) else float(x)
+    return {
+        "method": "ml",
+        "loglik": float(fit.loglik),
+        "aic": float(fit.aic),
+        "bic": float(fit.bic),
+        "converged": bool(fit.converged),
+        "message": fit.message,
+        "problems": fit.problems,
+        "boundary": fit.boundary,
+        "boundary_values": {k: num(v) for k, v in fit.boundary_values.items()},
+        "n_obs": fit.n_obs,
+        "n_groups": fit.n_groups,
+        "n_dropped": fit.model.design.n_dropped,
+        "iterations": fit.iterations,
+        "quadrature_points": fit.n_quad,
+        "seconds": round(fit.seconds, 4),
+        "formulas": {k: v for k, v in fit.model.spec.formulas.items() if v},
+        "association": fit.model.association,
+        "params": [{"name": n, "estimate": num(e), "se": num(s)}
+                   for n, e, s in zip(fit.names, fit.estimates, fit.std_errors, strict=True)],
+        "typical_groups": [{"group_covariates": label, **{k: num(v) for k, v in row.items()}}
+                           for label, row in fit.typical_groups().iterrows()],
+    }
+
+
+def mcmc_dict(fit) -> dict:
+    """A Bayesian fit as JSON-ready values (its ``to_dict``)."""
+    return {
+        "method": "mcmc", "converged": fit.converged, "problems": fit.problems, "notes": fit.notes,
+        "n_obs": fit.n_obs, "n_groups": fit.n_groups,
+        "dic": fit.dic["DIC"], "dic_parts": fit.dic,
+        "chains": fit.info["chains"], "warmup": fit.info["warmup"], "draws": fit.info["draws"],
+        "seconds": round(fit.info["seconds"], 3), "divergences": fit.info["divergences"],
+        "params": [{"name": n, "estimate": float(r["mean"]), "se": float(r["sd"]),
+                    "q2.5": float(r["q2.5"]), "q97.5": float(r["q97.5"]), "r_hat": float(r.r_hat),
+                    "ess_bulk": float(r.ess_bulk)} for n, r in fit._params_table.iterrows()],
+    }

@@ -12,7 +12,8 @@ warning.
 
 Replicates are Dask tasks (``_replicate_task``, a top-level function so that it pickles);
 their rows come back to this process, which writes them as they complete
-(``as_completed``), so the workers need no shared file system. A replicate whose task
+(``as_completed``), so the workers need no shared file system. The cluster comes from
+``melsm.parallel.connect``, which the parametric bootstrap shares. A replicate whose task
 raised, or whose worker died, is recorded as failed rows and the study goes on.
 """
 
@@ -32,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from melsm.errors import MelsmInputError, MelsmStudyWarning, count
+from melsm.parallel import connect
 from melsm.progress import Progress
 from melsm.studies.replicate import failed_rows, replicate_rows, typed_rows
 from melsm.studies.study import Study
@@ -166,26 +168,6 @@ def _write_atomic(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def _connect(scheduler: str | None, workers: int | None):
-    """A Dask client: to ``scheduler`` if given, else to a new local cluster of ``workers``
-    single-threaded processes (default: one per core). Returns (client, cluster or None)."""
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        try:
-            return Client(scheduler, timeout="10s"), None
-        except (OSError, TimeoutError, ValueError) as err:
-            raise MelsmInputError(f"cannot connect to the Dask scheduler at '{scheduler}': {err}") from None
-    n = workers or os.cpu_count() or 1
-    # one thread per process: the fits are CPU-bound Python + XLA, and JAX's compiled
-    # functions are per process, so processes (not threads) are what run in parallel.
-    # no dashboard; the scheduler's small HTTP server on a free port of this machine only
-    # (its default, 8787, is taken by any other cluster running here)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
-                           scheduler_kwargs={"dashboard": False}, silence_logs=logging.ERROR)
-    return Client(cluster), cluster
-
-
 def run_study(study: Study, out: str | Path, scheduler: str | None = None, workers: int | None = None,
               resume: bool = False, progress: Any = None) -> StudyResults:
     """Run every missing replicate of ``study`` on Dask, writing each to ``out`` as it finishes.
@@ -210,7 +192,7 @@ def run_study(study: Study, out: str | Path, scheduler: str | None = None, worke
         failed = 0
         with Progress(progress, total=len(keys), desc=study.name, unit="replicates",
                       initial=len(keys) - len(todo)) as bar:
-            client, cluster = _connect(scheduler, workers)
+            client, cluster = connect(scheduler, workers)
             try:
                 futures = {client.submit(_replicate_task, study, d, r, pure=False): (d, r) for d, r in todo}
                 for future in as_completed(futures):
