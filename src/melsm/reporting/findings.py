@@ -27,7 +27,7 @@ import numpy as np
 
 from melsm.errors import MelsmInputError
 from melsm.model.evaluation import describe, level2_columns
-from melsm.reporting.figure_style import default_group_word, pluralise
+from melsm.reporting.words import default_group_word, pluralise
 from melsm.results.groups import has_group_quantities, observed_groups, percent_change, random_slopes
 
 
