@@ -6,9 +6,7 @@ LaTeX show the same cells."""
 
 import html.parser
 import math
-import os
 import re
-import shutil
 import warnings
 
 import numpy as np
@@ -160,23 +158,6 @@ def test_html_markdown_and_latex_show_the_same_cells(fits, stopped, boundary_fit
 
 
 # ---- widths: the report's column and a printed A4 page ------------------------------------------
-@pytest.fixture(scope="module")
-def browser():
-    executable = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        executable = None
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("the browser tests need Chromium and Playwright: .ci/run installs them")
-        pytest.skip("no Chromium or Playwright on this machine")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 MEASURE = """() => {
   const style = getComputedStyle(document.body);
   const column = document.body.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
