@@ -9,10 +9,12 @@ with β0 = 0, β1 = 0.5, α0 = 0, SD(u) = 0.6, SD(v) = 0.5, corr(u, v) = 0.3; th
 fitted is the true one (``y ~ x + (1 | g)``, ``~ 1 + (1 | g)``). Replication r draws its
 data from ``SeedSequence([SEED, r])``, fits by ML, and makes B bootstrap refits with
 ``fit.bootstrap(B, seed=r, scheduler=...)`` on one local Dask cluster kept for the whole
-run (the refits go to its worker processes by the scheduler's address). Studentized, BC,
+run (the refits go to its worker processes by the scheduler's address). Studentized, BC, BCa,
 percentile and basic intervals all come from the same replicates, Wald intervals from the
 same fits. Coverage is the share of replications whose 95% interval holds the true
-value; its Monte Carlo SE is sqrt(p(1 − p)/R).
+value; its Monte Carlo SE is sqrt(p(1 − p)/R). BCa intervals take their acceleration from
+``fit.jackknife(scheduler=...)`` (J = 30 leave-one-group-out refits per data set, on the
+same cluster), made afresh in every run, also with ``--replicates``.
 
     PYTHONPATH=src python bench/bootstrap_coverage.py --replications 100 --boot 99 \\
         --workers 2 --out bench/bootstrap_coverage.json --save-replicates reps.parquet
@@ -60,7 +62,7 @@ def simulate(r: int, groups: int = GROUPS, rows: int = ROWS) -> pd.DataFrame:
     return pd.DataFrame({"y": y, "x": x, "g": g})
 
 
-METHODS = ("wald", "studentized", "bc", "percentile", "basic")
+METHODS = ("wald", "studentized", "bc", "bca", "percentile", "basic")
 
 
 def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None = None
@@ -74,10 +76,13 @@ def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None =
             return [{"replication": r, "parameter": name, "fit_converged": False} for name in fit.names], None
         started = time.perf_counter()
         reps = fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False) if stored is None else stored
-        seconds = time.perf_counter() - started
+        seconds, started = time.perf_counter() - started, time.perf_counter()
+        jack = fit.jackknife(scheduler=scheduler, progress=False)
+        jack_seconds = time.perf_counter() - started
         intervals = {"wald": fit.conf_int()}
         for kind in METHODS[1:]:
-            intervals[kind] = fit.conf_int(method="bootstrap", replicates=reps, kind=kind)
+            intervals[kind] = fit.conf_int(method="bootstrap", replicates=reps, kind=kind,
+                                           **({"jackknife": jack} if kind == "bca" else {}))
     estimates, done = fit.table()["estimate"], reps[reps["converged"]]
     rows = []
     for name in fit.names:
@@ -86,7 +91,8 @@ def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None =
             row[f"{method}_lower"], row[f"{method}_upper"] = (float(v) for v in table.loc[name, ["lower", "upper"]])
         rows.append({**row, "boot_failed": int((~reps["converged"]).sum()),
                      "boot_no_se": int((~np.isfinite(done[f"se:{name}"])).sum()),
-                     "boot_seconds": seconds, "refit_seconds_median": float(reps["seconds"].median())})
+                     "boot_seconds": seconds, "refit_seconds_median": float(reps["seconds"].median()),
+                     "jack_failed": int((~jack["converged"]).sum()), "jack_seconds": jack_seconds})
     return rows, reps.assign(replication=r)
 
 
@@ -119,7 +125,7 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
     from melsm.parallel import connect
 
     client = cluster = None
-    if scheduler == "processes" and stored is None:
+    if scheduler == "processes":  # the bootstrap's refits (unless stored) and the jackknife's
         client, cluster = connect(None, workers)
         scheduler = cluster.scheduler_address
     started = time.perf_counter()
@@ -146,6 +152,8 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
             "boot_no_se": {name: int(g["boot_no_se"].sum()) for name, g in frame[frame["fit_converged"]].groupby(
                 "parameter", sort=False)},
             "refit_seconds_median": float(done["refit_seconds_median"].median()) if len(done) else float("nan"),
+            "jack_refits_failed": int(done["jack_failed"].sum()) if len(done) else 0,
+            "jack_seconds": float(done["jack_seconds"].sum()) if len(done) else 0.0,
             "coverage": summarise(frame), "rows": frame.to_dict(orient="records"),
             "replicates": pd.concat(tables) if tables else None}
 

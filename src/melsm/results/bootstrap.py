@@ -105,27 +105,30 @@ def refit(model, theta: np.ndarray, quadrature: int | None, seed: int, b: int) -
             "seconds": time.perf_counter() - started, "error": ""}
 
 
-def _run_here(model, args: tuple, n_boot: int, bar: Progress) -> list[dict]:
+def run_here(model, args: tuple, n_boot: int, bar: Progress, task=None) -> list[dict]:
+    """``task(model, *args, b)`` (default ``refit``) for b = 0 … n_boot − 1 in this process."""
+    task = refit if task is None else task
     records, failed = [], 0
     for b in range(n_boot):
-        records.append(refit(model, *args, b))
+        records.append(task(model, *args, b))
         failed += not records[-1]["converged"]
         bar.advance(failed=failed)
     return records
 
 
-def _run_on_dask(model, args: tuple, n_boot: int, scheduler: str, workers: int | None,
-                 bar: Progress) -> list[dict]:
-    """The refits as Dask tasks (the model sent once to every worker), collected as they
+def run_on_dask(model, args: tuple, n_boot: int, scheduler: str, workers: int | None,
+                bar: Progress, task=None) -> list[dict]:
+    """The refits (``task``, default ``refit``) as Dask tasks (the model sent once to every worker), collected as they
     finish; a task that raised or whose worker died is a failed record."""
     from distributed import as_completed
 
+    task = refit if task is None else task
     names = [str(pid) for pid in model.layout.reported_ids()]
     client, cluster = connect(None if scheduler == "processes" else scheduler, workers)
     records, failed = [], 0
     try:
         shared = client.scatter(model, broadcast=True)
-        futures = {client.submit(refit, shared, *args, b, pure=False): b for b in range(n_boot)}
+        futures = {client.submit(task, shared, *args, b, pure=False): b for b in range(n_boot)}
         for future in as_completed(futures):
             b = futures.pop(future)
             try:
@@ -177,9 +180,9 @@ def bootstrap(fit, n_boot: int = DEFAULT_BOOT, seed: int = 0, scheduler: str = "
     started = time.perf_counter()
     with Progress(progress, total=n_boot, desc="bootstrap", unit="refits") as bar:
         if scheduler == "synchronous":
-            records = _run_here(clean, args, n_boot, bar)
+            records = run_here(clean, args, n_boot, bar)
         else:
-            records = _run_on_dask(clean, args, n_boot, scheduler, workers, bar)
+            records = run_on_dask(clean, args, n_boot, scheduler, workers, bar)
     frame = pd.DataFrame(records).set_index("replicate").sort_index()
     columns = [*fit.names, *se_names(fit.names)]
     frame = frame[[*columns, *RECORD_COLUMNS]].astype(dict.fromkeys(columns, float))

@@ -69,7 +69,9 @@ from melsm.results.bootstrap import bootstrap, se_names
 MIN_TAIL = 5
 #: Above this share of failed refits (or of undefined values of a parameter), intervals are NaN.
 MAX_FAILED_SHARE = 0.1
-KINDS = ("studentized", "bc", "percentile", "basic")
+KINDS = ("studentized", "bc", "bca", "percentile", "basic")
+#: Options of ``fit.jackknife`` that ``conf_int(kind="bca")`` passes on when it makes one.
+JACKKNIFE_OPTIONS = ("scheduler", "workers", "progress")
 #: The kind used unless ``kind=`` says otherwise: the closest to nominal coverage in the
 #: study of the module docstring (none was within Monte Carlo error for every parameter).
 DEFAULT_KIND = "bc"
@@ -139,25 +141,75 @@ def _percentile(fit, values: np.ndarray, level: float, kind: str) -> tuple[np.nd
     return low, high
 
 
-def _bias_corrected(fit, values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """BC intervals: the Φ(2z₀ ∓ z) quantiles, z₀ = Φ⁻¹(share below θ̂, ties half)."""
+def acceleration(jack_values) -> float:
+    """BCa's a = Σ(θ̄ − θ₍ᵢ₎)³ / (6 [Σ(θ̄ − θ₍ᵢ₎)²]^{3/2}) over the finite jackknife values
+    (0 where they are all equal, NaN where there are none)."""
+    t = np.asarray(jack_values, dtype=float)
+    t = t[np.isfinite(t)]
+    if not len(t):
+        return float("nan")
+    if np.ptp(t) == 0:  # all equal (their mean may differ from them by rounding)
+        return 0.0
+    d = t.mean() - t
+    return float(np.sum(d ** 3) / (6 * float(np.sum(d ** 2)) ** 1.5))
+
+
+def bca_ends(values, estimate: float, a: float, level: float) -> tuple[float, float]:
+    """One parameter's BCa interval from its replicates ``values`` (finite ones), θ̂ and
+    the acceleration ``a``: the Φ(z₀ + (z₀ ∓ z)/(1 − a(z₀ ∓ z))) quantiles, z₀ = Φ⁻¹(share
+    below θ̂, ties half), z = Φ⁻¹((1 + level)/2); a = 0 is BC. An end where 1 − a(z₀ ∓ z)
+    ≤ 0 is the extreme replicate on its side; NaN where every replicate lies on one side."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    share = (np.sum(v < estimate) + 0.5 * np.sum(v == estimate)) / len(v) if len(v) else 0.0
+    if share in (0, 1) or not np.isfinite(a):
+        return float("nan"), float("nan")
+    z0, z = scipy.special.ndtri(share), scipy.special.ndtri((1 + level) / 2)
+    w = z0 + np.array([-z, z])
+    denominator = 1 - a * w
+    with np.errstate(divide="ignore"):
+        p = np.where(denominator > 0, scipy.special.ndtr(z0 + w / denominator), (w > 0).astype(float))
+    low, high = np.quantile(v, p)
+    return float(low), float(high)
+
+
+def _bias_corrected(fit, values: np.ndarray, level: float, accel: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """BC intervals (``accel`` None: a = 0) or BCa intervals (``accel``: each parameter's
+    a, NaN for no interval), by ``bca_ends``."""
+    kind = "bc" if accel is None else "bca"
+    accel = np.zeros(values.shape[1]) if accel is None else accel
     estimates = fit.table()["estimate"].to_numpy(dtype=float)
-    keep = _usable(fit.names, values, level, "bc", UNDEFINED) & np.isfinite(estimates)
-    z = scipy.special.ndtri((1 + level) / 2)
+    keep = _usable(fit.names, values, level, kind, UNDEFINED) & np.isfinite(estimates)
     low, high = np.full(values.shape[1], np.nan), np.full(values.shape[1], np.nan)
     one_sided = []
     for k in np.flatnonzero(keep):
-        v = values[np.isfinite(values[:, k]), k]
-        share = (np.sum(v < estimates[k]) + 0.5 * np.sum(v == estimates[k])) / len(v)
-        if share in (0, 1):
+        low[k], high[k] = bca_ends(values[:, k], estimates[k], accel[k], level)
+        if np.isnan(low[k]) and np.isfinite(accel[k]):
             one_sided.append(fit.names[k])
-            continue
-        z0 = scipy.special.ndtri(share)
-        low[k], high[k] = np.quantile(v, scipy.special.ndtr([2 * z0 - z, 2 * z0 + z]))
     if one_sided:
-        warnings.warn(f"no BC interval for {', '.join(one_sided)}: every bootstrap replicate lies on one side "
-                      "of the estimate", MelsmFitWarning, stacklevel=_STACK)
+        warnings.warn(f"no {kind.upper()} interval for {', '.join(one_sided)}: every bootstrap replicate lies on "
+                      "one side of the estimate", MelsmFitWarning, stacklevel=_STACK)
     return low, high
+
+
+def _accelerations(fit, jack) -> np.ndarray:
+    """Each parameter's a from a ``fit.jackknife()`` table: its converged refits; NaN
+    for every parameter when more than ``MAX_FAILED_SHARE`` of them failed."""
+    if not isinstance(jack, pd.DataFrame) or any(c not in jack.columns for c in [*fit.names, "converged"]):
+        raise MelsmInputError("jackknife must be this fit's fit.jackknife() table (a DataFrame with a column "
+                              "per parameter of fit.names and 'converged')")
+    converged = jack["converged"].to_numpy(dtype=bool)
+    failed, total = int((~converged).sum()), len(converged)
+    if failed > MAX_FAILED_SHARE * total or not total:
+        warnings.warn(f"{failed} of {total} jackknife refits did not converge, more than {MAX_FAILED_SHARE:.0%}: "
+                      "no BCa intervals (NaN)", MelsmFitWarning, stacklevel=_STACK + 1)
+        return np.full(len(fit.names), np.nan)
+    if failed:
+        warnings.warn(f"{failed} of {total} jackknife refits did not converge and are left out of the "
+                      "acceleration", MelsmFitWarning, stacklevel=_STACK + 1)
+    values = jack.loc[converged, fit.names].to_numpy(dtype=float)
+    return np.array([acceleration(values[:, k]) for k in range(values.shape[1])])
 
 
 def wald_scale(values, ses, kinds) -> tuple[np.ndarray, np.ndarray]:
@@ -214,12 +266,29 @@ def _studentized(fit, rows: pd.DataFrame, level: float) -> tuple[np.ndarray, np.
     return from_wald_scale(low_psi, fit.kinds), from_wald_scale(high_psi, fit.kinds)
 
 
+def _jackknife_for(fit, kind: str, jackknife, options: dict, given: bool) -> np.ndarray | None:
+    """The accelerations for ``kind="bca"`` (from ``jackknife=`` or a jackknife made with
+    the scheduler options); None for other kinds. Refuses options that do not fit."""
+    if kind != "bca":
+        if jackknife is not None:
+            raise MelsmInputError(f"jackknife= is for kind='bca', not {kind!r}")
+        return None
+    if given and options and (jackknife is not None or any(k not in JACKKNIFE_OPTIONS for k in options)):
+        raise MelsmInputError(f"give either replicates= and jackknife= or the options to make them "
+                              f"({', '.join(options)}), not both")
+    if jackknife is None:
+        jackknife = fit.jackknife(**{k: options[k] for k in JACKKNIFE_OPTIONS if k in options})
+    return _accelerations(fit, jackknife)
+
+
 def bootstrap_intervals(fit, level: float, replicates: pd.DataFrame | None = None, kind: str = DEFAULT_KIND,
-                        **options) -> tuple[np.ndarray, np.ndarray]:
+                        jackknife: pd.DataFrame | None = None, **options) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap intervals at ``level`` for every parameter of ``fit.names``
     (``fit.conf_int(alpha, method="bootstrap", ...)``; module docstring). ``kind``:
     ``"bc"`` (default: bias-corrected percentile, the closest to 95% coverage in the
     study of the module docstring, though below it for the SD of a random scale effect),
+    ``"bca"`` (bias-corrected and accelerated: a from ``jackknife=``, a ``fit.jackknife()``
+    table, or from a jackknife made with ``scheduler``, ``workers`` and ``progress``),
     ``"studentized"`` (bootstrap-t on the Wald scale; needs the ``se:<name>`` columns),
     ``"percentile"`` or ``"basic"``.
     ``replicates``: a table from ``fit.bootstrap()`` to use (e.g. for several levels or
@@ -227,18 +296,21 @@ def bootstrap_intervals(fit, level: float, replicates: pd.DataFrame | None = Non
     ``workers``, ``progress``), not kept."""
     if kind not in KINDS:
         raise MelsmInputError(f"kind must be one of {', '.join(map(repr, KINDS))}, not {kind!r}")
+    if replicates is not None and options and kind != "bca":
+        raise MelsmInputError(f"give either replicates= or the options to make them ({', '.join(options)}), not both")
+    if replicates is not None:
+        _checked_replicates(fit, replicates, kind)
+    accel = _jackknife_for(fit, kind, jackknife, options, replicates is not None)
     if replicates is None:
         replicates = bootstrap(fit, **options)
-    elif options:
-        raise MelsmInputError(f"give either replicates= or the options to make them ({', '.join(options)}), not both")
     rows = _converged(_checked_replicates(fit, replicates, kind))
     if rows is None:
         return np.full(len(fit.names), np.nan), np.full(len(fit.names), np.nan)
     if kind == "studentized":
         return _studentized(fit, rows, level)
     values = rows[fit.names].to_numpy(dtype=float)
-    if kind == "bc":
-        return _bias_corrected(fit, values, level)
+    if kind in ("bc", "bca"):
+        return _bias_corrected(fit, values, level, accel)
     low, high = _percentile(fit, values, level, kind)
     if kind == "basic":
         estimates = fit.table()["estimate"].to_numpy(dtype=float)
