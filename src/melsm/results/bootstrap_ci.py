@@ -17,6 +17,10 @@ fit's; quantiles are numpy's default, linear interpolation):
 * ``kind="bc"`` (bias-corrected percentile): z₀ = Φ⁻¹(share of the θ* below θ̂, ties
   counting half), and the Φ(2z₀ − z) and Φ(2z₀ + z) quantiles of the θ*, z = Φ⁻¹(1 − a).
   NaN where every replicate lies on one side of θ̂ (z₀ infinite).
+* ``kind="bca"`` (bias-corrected and accelerated, Efron 1987): z₀ as for BC, the
+  acceleration a = Σ(θ̄ − θ₍ᵢ₎)³ / (6 [Σ(θ̄ − θ₍ᵢ₎)²]^{3/2}) from a jackknife over groups
+  (``fit.jackknife()``, ``melsm.results.jackknife``; its failed refits left out, NaN above
+  ``MAX_FAILED_SHARE``), and the Φ(z₀ + (z₀ ∓ z)/(1 − a(z₀ ∓ z))) quantiles (``bca_ends``).
 * ``kind="percentile"``: the a and 1 − a quantiles of the θ*. SD intervals stay ≥ 0,
   correlation intervals within [−1, 1].
 * ``kind="basic"``: 2θ̂ minus those quantiles, the other way round (it may leave the
@@ -36,13 +40,13 @@ Coverage of nominal 95% intervals (bench/bootstrap_coverage.py, bench/README.md:
 groups of 10 rows, random intercepts in mean and log variance, 100 data sets × 99 refits;
 Monte Carlo SE about 0.022 at 0.95, so 0.906–0.994 is within 2 SEs):
 
-    parameter               studentized   bc     percentile   basic   Wald
-    mean:Intercept          0.93          0.93   0.94         0.93    0.94
-    mean:x                  0.94          0.91   0.94         0.95    0.96
-    within:Intercept        0.92          0.93   0.89         0.89    0.92
-    sd:mean:Intercept       0.90          0.91   0.90         0.95    0.95
-    sd:within:Intercept     0.83          0.85   0.82         0.88    0.96
-    corr (mean, within)     0.86 (44)     0.92   0.88         0.72    0.95 (95)
+    parameter               studentized   bc     bca    percentile   basic   Wald
+    mean:Intercept          0.93          0.93   0.93   0.94         0.93    0.94
+    mean:x                  0.94          0.91   0.91   0.94         0.95    0.96
+    within:Intercept        0.92          0.93   0.93   0.89         0.89    0.92
+    sd:mean:Intercept       0.90          0.91   0.91   0.90         0.95    0.95
+    sd:within:Intercept     0.83          0.85   0.86   0.82         0.88    0.96
+    corr (mean, within)     0.86 (44)     0.92   0.92   0.88         0.72    0.95 (95)
 
 No kind covers within Monte Carlo error for every parameter: all under-cover for the SD
 of the random scale effect, whose ML estimate is biased down and whose log-scale SE grows
@@ -50,7 +54,8 @@ as it shrinks, so not even t* is pivotal. The studentized correlation interval w
 56 of the 100 data sets (19% of the refits put the correlation at ±1; without the 10%
 rule the rest covered 0.67). ``DEFAULT_KIND = "bc"`` is the closest to nominal (within
 2 MC SEs for five of the six parameters, percentile for two, studentized and basic for
-three); it is the default on that ground, not because it passes. For SDs of random scale
+three); it is the default on that ground, not because it passes. BCa ties it (the same five;
+0.86 on the scale SD) for J more refits, so it is not the default. For SDs of random scale
 effects with few groups the Wald intervals (log scale) did better than every kind here.
 """
 
