@@ -376,7 +376,7 @@ def test_with_response_keeps_the_design_and_checks_the_response(fit):
 
 def test_coverage_benchmark_runs_small():
     """bench/bootstrap_coverage.py's study, tiny and in this process (its committed output
-    is not read here): every parameter gets Wald, studentized, BC, percentile and basic
+    is not read here): every parameter gets Wald, studentized, BC, BCa, percentile and basic
     intervals; the replicates it returns give the same intervals again without refits."""
     path = Path(__file__).resolve().parents[1] / "bench" / "bootstrap_coverage.py"
     spec = importlib.util.spec_from_file_location("bootstrap_coverage", path)
