@@ -84,25 +84,37 @@ def failed_record(names, b: int, message: str) -> dict:
             "boundary": "", "seconds": np.nan, "error": message}
 
 
-def refit(model, theta: np.ndarray, quadrature: int | None, seed: int, b: int) -> dict:
-    """Replicate ``b``: simulate from θ̂ = ``theta`` and refit ``model`` from there (module
-    docstring). Runs in this process or on a Dask worker; never raises: a refit that fails
-    is a record with ``error`` set. Warnings of the refit are not shown (``converged`` and
-    ``boundary`` record them)."""
-    names = [str(pid) for pid in model.layout.reported_ids()]
+def refit_record(names: list[str], index: int, make_model, quadrature: int | None, theta: np.ndarray,
+                 with_se: bool = True) -> dict:
+    """Fit ``make_model()`` from ``theta`` and record it as row ``index`` of a replicate
+    table (estimates, ``se:`` columns when ``with_se``, ``converged``, ``loglik``,
+    ``boundary``, ``seconds``, ``error``). Never raises: a failure in ``make_model`` or the
+    fit is a record with ``error`` set; warnings are not shown (``converged`` and
+    ``boundary`` record them). Shared by the bootstrap and the jackknife."""
     started = time.perf_counter()
     try:
-        y = simulate_response(model.design, model.layout, theta, replicate_rng(seed, b))
+        model = make_model()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = model.with_response(y).fit(quadrature=quadrature, start=theta)
+            fit = model.fit(quadrature=quadrature, start=theta)
     except Exception as err:  # noqa: BLE001  (recorded and counted, not fatal)
-        return failed_record(names, b, _one_line(err))
+        return failed_record(names, index, _one_line(err))
     table = fit.table()
-    return {"replicate": b, **dict(zip(names, table["estimate"].to_numpy(), strict=True)),
-            **dict(zip(se_names(names), table["std_error"].to_numpy(), strict=True)),
+    errors = dict(zip(se_names(names), table["std_error"].to_numpy(), strict=True)) if with_se else {}
+    return {"replicate": index, **dict(zip(names, table["estimate"].to_numpy(), strict=True)), **errors,
             "converged": bool(fit.converged), "loglik": float(fit.loglik), "boundary": ",".join(fit.boundary),
             "seconds": time.perf_counter() - started, "error": ""}
+
+
+def refit(model, theta: np.ndarray, quadrature: int | None, seed: int, b: int) -> dict:
+    """Replicate ``b``: simulate from θ̂ = ``theta`` and refit ``model`` from there (module
+    docstring). Runs in this process or on a Dask worker; never raises (``refit_record``)."""
+    names = [str(pid) for pid in model.layout.reported_ids()]
+
+    def replicate_model():
+        return model.with_response(simulate_response(model.design, model.layout, theta, replicate_rng(seed, b)))
+
+    return refit_record(names, b, replicate_model, quadrature, theta)
 
 
 def run_here(model, args: tuple, n_boot: int, bar: Progress, task=None) -> list[dict]:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from melsm.errors import MelsmFitWarning, MelsmInputError
 from melsm.progress import Progress
-from melsm.results.bootstrap import RECORD_COLUMNS, check_options, failed_record, run_here, run_on_dask
+from melsm.results.bootstrap import RECORD_COLUMNS, check_options, refit_record, run_here, run_on_dask
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +55,11 @@ def without_group(model, j: int):
     return new
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def refit_without(model, theta: np.ndarray, quadrature: int | None, j: int) -> dict:
-    """Refit ``model`` without group ``j`` from ``theta``; never raises (a failure is a
-    record with ``error`` set), warnings recorded in ``converged`` and ``boundary``."""
+    """Refit ``model`` without group ``j`` from ``theta``; never raises (``refit_record``:
+    a failure is a record with ``error`` set)."""
     names = [str(pid) for pid in model.layout.reported_ids()]
-    started = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fit = without_group(model, j).fit(quadrature=quadrature, start=theta)
-    except Exception as err:  # noqa: BLE001  (recorded and counted, not fatal)
-        return failed_record(names, j, _one_line(err))
-    table = fit.table()
-    return {"replicate": j, **dict(zip(names, table["estimate"].to_numpy(), strict=True)),
-            "converged": bool(fit.converged), "loglik": float(fit.loglik), "boundary": ",".join(fit.boundary),
-            "seconds": time.perf_counter() - started, "error": ""}
+    return refit_record(names, j, lambda: without_group(model, j), quadrature, theta, with_se=False)
 
 
 def jackknife(fit, scheduler: str = "synchronous", workers: int | None = None, progress=None) -> pd.DataFrame:
