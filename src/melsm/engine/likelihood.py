@@ -116,7 +116,9 @@ def conditional_terms(params: Params, data: ModelData, eta, layout: ParamLayout)
     g = data.chunk_group
     # Tiny contractions are written as broadcast-and-sum: XLA's CPU dot kernels are
     # slow for batched products with 1–3 terms.
-    mu = jnp.sum(data.X * beta, axis=-1) + data.offset_mean  # (C, c)
+    mu = jnp.sum(data.X * beta, axis=-1)  # (C, c)
+    if data.offset_mean is not None:
+        mu = mu + data.offset_mean
     if layout.association.location_in_scale:
         v, shift = quadratic_effects(params, L_vv_j, L_uv_j, L_uu_j, eta, layout)
     else:
@@ -124,7 +126,9 @@ def conditional_terms(params: Params, data: ModelData, eta, layout: ParamLayout)
         shift = jnp.sum(L_uv_j * eta[:, None, :], axis=-1) if qu and layout.q_v else None  # (J, q_u)
     if shift is not None:
         mu = mu + jnp.sum(data.Zu * shift[g][:, None, :], axis=-1)
-    log_d = jnp.sum(data.W * alpha, axis=-1) + data.offset_within
+    log_d = jnp.sum(data.W * alpha, axis=-1)
+    if data.offset_within is not None:
+        log_d = log_d + data.offset_within
     if layout.q_v:
         log_d = log_d + jnp.sum(data.Zv * v[g][:, None, :], axis=-1)
     d_inv = jnp.exp(-log_d)
@@ -134,9 +138,10 @@ def conditional_terms(params: Params, data: ModelData, eta, layout: ParamLayout)
     if qu:
         iu, ju = np.triu_indices(qu)
         cols += [de[..., None] * data.Zu, d_inv[..., None] * data.Zu[..., iu] * data.Zu[..., ju]]
-    # a row of weight w counts w times in every sum (weights multiply the finished terms,
-    # so unweighted fits compute exactly what they did without weights)
-    per_chunk = jnp.sum(jnp.concatenate(cols, axis=-1) * data.w[..., None], axis=1)  # (C, m)
+    # a row of weight w counts w times in every sum (weights multiply the finished terms;
+    # without weights, and in padding, the rows' terms are as they are: 0 in padding)
+    terms = jnp.concatenate(cols, axis=-1)
+    per_chunk = jnp.sum(terms if data.w is None else terms * data.w[..., None], axis=1)  # (C, m)
     sums = jax.ops.segment_sum(per_chunk, g, num_segments=n_groups, indices_are_sorted=True)
     sum_log_d, sum_dee = sums[:, 0], sums[:, 1]
     logp = -0.5 * (data.n_per_group * LOG_2PI + sum_log_d + sum_dee)

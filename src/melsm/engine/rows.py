@@ -20,7 +20,9 @@ class ModelData(NamedTuple):
     groups, padded with zero rows: row arrays are (C, c) or (C, c, p). Per-group sums
     are then a dense sum over each chunk followed by a short segment sum over chunks,
     which is far faster on CPUs than a scatter over every row. Zero rows contribute
-    exactly zero to every sum (y = 0, all covariates 0 ⇒ log d = 0, e = 0).
+    exactly zero to every sum (y = 0, all covariates 0 ⇒ log d = 0, e = 0), so the
+    weights and offsets are None when the model has none (1 and 0 for every row: the
+    likelihood skips them, and their arrays would be 30% of the data's memory).
     """
 
     y: jax.Array  # (C, c)
@@ -31,9 +33,9 @@ class ModelData(NamedTuple):
     G: jax.Array  # (J, p_g)
     chunk_group: jax.Array  # (C,)
     n_per_group: jax.Array  # (J,) Σ w over the group's rows
-    w: jax.Array  # (C, c) frequency weights (1 without; 0 in padding)
-    offset_mean: jax.Array  # (C, c) offset of the mean (0 without)
-    offset_within: jax.Array  # (C, c) offset of the log level-1 variance (0 without)
+    w: jax.Array | None  # (C, c) frequency weights (0 in padding); None without weights
+    offset_mean: jax.Array | None  # (C, c) offset of the mean; None without
+    offset_within: jax.Array | None  # (C, c) offset of the log level-1 variance; None without
 
 
 def chunk_size(group_sizes: np.ndarray) -> int:
@@ -81,23 +83,38 @@ def model_data(design, c: int | None = None, padded: bool = False) -> ModelData:
     sets of similar size share one compiled likelihood: fewer compilations, and fewer
     of XLA's per-program memory maps in a long session.
     """
-    chunk, slot, chunk_group, c = chunk_layout(design.group, design.n_groups, c)
-    n_groups = bucket(design.n_groups) if padded else design.n_groups
-    n_chunks = bucket(chunk_group.shape[0]) if padded else chunk_group.shape[0]
+    sizes = np.bincount(design.group, minlength=design.n_groups)
+    c = c or chunk_size(sizes)
+    n_chunks = int(np.sum(-(-sizes // c)))
+    if padded:
+        return group_range_data(design, 0, design.n_groups, c, bucket(design.n_groups), bucket(n_chunks))
+    return group_range_data(design, 0, design.n_groups, c, design.n_groups, n_chunks)
+
+
+def group_range_data(design, first: int, last: int, c: int, n_groups: int, n_chunks: int) -> ModelData:
+    """Groups ``first``..``last − 1`` of the design (whose rows are sorted by group) in
+    chunks of ``c`` rows, padded to ``n_groups`` groups and ``n_chunks`` chunks with empty
+    ones (the padding chunks belong to the last group). Only this range's rows are copied:
+    ``engine.blocks`` lays out a large data set one block at a time."""
+    r0, r1 = np.searchsorted(design.group, [first, last])
+    group = design.group[r0:r1] - first
+    chunk, slot, chunk_group, c = chunk_layout(group, last - first, c)
     chunk_group = np.concatenate([chunk_group, np.full(n_chunks - chunk_group.shape[0], n_groups - 1)])
 
     def lay(a):
+        if a is None:
+            return None
+        a = a[r0:r1]
         out = np.zeros((n_chunks, c) + a.shape[1:])
         out[chunk, slot] = a
         return jnp.asarray(out)
 
-    n = design.y.shape[0]
-    w = np.ones(n) if design.weights is None else design.weights
+    w = np.ones(r1 - r0) if design.weights is None else design.weights[r0:r1]
+    G = design.G[first:last]
     return ModelData(
-        y=lay(design.y), X=lay(design.X), W=lay(design.W), Zu=lay(design.Zu),
-        Zv=lay(design.Zv), G=jnp.asarray(np.pad(design.G, ((0, n_groups - design.n_groups), (0, 0)))),
+        y=lay(design.y), X=lay(design.X), W=lay(design.W), Zu=lay(design.Zu), Zv=lay(design.Zv),
+        G=jnp.asarray(np.pad(G, ((0, n_groups - G.shape[0]), (0, 0)))),
         chunk_group=jnp.asarray(chunk_group),
-        n_per_group=jnp.asarray(np.bincount(design.group, weights=w, minlength=n_groups), float),
-        w=lay(w), offset_mean=lay(np.zeros(n) if design.offset_mean is None else design.offset_mean),
-        offset_within=lay(np.zeros(n) if design.offset_within is None else design.offset_within),
+        n_per_group=jnp.asarray(np.bincount(group, weights=w, minlength=n_groups), float),
+        w=lay(design.weights), offset_mean=lay(design.offset_mean), offset_within=lay(design.offset_within),
     )

@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 import scipy.optimize
 
+from melsm.engine.blocks import Blocks, group_slots
 from melsm.engine.rows import ModelData
 from melsm.errors import MelsmBoundaryWarning, MelsmConvergenceWarning
 from melsm.estimate.boundary import (
@@ -79,7 +80,7 @@ REFINE_STEPS = 3
 REFINE_GRADIENT = 1e-8
 
 
-def maximise(theta0: np.ndarray, data: ModelData, layout: ParamLayout, n_quad: int,
+def maximise(theta0: np.ndarray, data: ModelData | Blocks, layout: ParamLayout, n_quad: int,
              n_groups: int, boundary_log_sd: np.ndarray, inverse_hessian0=None,
              max_iter: int = DEFAULT_MAX_ITER) -> Optimum:
     """Maximise log L from θ0, settle the boundaries and judge convergence.
@@ -208,7 +209,7 @@ def _polish(opt: Optimum, space: Subspace, objective: Objective, layout: ParamLa
     return opt
 
 
-def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = None,
+def fit_ml(design, data: ModelData | Blocks, layout: ParamLayout, n_quad: int | None = None,
            theta0: np.ndarray | None = None, max_iter: int | None = None,
            reporter: Progress | None = None) -> tuple[Optimum, dict]:
     """Staged maximum-likelihood fit. Returns the optimum and timing/stage information.
@@ -233,7 +234,7 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
         theta_small = small.pack(beta, alpha, kappa, L0)
         if layout.q_v:
             stage = reporter.step("fitting without random scale effects", lambda: maximise(
-                theta_small, data, small, 1, data.G.shape[0], boundary_floors(design, small), max_iter=max_iter))
+                theta_small, data, small, 1, group_slots(data), boundary_floors(design, small), max_iter=max_iter))
             info["stages"].append({"name": "without random scale effects",
                                    "loglik": stage.loglik, "iterations": stage.iterations})
             theta_stage = stage.theta
@@ -250,7 +251,7 @@ def fit_ml(design, data: ModelData, layout: ParamLayout, n_quad: int | None = No
         else:
             theta0 = theta_small
     opt = reporter.step("fitting the full model", lambda: maximise(
-        np.asarray(theta0, float), data, layout, n_quad, data.G.shape[0], boundary_floors(design, layout),
+        np.asarray(theta0, float), data, layout, n_quad, group_slots(data), boundary_floors(design, layout),
         inverse_hessian0, max_iter=max_iter))
     info["stages"].append({"name": "full model", "loglik": opt.loglik,
                            "iterations": opt.iterations})
