@@ -12,7 +12,8 @@ random intercepts in both functions, correlated, and one level-1 covariate in ea
 
 groups of equal size rows/groups. Reported per process: the whole process's wall time
 (measured by this parent), the child's import, data and fit times (the fit with its SEs),
-its peak RSS (``resource.getrusage``: ru_maxrss) and log L. ``--src`` points the children
+its CPU time (user + system, all threads: a fairer measure than wall time on a busy
+machine), its peak RSS (``resource.getrusage``: ru_maxrss) and log L. ``--src`` points the children
 at another checkout's ``src`` (to measure the code before a change in the same session).
 """
 
@@ -75,6 +76,7 @@ def child(rows: int, groups: int) -> None:
     print(json.dumps({
         "import_s": imported - started, "data_s": made - imported, "fit_s": done - made,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "cpu_s": (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_SELF)),
         "loglik": fit.loglik, "converged": bool(fit.converged), "iterations": fit.iterations,
         "se_max": float(se.max()), "estimates": [float(v) for v in fit.params.values],
     }))
@@ -107,7 +109,7 @@ def main() -> None:
             for run in args.runs.split(","):
                 r = run_child(rows, groups, env)
                 print(f"{size:>10} {run:>4}: process {r['process_s']:6.1f} s, import {r['import_s']:4.1f} s, "
-                      f"data {r['data_s']:5.1f} s, fit {r['fit_s']:6.1f} s, peak RSS {r['peak_rss_gb']:5.2f} GB, "
+                      f"data {r['data_s']:5.1f} s, fit {r['fit_s']:6.1f} s, CPU {r['cpu_s']:6.1f} s, peak RSS {r['peak_rss_gb']:5.2f} GB, "
                       f"log L {r['loglik']:.6f}, {r['iterations']} iterations, "
                       f"converged {r['converged']}", flush=True)
                 print("    estimates " + " ".join(f"{v:.10g}" for v in r["estimates"]), flush=True)

@@ -188,7 +188,8 @@ class Model:
         stages = 1 if start is not None or not self.layout.q_v else 2
         with Progress(interactive_only(progress), total=stages, desc="ML fit", unit="stage",
                       delay=ML_PROGRESS_DELAY if progress is None else 0.0) as reporter:
-            opt, info = fit_ml(units.design, self.fit_data(quadrature), self.layout, quadrature, start, max_iter, reporter)
+            opt, info = fit_ml(units.design, self.fit_data(quadrature), self.layout, quadrature, start, max_iter,
+                               reporter)
         for stage in info["stages"]:
             stage["loglik"] = units.loglik_to_user(stage["loglik"])
         result = MLResults(self, units.optimum_to_user(opt), info)

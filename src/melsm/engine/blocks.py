@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+import jax
 import numpy as np
 
 from melsm.engine.rows import ModelData, bucket, chunk_size, group_range_data
@@ -38,6 +39,9 @@ BYTES_PER_ROW_POINT = 256
 WHOLE_ROWS = 16384
 #: Rows of one block at least (below this the per-call overhead would dominate).
 MIN_BLOCK_ROWS = 1024
+#: Chunk lengths of blocked data: every multiple of 8 (groups of 100 rows: chunks of 104,
+#: not 128 — 19% fewer rows to compute; large data compile once for their own shapes anyway).
+BLOCK_CHUNK_LENGTHS = (4,) + tuple(range(8, 129, 8))
 
 
 class Blocks(NamedTuple):
@@ -93,20 +97,20 @@ def block_data(design, points: int, budget: int | None = None, c: int | None = N
     rows (and at most ``max_groups`` groups; ``max_groups`` alone forces blocks, for tests).
     Each block is copied to JAX on its own, so the host holds one block's layout at a time."""
     sizes = np.bincount(design.group, minlength=design.n_groups)
-    c = c or chunk_size(sizes)
+    whole_c = c or chunk_size(sizes)
+    n_rows = bucket(int(np.sum(-(-sizes // whole_c)))) * whole_c
+    limit = rows_per_block(points, budget)
+    if max_groups is None and (n_rows <= WHOLE_ROWS or n_rows <= limit):
+        return group_range_data(design, 0, design.n_groups, whole_c, bucket(design.n_groups), n_rows // whole_c)
+    c = c or chunk_size(sizes, BLOCK_CHUNK_LENGTHS)
     per_group = -(-sizes // c)
-    max_chunks = max(1, rows_per_block(points, budget) // c)
-    n_rows = bucket(int(per_group.sum())) * c
-    if max_groups is None and (n_rows <= WHOLE_ROWS or n_rows <= max_chunks * c):
-        return group_range_data(design, 0, design.n_groups, c, bucket(design.n_groups),
-                                bucket(int(per_group.sum())))
+    max_chunks = max(1, limit // c)
     starts = plan(per_group, max_chunks, max_groups)
-    if len(starts) == 2:  # one block after all (max_groups ≥ J)
-        return group_range_data(design, 0, design.n_groups, c, bucket(design.n_groups),
-                                bucket(int(per_group.sum())))
+    ranges = list(zip(starts[:-1], starts[1:], strict=True))
     n_groups = bucket(int(np.max(np.diff(starts))))
-    n_chunks = bucket(int(max(per_group[a:b].sum() for a, b in zip(starts[:-1], starts[1:]))))
-    parts = tuple(group_range_data(design, a, b, c, n_groups, n_chunks) for a, b in zip(starts[:-1], starts[1:]))
+    n_chunks = bucket(int(max(per_group[a:b].sum() for a, b in ranges)))
+    device = jax.devices()[0]  # committed: the blocks are run by ``compiled``'s runner
+    parts = tuple(jax.device_put(group_range_data(design, a, b, c, n_groups, n_chunks), device) for a, b in ranges)
     group_part = np.repeat(np.arange(len(parts)), np.diff(starts))
     return Blocks(parts, group_part, np.arange(design.n_groups) - starts[group_part])
 

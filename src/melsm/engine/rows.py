@@ -38,10 +38,14 @@ class ModelData(NamedTuple):
     offset_within: jax.Array | None  # (C, c) offset of the log level-1 variance; None without
 
 
-def chunk_size(group_sizes: np.ndarray) -> int:
+#: Chunk lengths ``chunk_size`` chooses from: few, so that data sets share compiled code.
+CHUNK_LENGTHS = (4, 8, 16, 32, 64, 128)
+
+
+def chunk_size(group_sizes: np.ndarray, lengths: tuple[int, ...] = CHUNK_LENGTHS) -> int:
     """Chunk length minimising padded rows plus a cost per chunk (measured on CPU)."""
     best = None
-    for c in (4, 8, 16, 32, 64, 128):
+    for c in lengths:
         n_chunks = int(np.sum(-(-group_sizes // c)))
         cost = n_chunks * c + 8 * n_chunks
         if best is None or cost < best[0]:

@@ -100,7 +100,7 @@ class Objective:
         self.data, self.layout, self.n_quad = data, layout, n_quad
         self.nodes_move = nodes_move and layout.n_agq > 0
         if isinstance(data, Blocks):
-            self.eta = tuple(np.zeros((part.G.shape[0], layout.n_agq)) for part in data.parts)
+            self.eta = _zeros_like(tuple(np.zeros((part.G.shape[0], layout.n_agq)) for part in data.parts))
         else:
             self.eta = np.zeros((n_groups, layout.n_agq))
         self._point = None  # (θ bytes, value, grad, nodes)
@@ -129,10 +129,13 @@ class Objective:
             value, grad, nodes = value_grad_nodes(jnp.asarray(x), self.data, eta_start, node_theta,
                                                   self.layout, self.n_quad, self.nodes_move)
             return float(value), np.asarray(grad), nodes
+        # one compiled function for every block (they share a shape), its arrays committed
+        theta, node_theta = jax.device_put((jnp.asarray(x), node_theta), jax.devices()[0])
+        run = value_grad_nodes.runner(theta, self.data.parts[0], eta_start[0], node_theta, self.layout,
+                                      self.n_quad, self.nodes_move)
         value, grad, nodes = 0.0, np.zeros(len(x)), []
-        for part, eta in zip(self.data.parts, eta_start, strict=True):
-            v, g, n = value_grad_nodes(jnp.asarray(x), part, eta, node_theta, self.layout, self.n_quad,
-                                       self.nodes_move)
+        outs = [run(theta, part, eta, node_theta) for part, eta in zip(self.data.parts, eta_start, strict=True)]
+        for v, g, n in outs:
             value, grad = value + float(v), grad + np.asarray(g)
             nodes.append(n)
         return value, grad, (tuple(nodes) if self.layout.n_agq else None)
@@ -179,7 +182,10 @@ class Objective:
 
 
 def _zeros_like(eta):
-    return tuple(np.zeros_like(e) for e in eta) if isinstance(eta, tuple) else np.zeros_like(eta)
+    """Zeros for the modes: per block (committed to the device, as the blocks' runner needs), or one array."""
+    if isinstance(eta, tuple):
+        return jax.device_put(tuple(np.zeros(e.shape) for e in eta), jax.devices()[0])
+    return np.zeros_like(eta)
 
 
 def _finite(value: float, grad: np.ndarray) -> bool:
