@@ -16,9 +16,12 @@ models run exactly as before. Larger data are cut into blocks of
 least ``MIN_BLOCK_ROWS``): ``BYTES_PER_ROW_POINT`` is the peak RSS a gradient call adds per
 padded row and point (measured; XLA's own memory analysis of the program says 44–92 bytes),
 and the budget ``BLOCK_BYTES`` (the environment variable ``MELSM_BLOCK_BYTES`` overrides
-it), less where the machine has under 8 × that available. The budget is small on
-purpose: blocks of 8–30k rows, whose arrays stay in the CPU's caches, made a gradient
-at 1M rows ~1.8× faster than whole-data evaluation (bench/README.md, "bench_scale.py").
+it), less where the machine has under 8 × that available. Where the scale effects'
+covariates are constant within groups the rows are summed once for all points
+(``engine.sums``) and a row counts as ``CONSTANT_SCALE_POINTS`` points. The budget is
+small on purpose: for the row-by-row sums, blocks of 8–30k rows, whose arrays stay in the
+CPU's caches, made a gradient at 1M rows ~1.8× faster than whole-data evaluation
+(bench/README.md, "bench_scale.py").
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from melsm.engine.rows import ModelData, bucket, chunk_size, group_range_data
+from melsm.engine.rows import ModelData, bucket, chunk_size, group_range_data, scale_constant_within_groups
 
 #: Working memory a block may use (bytes), before ``block_budget``'s cap by the memory available.
 BLOCK_BYTES = 64 * 2**20
 #: Peak memory of one gradient call per padded row and quadrature point (bytes, measured).
 BYTES_PER_ROW_POINT = 256
+#: Where the scale effects' covariates are constant within groups (``engine.sums``) a row's
+#: working memory does not grow with the quadrature points: about that of this many (measured).
+CONSTANT_SCALE_POINTS = 4
 #: Data of at most this many padded rows are never cut into blocks.
 WHOLE_ROWS = 16384
 #: Rows of one block at least (below this the per-call overhead would dominate).
@@ -97,11 +103,15 @@ def block_data(design, points: int, budget: int | None = None, c: int | None = N
     rows (and at most ``max_groups`` groups; ``max_groups`` alone forces blocks, for tests).
     Each block is copied to JAX on its own, so the host holds one block's layout at a time."""
     sizes = np.bincount(design.group, minlength=design.n_groups)
+    constant = scale_constant_within_groups(design)
+    if constant:  # the likelihood's working memory no longer grows with the points
+        points = CONSTANT_SCALE_POINTS
     whole_c = c or chunk_size(sizes)
     n_rows = bucket(int(np.sum(-(-sizes // whole_c)))) * whole_c
     limit = rows_per_block(points, budget)
     if max_groups is None and (n_rows <= WHOLE_ROWS or n_rows <= limit):
-        return group_range_data(design, 0, design.n_groups, whole_c, bucket(design.n_groups), n_rows // whole_c)
+        return group_range_data(design, 0, design.n_groups, whole_c, bucket(design.n_groups), n_rows // whole_c,
+                                constant)
     c = c or chunk_size(sizes, BLOCK_CHUNK_LENGTHS)
     per_group = -(-sizes // c)
     max_chunks = max(1, limit // c)
@@ -110,7 +120,8 @@ def block_data(design, points: int, budget: int | None = None, c: int | None = N
     n_groups = bucket(int(np.max(np.diff(starts))))
     n_chunks = bucket(int(max(per_group[a:b].sum() for a, b in ranges)))
     device = jax.devices()[0]  # committed: the blocks are run by ``compiled``'s runner
-    parts = tuple(jax.device_put(group_range_data(design, a, b, c, n_groups, n_chunks), device) for a, b in ranges)
+    parts = tuple(jax.device_put(group_range_data(design, a, b, c, n_groups, n_chunks, constant), device)
+                  for a, b in ranges)
     group_part = np.repeat(np.arange(len(parts)), np.diff(starts))
     return Blocks(parts, group_part, np.arange(design.n_groups) - starts[group_part])
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from melsm.engine.quadrature import normal_rule
 from melsm.engine.rows import ModelData
+from melsm.engine.sums import group_sums
 from melsm.model.params import ParamLayout, Params
 
 LOG_2PI = float(np.log(2 * np.pi))
@@ -115,44 +116,16 @@ def conditional_terms(params: Params, data: ModelData, eta, layout: ParamLayout)
     beta, alpha, L_vv_j, L_uv_j, L_uu_j = group_factors(params, data, layout)
     qu = layout.q_u if layout.association.location_exact else 0
     n_groups = data.G.shape[0]
-    g = data.chunk_group
-    # Tiny contractions are written as broadcast-and-sum: XLA's CPU dot kernels are
-    # slow for batched products with 1–3 terms.
-    mu = jnp.sum(data.X * beta, axis=-1)  # (C, c)
-    if data.offset_mean is not None:
-        mu = mu + data.offset_mean
     if layout.association.location_in_scale:
         v, shift = quadratic_effects(params, L_vv_j, L_uv_j, L_uu_j, eta, layout)
     else:
         v = jnp.sum(L_vv_j * eta[:, None, :], axis=-1)  # (J, q_v)
         shift = jnp.sum(L_uv_j * eta[:, None, :], axis=-1) if qu and layout.q_v else None  # (J, q_u)
-    if shift is not None:
-        mu = mu + jnp.sum(data.Zu * shift[g][:, None, :], axis=-1)
-    log_d = jnp.sum(data.W * alpha, axis=-1)
-    if data.offset_within is not None:
-        log_d = log_d + data.offset_within
-    if layout.q_v:
-        log_d = log_d + jnp.sum(data.Zv * v[g][:, None, :], axis=-1)
-    d_inv = jnp.exp(-log_d)
-    e = data.y - mu
-    de = d_inv * e
-    cols = [log_d[..., None], (de * e)[..., None]]
-    if qu:
-        iu, ju = np.triu_indices(qu)
-        cols += [de[..., None] * data.Zu, d_inv[..., None] * data.Zu[..., iu] * data.Zu[..., ju]]
-    # a row of weight w counts w times in every sum (weights multiply the finished terms;
-    # without weights, and in padding, the rows' terms are as they are: 0 in padding)
-    terms = jnp.concatenate(cols, axis=-1)
-    per_chunk = jnp.sum(terms if data.w is None else terms * data.w[..., None], axis=1)  # (C, m)
-    sums = jax.ops.segment_sum(per_chunk, g, num_segments=n_groups, indices_are_sorted=True)
-    sum_log_d, sum_dee = sums[:, 0], sums[:, 1]
+    sum_log_d, sum_dee, sum_dez, S_zz = group_sums(data, beta, alpha, v, shift, qu)
     logp = -0.5 * (data.n_per_group * LOG_2PI + sum_log_d + sum_dee)
     if not qu:
         empty = jnp.zeros((n_groups, 0))
         return logp, empty, jnp.zeros((n_groups, 0, 0))
-    sum_dez = sums[:, 2:2 + qu]
-    upper = sums[:, 2 + qu:]
-    S_zz = jnp.zeros((n_groups, qu, qu)).at[:, iu, ju].set(upper).at[:, ju, iu].set(upper)
     A = jnp.einsum("jab,jac,jcd->jbd", L_uu_j, S_zz, L_uu_j)
     c = jnp.einsum("jab,ja->jb", L_uu_j, sum_dez)
     M = A + jnp.eye(qu)

@@ -29,13 +29,17 @@ class ModelData(NamedTuple):
     X: jax.Array  # (C, c, p_x)
     W: jax.Array  # (C, c, p_w)
     Zu: jax.Array  # (C, c, q_u)
-    Zv: jax.Array  # (C, c, q_v)
+    Zv: jax.Array | None  # (C, c, q_v); None where ``Sv`` holds them per group
     G: jax.Array  # (J, p_g)
     chunk_group: jax.Array  # (C,)
     n_per_group: jax.Array  # (J,) Σ w over the group's rows
     w: jax.Array | None  # (C, c) frequency weights (0 in padding); None without weights
     offset_mean: jax.Array | None  # (C, c) offset of the mean; None without
     offset_within: jax.Array | None  # (C, c) offset of the log level-1 variance; None without
+    #: (J, q_v) the scale effects' covariates of each group where they are constant within
+    #: groups (then ``Zv`` is None and the likelihood sums the rows once for all quadrature
+    #: points: ``engine.sums``); None otherwise
+    Sv: jax.Array | None = None
 
 
 #: Chunk lengths ``chunk_size`` chooses from: few, so that data sets share compiled code.
@@ -95,11 +99,22 @@ def model_data(design, c: int | None = None, padded: bool = False) -> ModelData:
     return group_range_data(design, 0, design.n_groups, c, design.n_groups, n_chunks)
 
 
-def group_range_data(design, first: int, last: int, c: int, n_groups: int, n_chunks: int) -> ModelData:
+def scale_constant_within_groups(design) -> bool:
+    """Whether the design has random scale effects whose covariates s_i are the same on every
+    row of a group (random intercepts in the level-1 variance; group-level covariates)."""
+    if design.Zv.shape[1] == 0:
+        return False
+    first = np.searchsorted(design.group, design.group)  # each row's group's first row (sorted)
+    return bool(np.array_equal(design.Zv, design.Zv[first]))
+
+
+def group_range_data(design, first: int, last: int, c: int, n_groups: int, n_chunks: int,
+                     constant_scale: bool = False) -> ModelData:
     """Groups ``first``..``last − 1`` of the design (whose rows are sorted by group) in
     chunks of ``c`` rows, padded to ``n_groups`` groups and ``n_chunks`` chunks with empty
     ones (the padding chunks belong to the last group). Only this range's rows are copied:
-    ``engine.blocks`` lays out a large data set one block at a time."""
+    ``engine.blocks`` lays out a large data set one block at a time. ``constant_scale``
+    (``scale_constant_within_groups``): the scale effects' covariates per group (``Sv``)."""
     r0, r1 = np.searchsorted(design.group, [first, last])
     group = design.group[r0:r1] - first
     chunk, slot, chunk_group, c = chunk_layout(group, last - first, c)
@@ -115,8 +130,13 @@ def group_range_data(design, first: int, last: int, c: int, n_groups: int, n_chu
 
     w = np.ones(r1 - r0) if design.weights is None else design.weights[r0:r1]
     G = design.G[first:last]
+    Sv = None
+    if constant_scale:
+        Sv = design.Zv[r0:r1][np.searchsorted(group, np.arange(last - first))]
+        Sv = jnp.asarray(np.pad(Sv, ((0, n_groups - Sv.shape[0]), (0, 0))))
     return ModelData(
-        y=lay(design.y), X=lay(design.X), W=lay(design.W), Zu=lay(design.Zu), Zv=lay(design.Zv),
+        y=lay(design.y), X=lay(design.X), W=lay(design.W), Zu=lay(design.Zu),
+        Zv=None if constant_scale else lay(design.Zv), Sv=Sv,
         G=jnp.asarray(np.pad(G, ((0, n_groups - G.shape[0]), (0, 0)))),
         chunk_group=jnp.asarray(chunk_group),
         n_per_group=jnp.asarray(np.bincount(group, weights=w, minlength=n_groups), float),
