@@ -109,7 +109,8 @@ def main() -> None:
             for run in args.runs.split(","):
                 r = run_child(rows, groups, env)
                 print(f"{size:>10} {run:>4}: process {r['process_s']:6.1f} s, import {r['import_s']:4.1f} s, "
-                      f"data {r['data_s']:5.1f} s, fit {r['fit_s']:6.1f} s, CPU {r['cpu_s']:6.1f} s, peak RSS {r['peak_rss_gb']:5.2f} GB, "
+                      f"data {r['data_s']:5.1f} s, fit {r['fit_s']:6.1f} s, CPU {r['cpu_s']:6.1f} s, "
+                      f"peak RSS {r['peak_rss_gb']:5.2f} GB, "
                       f"log L {r['loglik']:.6f}, {r['iterations']} iterations, "
                       f"converged {r['converged']}", flush=True)
                 print("    estimates " + " ".join(f"{v:.10g}" for v in r["estimates"]), flush=True)

@@ -17,8 +17,9 @@ least ``MIN_BLOCK_ROWS``): ``BYTES_PER_ROW_POINT`` is the peak RSS a gradient ca
 padded row and point (measured; XLA's own memory analysis of the program says 44–92 bytes),
 and the budget ``BLOCK_BYTES`` (the environment variable ``MELSM_BLOCK_BYTES`` overrides
 it), less where the machine has under 8 × that available. Where the scale effects'
-covariates are constant within groups the rows are summed once for all points
-(``engine.sums``) and a row counts as ``CONSTANT_SCALE_POINTS`` points. The budget is
+covariates are constant within groups, blocks sum the rows once for all points
+(``engine.sums``) and a row counts as ``CONSTANT_SCALE_POINTS`` points (small data keep the
+row-by-row sums, so their fits are bit for bit what they were). The budget is
 small on purpose: for the row-by-row sums, blocks of 8–30k rows, whose arrays stay in the
 CPU's caches, made a gradient at 1M rows ~1.8× faster than whole-data evaluation
 (bench/README.md, "bench_scale.py").
@@ -98,20 +99,21 @@ def plan(chunks_per_group: np.ndarray, max_chunks: int, max_groups: int | None =
 def block_data(design, points: int, budget: int | None = None, c: int | None = None,
                max_groups: int | None = None) -> ModelData | Blocks:
     """The design's rows laid out for the likelihood: one padded ``ModelData``
-    (``rows.model_data``) when they have at most ``WHOLE_ROWS`` padded rows or fit in one
-    block of ``rows_per_block(points, budget)``, else ``Blocks`` of at most that many padded
-    rows (and at most ``max_groups`` groups; ``max_groups`` alone forces blocks, for tests).
-    Each block is copied to JAX on its own, so the host holds one block's layout at a time."""
+    (``rows.model_data``, exactly as before blocks existed) when they have at most
+    ``WHOLE_ROWS`` padded rows or fit in one block of ``rows_per_block(points, budget)``,
+    else ``Blocks`` of at most that many padded rows (and at most ``max_groups`` groups;
+    ``max_groups`` alone forces blocks, for tests), with the scale effects' covariates per
+    group where they are constant within groups (``engine.sums``). Each block is copied to
+    JAX on its own, so the host holds one block's layout at a time."""
     sizes = np.bincount(design.group, minlength=design.n_groups)
+    whole_c = c or chunk_size(sizes)
+    n_rows = bucket(int(np.sum(-(-sizes // whole_c)))) * whole_c
+    if max_groups is None and (n_rows <= WHOLE_ROWS or n_rows <= rows_per_block(points, budget)):
+        return group_range_data(design, 0, design.n_groups, whole_c, bucket(design.n_groups), n_rows // whole_c)
     constant = scale_constant_within_groups(design)
     if constant:  # the likelihood's working memory no longer grows with the points
         points = CONSTANT_SCALE_POINTS
-    whole_c = c or chunk_size(sizes)
-    n_rows = bucket(int(np.sum(-(-sizes // whole_c)))) * whole_c
     limit = rows_per_block(points, budget)
-    if max_groups is None and (n_rows <= WHOLE_ROWS or n_rows <= limit):
-        return group_range_data(design, 0, design.n_groups, whole_c, bucket(design.n_groups), n_rows // whole_c,
-                                constant)
     c = c or chunk_size(sizes, BLOCK_CHUNK_LENGTHS)
     per_group = -(-sizes // c)
     max_chunks = max(1, limit // c)

@@ -8,7 +8,8 @@ e = y_j − X_jβ − Z_j L_uv,j η_v:
     log p(y_j | η_v) = −½ [ n_j log 2π + Σ log d_i + log|M| + eᵀD⁻¹e − cᵀM⁻¹c ],
     M = I + TᵀD⁻¹T,  c = TᵀD⁻¹e                              (Woodbury, determinant lemma)
 
-which needs only the per-group sums Σ log d, Σ d⁻¹e², Σ d⁻¹ e z, Σ d⁻¹ z zᵀ. The scale
+which needs only the per-group sums Σ log d, Σ d⁻¹e², Σ d⁻¹ e z, Σ d⁻¹ z zᵀ (``engine.sums``:
+summed once for every η where the scale covariates are constant within groups). The scale
 part is integrated by adaptive Gauss–Hermite quadrature around each group's mode η̂_j:
 
     L_j ≈ |R_j| (2π)^{q_v/2} Σ_k w_k exp(h_j(η̂_j + R_j z_k) + ½|z_k|²),
