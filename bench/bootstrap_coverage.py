@@ -9,13 +9,19 @@ with β0 = 0, β1 = 0.5, α0 = 0, SD(u) = 0.6, SD(v) = 0.5, corr(u, v) = 0.3; th
 fitted is the true one (``y ~ x + (1 | g)``, ``~ 1 + (1 | g)``). Replication r draws its
 data from ``SeedSequence([SEED, r])``, fits by ML, and makes B bootstrap refits with
 ``fit.bootstrap(B, seed=r, scheduler=...)`` on one local Dask cluster kept for the whole
-run (the refits go to its worker processes by the scheduler's address). Percentile and
-basic intervals both come from the same replicates. Coverage is the share of
-replications whose 95% interval holds the true value; its Monte Carlo SE is
-sqrt(p(1 − p)/R).
+run (the refits go to its worker processes by the scheduler's address). Studentized, BC, BCa,
+percentile and basic intervals all come from the same replicates, Wald intervals from the
+same fits. Coverage is the share of replications whose 95% interval holds the true
+value; its Monte Carlo SE is sqrt(p(1 − p)/R). BCa intervals take their acceleration from
+``fit.jackknife(scheduler=...)`` (J = 30 leave-one-group-out refits per data set, on the
+same cluster), made afresh in every run, also with ``--replicates``.
 
     PYTHONPATH=src python bench/bootstrap_coverage.py --replications 100 --boot 99 \\
-        --workers 2 --out bench/bootstrap_coverage.json
+        --workers 2 --out bench/bootstrap_coverage.json --save-replicates reps.parquet
+
+``--save-replicates`` keeps every replicate table (one Parquet file, a column
+``replication``); ``--replicates reps.parquet`` makes the intervals from such a file
+instead of refitting (the R fits are redone, seconds), e.g. after changing an interval.
 
 ``run(...)`` is what the command calls; ``tests/test_bootstrap.py`` runs it tiny.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +44,7 @@ SEED = 2024
 GROUPS, ROWS = 30, 10
 TRUTH = {"mean:Intercept": 0.0, "mean:x": 0.5, "within:Intercept": 0.0, "sd:mean:Intercept": 0.6,
          "sd:within:Intercept": 0.5, "corr:mean:Intercept,within:Intercept": 0.3}
+log = logging.getLogger("bootstrap_coverage")
 FORMULAS = {"mean": "y ~ x + (1 | g)", "within": "~ 1 + (1 | g)"}
 
 
@@ -54,60 +62,81 @@ def simulate(r: int, groups: int = GROUPS, rows: int = ROWS) -> pd.DataFrame:
     return pd.DataFrame({"y": y, "x": x, "g": g})
 
 
-def replication(r: int, boot: int, scheduler: str) -> list[dict]:
-    """One row per parameter: the estimate, Wald, percentile and basic 95% intervals."""
+METHODS = ("wald", "studentized", "bc", "bca", "percentile", "basic")
+
+
+def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None = None
+                ) -> tuple[list[dict], pd.DataFrame | None]:
+    """One row per parameter (the estimate and every method's 95% interval), and the
+    replicates (``stored`` when given: no refits)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # boundary and too-few-replicates warnings: recorded below
         fit = melsm.Model(data=simulate(r), **FORMULAS).fit()
         if not fit.converged:
-            return [{"replication": r, "parameter": name, "fit_converged": False} for name in fit.names]
+            return [{"replication": r, "parameter": name, "fit_converged": False} for name in fit.names], None
         started = time.perf_counter()
-        reps = fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False)
-        seconds = time.perf_counter() - started
-        wald = fit.conf_int()
-        percentile = fit.conf_int(method="bootstrap", replicates=reps)
-        basic = fit.conf_int(method="bootstrap", replicates=reps, kind="basic")
-    estimates = fit.table()["estimate"]
-    return [{"replication": r, "parameter": name, "fit_converged": True, "estimate": float(estimates[name]),
-             "wald_lower": float(wald.loc[name, "lower"]), "wald_upper": float(wald.loc[name, "upper"]),
-             "percentile_lower": float(percentile.loc[name, "lower"]),
-             "percentile_upper": float(percentile.loc[name, "upper"]),
-             "basic_lower": float(basic.loc[name, "lower"]), "basic_upper": float(basic.loc[name, "upper"]),
-             "boot_failed": int((~reps["converged"]).sum()), "boot_seconds": seconds,
-             "refit_seconds_median": float(reps["seconds"].median())}
-            for name in fit.names]
+        reps = fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False) if stored is None else stored
+        seconds, started = time.perf_counter() - started, time.perf_counter()
+        jack = fit.jackknife(scheduler=scheduler, progress=False)
+        jack_seconds = time.perf_counter() - started
+        intervals = {"wald": fit.conf_int()}
+        for kind in METHODS[1:]:
+            intervals[kind] = fit.conf_int(method="bootstrap", replicates=reps, kind=kind,
+                                           **({"jackknife": jack} if kind == "bca" else {}))
+    estimates, done = fit.table()["estimate"], reps[reps["converged"]]
+    rows = []
+    for name in fit.names:
+        row = {"replication": r, "parameter": name, "fit_converged": True, "estimate": float(estimates[name])}
+        for method, table in intervals.items():
+            row[f"{method}_lower"], row[f"{method}_upper"] = (float(v) for v in table.loc[name, ["lower", "upper"]])
+        rows.append({**row, "boot_failed": int((~reps["converged"]).sum()),
+                     "boot_no_se": int((~np.isfinite(done[f"se:{name}"])).sum()),
+                     "boot_seconds": seconds, "refit_seconds_median": float(reps["seconds"].median()),
+                     "jack_failed": int((~jack["converged"]).sum()), "jack_seconds": jack_seconds})
+    return rows, reps.assign(replication=r)
 
 
 def summarise(rows: pd.DataFrame) -> dict:
-    """Per parameter and interval method: coverage with its MC SE, mean width, intervals made."""
+    """Per parameter and interval method: coverage with its MC SE, mean width, intervals
+    made, and the misses with the interval below / above the truth."""
     out = {}
     done = rows[rows["fit_converged"]]
     for name, group in done.groupby("parameter", sort=False):
         truth = TRUTH[name]
         entry = {"truth": truth, "mean_estimate": float(group["estimate"].mean())}
-        for method in ("wald", "percentile", "basic"):
+        for method in METHODS:
             low, high = group[f"{method}_lower"], group[f"{method}_upper"]
             made = np.isfinite(low) & np.isfinite(high)
             covered = (low[made] <= truth) & (truth <= high[made])
             p, n = float(covered.mean()) if made.any() else float("nan"), int(made.sum())
             entry[method] = {"coverage": p, "mc_se": float(np.sqrt(p * (1 - p) / n)) if n else float("nan"),
                              "mean_width": float((high[made] - low[made]).mean()) if n else float("nan"),
-                             "intervals": n}
+                             "intervals": n, "below": int((high[made] < truth).sum()),
+                             "above": int((low[made] > truth).sum())}
         out[name] = entry
     return out
 
 
-def run(replications: int, boot: int, scheduler: str = "processes", workers: int | None = None) -> dict:
-    """The study; ``scheduler="processes"`` starts one local cluster for all replications."""
+def run(replications: int, boot: int, scheduler: str = "processes", workers: int | None = None,
+        stored: pd.DataFrame | None = None) -> dict:
+    """The study; ``scheduler="processes"`` starts one local cluster for all replications.
+    ``stored``: replicate tables (column ``replication``) to use instead of refitting.
+    The replicates are returned under ``"replicates"`` (not written to the JSON)."""
     from melsm.parallel import connect
 
     client = cluster = None
-    if scheduler == "processes":
+    if scheduler == "processes":  # the bootstrap's refits (unless stored) and the jackknife's
         client, cluster = connect(None, workers)
         scheduler = cluster.scheduler_address
     started = time.perf_counter()
+    rows, tables = [], []
     try:
-        rows = [row for r in range(replications) for row in replication(r, boot, scheduler)]
+        for r in range(replications):
+            given = None if stored is None else stored[stored["replication"] == r].drop(columns="replication")
+            more, reps = replication(r, boot, scheduler, given)
+            rows += more
+            tables += [] if reps is None else [reps]
+            log.info("replication %d done, %.0f s", r, time.perf_counter() - started)
     finally:
         if client is not None:
             client.close()
@@ -117,16 +146,21 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
     return {"design": {"groups": GROUPS, "rows_per_group": ROWS, "formulas": FORMULAS, "truth": TRUTH,
                        "seed": SEED},
             "replications": replications, "boot": boot, "level": 0.95, "workers": workers,
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - started, "refitted": stored is None,
             "fits_not_converged": int(replications - len(done)),
             "boot_refits_failed": int(done["boot_failed"].sum()) if len(done) else 0,
+            "boot_no_se": {name: int(g["boot_no_se"].sum()) for name, g in frame[frame["fit_converged"]].groupby(
+                "parameter", sort=False)},
             "refit_seconds_median": float(done["refit_seconds_median"].median()) if len(done) else float("nan"),
-            "coverage": summarise(frame), "rows": frame.to_dict(orient="records")}
+            "jack_refits_failed": int(done["jack_failed"].sum()) if len(done) else 0,
+            "jack_seconds": float(done["jack_seconds"].sum()) if len(done) else 0.0,
+            "coverage": summarise(frame), "rows": frame.to_dict(orient="records"),
+            "replicates": pd.concat(tables) if tables else None}
 
 
 def dump(result: dict) -> str:
     """JSON with the summary indented and one line per row of ``rows``."""
-    head = json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1)
+    head = json.dumps({k: v for k, v in result.items() if k not in ("rows", "replicates")}, indent=1)
     rows = ",\n  ".join(json.dumps(row) for row in result["rows"])
     return head[:-2] + ',\n "rows": [\n  ' + rows + "\n ]\n}\n"
 
@@ -137,13 +171,19 @@ def main() -> None:
     parser.add_argument("--boot", type=int, default=99)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bootstrap_coverage.json"))
+    parser.add_argument("--save-replicates", type=Path, default=None, help="write every replicate table here")
+    parser.add_argument("--replicates", type=Path, default=None, help="use these replicate tables, no refits")
     args = parser.parse_args()
-    result = run(args.replications, args.boot, "processes", args.workers)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    stored = None if args.replicates is None else pd.read_parquet(args.replicates)
+    result = run(args.replications, args.boot, "processes", args.workers, stored)
+    if args.save_replicates is not None and result["replicates"] is not None:
+        result["replicates"].to_parquet(args.save_replicates)
     args.out.write_text(dump(result))
     print(f"{args.replications} replications x {args.boot} refits in {result['seconds']:.0f} s")
     for name, entry in result["coverage"].items():
         print(f"{name:40s}" + "".join(f"  {m} {entry[m]['coverage']:.3f} ({entry[m]['mc_se']:.3f})"
-                                      for m in ("wald", "percentile", "basic")))
+                                      for m in METHODS))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ skipped when no Chromium is installed; in CI they fail."""
 
 import json
 import os
-import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -236,27 +235,6 @@ def test_the_server_never_reads_a_requested_path_and_survives_bad_requests(app_u
 
 
 # ---- end to end in Chromium ---------------------------------------------------------------
-def _chromium() -> str | None:
-    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        executable = None
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("the browser tests need Chromium and Playwright: .ci/run installs them")
-        pytest.skip("no Chromium or Playwright on this machine")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 @pytest.fixture(scope="module")
 def page(browser, app_url):
     # wait_for_function evaluates its text, which the page's Content-Security-Policy forbids;

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_app import app_server, app_url, browser  # noqa: F401 - the fixtures, shared
+from test_app import app_server, app_url  # noqa: F401 - the fixtures, shared
 
 WIDTHS = (1280, 800)
 

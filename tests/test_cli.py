@@ -209,7 +209,9 @@ def test_report_command(capsys, tmp_path):
     assert code == 0 and "Report written to" in out and "[2/2] fitting model 2" in err
     html = out_file.read_text(encoding="utf-8")
     assert "<th colspan=\"2\">small</th>" in html and "<th colspan=\"2\">model 2</th>" in html
-    assert "LR test model 2 vs small: LR = " in html and " on χ̄²: ½χ²(2) + ½χ²(3)" in html
+    # the LR test in the comparison's LR table and in the findings
+    assert "<td>model 2 vs small<sup>a</sup></td><td>35.25</td><td>3</td><td>χ̄²: ½χ²(2) + ½χ²(3)</td>" in html
+    assert "model 2 vs small: LR = " in html and " on χ̄²: ½χ²(2) + ½χ²(3)" in html
 
 
 @pytest.mark.parametrize("spec, message", [

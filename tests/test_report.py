@@ -44,20 +44,23 @@ def mcmc_fits(tutorial, ml_fits):
 
 # ---- comparison tables ------------------------------------------------------------------
 def test_table_models_1_2_has_the_seed_layout(ml_fits):
-    table = melsm.compare(*ml_fits[:2], names=NAMES[:2]).table
+    comparison = melsm.compare(*ml_fits[:2], names=NAMES[:2], scale="variance")
+    table = comparison.table
     assert list(table.index) == [
         ("Mean function", "Intercept"), ("Mean function", "Var(Intercept)"),
         ("Level-1 variance function (log variance)", "Intercept"),
         ("Level-1 variance function (log variance)", "Var(Intercept)"),
-        ("Cross-function", "Corr(mean Intercept, variance Intercept)"),
-        ("Model fit", "Log-likelihood"), ("Model fit", "Parameters"), ("Model fit", "AIC"), ("Model fit", "BIC"),
-        ("Model fit", "LR test vs previous (statistic, p)")]
+        ("Cross-function", "Cov(mean Intercept, variance Intercept)"),
+        ("Model fit", "Log-likelihood"), ("Model fit", "Parameters"), ("Model fit", "AIC"), ("Model fit", "BIC")]
     assert list(table.columns) == [("Model 1", "Est."), ("Model 1", "SE"), ("Model 2", "Est."), ("Model 2", "SE")]
-    assert np.isnan(table.loc[("Cross-function", "Corr(mean Intercept, variance Intercept)"), ("Model 1", "Est.")])
+    assert np.isnan(table.loc[("Cross-function", "Cov(mean Intercept, variance Intercept)"), ("Model 1", "Est.")])
+    # the LR test in a table of its own, with its p-value in a column of its own
+    assert list(comparison.lrtests.columns) == ["restricted", "full", "statistic", "df", "distribution", "p", "note"]
+    assert list(melsm.compare(*ml_fits[:2], names=NAMES[:2]).table.index)[1] == ("Mean function", "SD(Intercept)")
 
 
 def test_table_holds_the_ml_numbers(ml_fits):
-    comparison = melsm.compare(*ml_fits, names=NAMES)
+    comparison = melsm.compare(*ml_fits, names=NAMES, scale="variance")
     table, fit6 = comparison.table, ml_fits[5]
     p = fit6.table()
     column = ("Model 6", "Est."), ("Model 6", "SE")
@@ -67,16 +70,24 @@ def test_table_holds_the_ml_numbers(ml_fits):
     sd, se = p.loc["sd:within:standlrt", ["estimate", "std_error"]]
     assert table.loc[(within, "Var(standlrt)"), column[0]] == pytest.approx(sd ** 2)
     assert table.loc[(within, "Var(standlrt)"), column[1]] == pytest.approx(2 * sd * se)
-    assert table.loc[("Cross-function", "Corr(mean standlrt, variance Intercept)"), column[0]] == \
-        p.loc["corr:mean:standlrt,within:Intercept", "estimate"]
+    # a covariance ρσ_aσ_b with its delta-method SE
+    rho, sd_a, sd_b = (p.loc[n, "estimate"] for n in ("corr:mean:standlrt,within:Intercept", "sd:mean:standlrt",
+                                                        "sd:within:Intercept"))
+    cov = table.loc[("Cross-function", "Cov(mean standlrt, variance Intercept)"), list(column)]
+    assert cov.iloc[0] == pytest.approx(rho * sd_a * sd_b)
+    names = ["corr:mean:standlrt,within:Intercept", "sd:mean:standlrt", "sd:within:Intercept"]
+    gradient = np.array([sd_a * sd_b, rho * sd_b, rho * sd_a])
+    assert cov.iloc[1] == pytest.approx(np.sqrt(gradient @ fit6.cov_params().loc[names, names].to_numpy() @ gradient),
+                                        rel=1e-6)
     assert table.loc[("Model fit", "Log-likelihood"), column[0]] == fit6.loglik
     assert table.loc[("Model fit", "Parameters"), column[0]] == 16
     test = ml_fits[4].lrtest(fit6)
-    assert table.loc[("Model fit", "LR test vs previous (statistic, p)"), column[0]] == test.statistic
-    assert table.loc[("Model fit", "LR test vs previous (statistic, p)"), column[1]] == test.p_value
+    row = comparison.lrtests.set_index("full").loc["Model 6"]
+    assert (row.restricted, row.statistic, row.p) == ("Model 5", test.statistic, test.p_value)
     assert list(comparison.lrtests.full) == NAMES[1:]  # every step of Models 1-6 is nested
-    sds = melsm.compare(*ml_fits, names=NAMES, scale="sd").table
+    sds = melsm.compare(*ml_fits, names=NAMES).table  # SDs and correlations by default, as summary()
     assert sds.loc[(within, "SD(standlrt)"), column[0]] == sd
+    assert sds.loc[("Cross-function", "Corr(mean standlrt, variance Intercept)"), column[0]] == rho
 
 
 def test_table_renderings_hold_the_numbers(ml_fits):
@@ -87,13 +98,15 @@ def test_table_renderings_hold_the_numbers(ml_fits):
         assert f"{est:.3f}" in text and f"{ml_fits[0].loglik:.2f}" in text
     assert "| **Cross-function** |" in markdown
     assert '<th colspan="2">Model 2</th>' in html and '<tr class="block"><th colspan="5">Cross-function' in html
-    assert r"\multicolumn{2}{c}{Model 2}" in latex and r"\toprule" in latex and "on χ̄²: ½χ²(1) + ½χ²(2)" in markdown
-    assert latex.count(r"\\") == len(comparison.table) + 4 + 2  # rows, block titles, 2 header rows
+    assert r"\multicolumn{2}{c}{Model 2}" in latex and r"\toprule" in latex
+    assert "| Model 2 vs Model 1<sup>a</sup> | 91.74 | 2 | χ̄²: ½χ²(1) + ½χ²(2) | < 0.001 |" in markdown
+    # parameter rows, block titles, 2 header rows; LR table: header and one test
+    assert latex.count(r"\\") == len(comparison.table) + 4 + 2 + 2
 
 
 def test_table_holds_the_mcmc_numbers(mcmc_fits):
     fit = mcmc_fits[2]
-    table = melsm.compare(*mcmc_fits.values(), names=["M2", "M3", "M6"]).table
+    table = melsm.compare(*mcmc_fits.values(), names=["M2", "M3", "M6"], scale="variance").table
     draws = fit.draws("sd:within:Intercept") ** 2
     row = ("Level-1 variance function (log variance)", "Var(Intercept)")
     assert table.loc[row, ("M2", "Est.")] == pytest.approx(draws.mean())
@@ -282,7 +295,10 @@ def test_report_is_self_contained_and_holds_the_fits(ml_fits, mcmc_fits, tmp_pat
     assert len(images) == 7 + 6
     for data in images:
         assert imread(io.BytesIO(base64.b64decode(data))).std() > 0.05
-    assert html.count('<table class="melsm-compare">') == 2
+    assert html.count('<div class="melsm-comparison">') == 2  # one comparison per section
+    # ML: Models 1-3 and 4-6 in two panels, then the LR tests; MCMC: its three models in one panel
+    assert html.count('<table class="melsm-compare">') == 2 + 1
+    assert html.count('<table class="melsm-compare melsm-lrtests">') == 1
     assert f"{ml_fits[5].loglik:.2f}" in html and f"{mcmc_fits[6].dic['DIC']:.2f}" in html
     for sentence in findings(ml_fits, NAMES) + findings(list(mcmc_fits.values()), mcmc_names):
         assert html_module.escape(sentence) in html

@@ -158,7 +158,7 @@ def test_criteria_and_capabilities(fits):
 
 def test_compare_report_and_figures_go_through_the_same_code(fits, tmp_path):
     for f in fits.values():
-        table = melsm.compare(f, names=["Model 2"]).table
+        table = melsm.compare(f, names=["Model 2"], scale="variance").table
         second = f.wording.error
         assert list(table.columns) == [("Model 2", "Est."), ("Model 2", second)]
         row = ("Level-1 variance function (log variance)", "Var(Intercept)")

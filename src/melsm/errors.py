@@ -34,8 +34,9 @@ class MelsmBoundaryWarning(UserWarning):
 
 class MelsmFitWarning(UserWarning):
     """Fits contradict what they must satisfy: a larger nested model with a lower
-    log-likelihood than a smaller one (the larger fit did not find its maximum); or
-    bootstrap refits that failed or are too few for the intervals asked for."""
+    log-likelihood than a smaller one (the larger fit did not find its maximum); bootstrap
+    refits that failed or are too few for the intervals asked for; or a profile-likelihood
+    refit that did not converge (that interval end is NaN)."""
 
 
 class MelsmStudyWarning(UserWarning):

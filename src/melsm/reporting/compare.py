@@ -2,39 +2,47 @@
 
 ``compare(fit1, fit2, ...)`` returns a ``Comparison``:
 
-- ``table``: one row per parameter, grouped as Mean function / Level-2 variance function /
+- ``table``: one row per parameter, grouped as Mean function / Level-2 variance functions /
   Level-1 variance function / Cross-function (correlations between location and scale
   effects), then Model fit; an estimate and SE (ML) or posterior mean and SD (MCMC)
-  column per fit. Random-effect variances are shown as variances, σ² (SE by the delta
-  method, 2σ·SE(σ); MCMC: mean and SD of the σ² draws) unless ``scale="sd"``.
-- ``criteria``: the fits ranked by AIC (ML) or DIC (MCMC), computed on first use.
+  column per fit. Random effects are shown as SDs and correlations (as ``fit.summary()``)
+  or, with ``scale="variance"``, as variances σ² (SE 2σ·SE(σ); MCMC: mean and SD of the
+  σ² draws) and covariances ρσ_aσ_b (``fit.derived``: delta method, or per draw) —
+  correlations of an effect whose variance is a level-2 function stay correlations.
 - ``lrtests``: LR tests of consecutive ML fits one of which is nested in the other
   (``melsm.results.nesting``: through level-2 functions and associations too; either
-  may be the larger); consecutive fits that are not nested get no row.
-- ``to_markdown()``, ``to_html()``, ``to_latex()`` and ``str()`` render the table.
+  may be the larger), each with its statistic, df, reference distribution and p-value;
+  consecutive fits that are not nested get no row.
+- ``criteria``: the fits ranked by AIC (ML) or DIC (MCMC), computed on first use.
+- ``to_html()``, ``to_markdown()``, ``to_latex()`` and ``str()`` render the same cells
+  (``melsm.reporting.table_layout``: digits by SE, panels of a few models each, footnotes
+  for boundary estimates and fits that did not converge; ``melsm.reporting.table_render``).
 
 Fits are read only through the results contract (``melsm.results.base``: ``table``,
-``fit_statistics``, ``information_criteria``, ``has_likelihood``, ``wording``), so ML and
-MCMC fits go through the same code. See docs/architecture.md, 'Results'.
+``derived``, ``fit_statistics``, ``information_criteria``, ``has_likelihood``,
+``boundary_params``, ``wording``), so ML and MCMC fits go through the same code. See
+docs/architecture.md, 'Results' and 'Tables'.
 """
 
 from __future__ import annotations
 
-import html
 from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from melsm.errors import MelsmInputError
+from melsm.reporting import table_render
+from melsm.reporting.table_layout import Layout, build_layout
 from melsm.results.lrtest import lrtest
 from melsm.results.nesting import nested
 
-BLOCK_TITLES = {"mean": "Mean function", "between": "Level-2 variance functions (log variances of random "
-                "effects)", "within": "Level-1 variance function (log variance)",
+BLOCK_TITLES = {"mean": "Mean function", "between": "Level-2 variance functions (log variance)",
+                "within": "Level-1 variance function (log variance)",
                 "cross": "Cross-function", "fit": "Model fit"}
 BLOCK_ORDER = tuple(BLOCK_TITLES)
-KIND_ORDER = {"coef": 0, "sd": 1, "corr": 2, "assoc": 3, "criterion": 4}
+KIND_ORDER = {"coef": 0, "sd": 1, "corr": 2, "cov": 2, "assoc": 3, "criterion": 4}
+SCALES = ("sd", "variance")
 
 
 def _row_key(pid) -> tuple[str, str, str]:
@@ -44,24 +52,57 @@ def _row_key(pid) -> tuple[str, str, str]:
     if pid.kind == "corr":
         a, b = pid.key
         if a.part == b.part:
-            return a.part, "corr", f"Corr({a.term}, {b.term})"
+            return a.part, "corr", f"{a.term}, {b.term}"
         word = {"mean": "mean", "within": "variance"}
-        return "cross", "corr", f"Corr({word[a.part]} {a.term}, {word[b.part]} {b.term})"
+        return "cross", "corr", f"{word[a.part]} {a.term}, {word[b.part]} {b.term}"
     if pid.kind == "assoc":
         return "cross", "assoc", "Quadratic association τ_q"
     return pid.kind, "coef", str(pid.key)
 
 
-def _values(fit, scale: str) -> dict:
-    """``ParamName`` → (estimate, SE or posterior SD), SDs turned into variances if asked."""
+def _covariances(fit) -> dict:
+    """Correlation ``ParamName`` → (covariance ρσ_aσ_b, its SE) for the pairs whose effects
+    both have an SD parameter (``fit.derived``); no SE where any of the three has none."""
+    sds = {pid.key: str(pid) for pid in fit.ids if pid.kind == "sd"}
+    pairs = [(pid, str(pid), sds[pid.key.first], sds[pid.key.second]) for pid in fit.ids
+             if pid.kind == "corr" and pid.key.first in sds and pid.key.second in sds]
+    if not pairs:
+        return {}
+    out = fit.derived(lambda p: {name: p[name] * p[a] * p[b] for _, name, a, b in pairs})
+    errors = fit.table()["std_error"]
+    return {pid: (float(out.at[name, "estimate"]),
+                  float(out.at[name, "std_error"]) if np.isfinite(errors[[name, a, b]]).all() else np.nan)
+            for pid, name, a, b in pairs}
+
+
+def _values(fit, scale: str) -> tuple[dict, set]:
+    """(row key → (estimate, SE or posterior SD), the row keys on the boundary) of a fit,
+    SDs and correlations turned into variances and covariances if asked."""
     table = fit.table(scale)
-    return {pid: (float(table.at[name, "estimate"]), float(table.at[name, "std_error"]))
-            for pid, name in zip(fit.ids, fit.names, strict=True)}
+    covariances = _covariances(fit) if scale == "variance" else {}
+    values, keys = {}, {}
+    for pid, name in zip(fit.ids, fit.names, strict=True):
+        block, kind, label = _row_key(pid)
+        if pid in covariances:
+            key = (block, "cov", label)
+            values[key] = covariances[pid]
+        else:
+            key = (block, kind, label)
+            values[key] = (float(table.at[name, "estimate"]), float(table.at[name, "std_error"]))
+        keys[pid] = key
+    boundary = set()
+    for pid in fit.boundary_params:
+        sd = type(pid)("sd", pid.key) if pid.kind == "singular" else pid  # a singular effect: its SD row
+        if sd in keys:
+            boundary.add(keys[sd])
+    return values, boundary
 
 
 def _label(kind: str, label: str, scale: str) -> str:
     if kind == "sd":
         return f"Var({label})" if scale == "variance" else f"SD({label})"
+    if kind in ("corr", "cov"):
+        return f"{kind.capitalize()}({label})"
     return label
 
 
@@ -82,6 +123,8 @@ class Comparison:
         self.method = self.fits[0].method
         self.second = self.fits[0].wording.error
         self.lrtests = self._lrtests()
+        #: Per model, the rows (block, label) of ``table`` estimated on the boundary.
+        self.boundary: dict[str, set] = {}
         self.table = self._table()
 
     # ---- contents ----------------------------------------------------------------------
@@ -99,30 +142,17 @@ class Comparison:
                              "note": test.note})
         return pd.DataFrame(rows, columns=["restricted", "full", "statistic", "df", "distribution", "p", "note"])
 
-    def _criteria_rows(self, fit, name) -> dict[str, tuple[float, float]]:
-        rows = {label: (value, np.nan) for label, value in fit.fit_statistics().items()}
-        k = self.names.index(name)
-        previous = {self.names[k - 1], name} if k else set()
-        # the test of this fit and the one before it, whichever is the larger (none without a likelihood)
-        tests = self.lrtests[[{a, b} == previous for a, b in zip(self.lrtests.restricted, self.lrtests.full,
-                                                                 strict=True)]]
-        if len(tests):
-            test = tests.iloc[0]
-            rows["LR test vs previous (statistic, p)"] = (test.statistic, test.p)
-        return rows
-
     def _table(self) -> pd.DataFrame:
         order: dict[tuple[str, str, str], int] = {}
-        cells: dict[tuple[str, str], dict[tuple[str, str, str], tuple[float, float]]] = {}
+        cells: dict[str, dict[tuple[str, str, str], tuple[float, float]]] = {}
         for model, fit in zip(self.names, self.fits, strict=True):
-            values = {}
-            for pid, pair in _values(fit, self.scale).items():
-                values[_row_key(pid)] = pair
-            for label, pair in self._criteria_rows(fit, model).items():
-                values[("fit", "criterion", label)] = pair
+            values, boundary = _values(fit, self.scale)
+            for label, value in fit.fit_statistics().items():
+                values[("fit", "criterion", label)] = (value, np.nan)
             for key in values:
                 order.setdefault(key, len(order))
             cells[model] = values
+            self.boundary[model] = {(BLOCK_TITLES[b], _label(k, lab, self.scale)) for b, k, lab in boundary}
         keys = sorted(order, key=lambda k: (BLOCK_ORDER.index(k[0]), KIND_ORDER[k[1]], order[k]))
         labels = [(BLOCK_TITLES[block], _label(kind, label, self.scale)) for block, kind, label in keys]
         index = pd.MultiIndex.from_tuples(labels, names=["block", "parameter"])
@@ -149,99 +179,28 @@ class Comparison:
         return table
 
     # ---- rendering ---------------------------------------------------------------------
-    def _text_rows(self, digits: int) -> list[tuple[str, str, list[str]]]:
-        """(block, label, cells) with numbers formatted; block rows have label ''."""
-        rows, current = [], None
-        for (block, label), values in self.table.iterrows():
-            if block != current:
-                rows.append((block, "", []))
-                current = block
-            cells = []
-            for value in values.to_numpy():
-                if not np.isfinite(value):
-                    cells.append("")
-                elif label == "Parameters":
-                    cells.append(f"{value:.0f}")
-                elif label.startswith("LR test") and len(cells) % 2 == 1:
-                    cells.append("p < 0.0001" if value < 1e-4 else f"p = {value:.4f}")
-                elif block == BLOCK_TITLES["fit"]:
-                    cells.append(f"{value:.{max(1, digits - 1)}f}")
-                else:
-                    cells.append(f"{value:.{digits}f}")
-            rows.append((block, label, cells))
-        return rows
+    def layout(self, digits: int = 3, per_panel: int | None = None) -> Layout:
+        """The table's cells as every format prints them (``melsm.reporting.table_layout``):
+        SEs to ``digits`` significant digits and estimates to the same decimal place; at
+        most ``per_panel`` models side by side (default: as many as fit a printed page)."""
+        return build_layout(self, digits, per_panel)
 
-    def _footnote(self) -> str:
-        wording = self.fits[0].wording
-        scale = "variances" if self.scale == "variance" else "standard deviations"
-        notes = [f"Est./{self.second}: {wording.estimate_and_error}. Random effects as {scale}."]
-        if wording.criteria_note:
-            notes.append(wording.criteria_note)
-        for test in self.lrtests.itertuples():
-            notes.append(f"LR test {test.full} vs {test.restricted}: LR = {test.statistic:.2f} on {test.distribution}"
-                         + (f" ({test.note})" if test.note else "") + ".")
-        unconverged = [n for n, f in zip(self.names, self.fits, strict=True) if not f.converged]
-        if unconverged:
-            notes.append(f"Not converged: {', '.join(unconverged)}.")
-        return " ".join(notes)
+    def to_markdown(self, digits: int = 3, per_panel: int | None = None) -> str:
+        """GitHub-flavoured Markdown: one table per panel, the LR tests, the notes."""
+        return table_render.markdown(self.layout(digits, per_panel))
 
-    def to_markdown(self, digits: int = 2) -> str:
-        """GitHub-flavoured Markdown table (block titles in bold), with a footnote."""
-        width = 2 * len(self.names)
-        lines = ["| | " + " | ".join(f"{n} | " for n in self.names) + "|",
-                 "|:--|" + "--:|" * width,
-                 "| | " + " | ".join(f"Est. | {self.second}" for _ in self.names) + " |"]
-        for block, label, cells in self._text_rows(digits):
-            if not label:
-                lines.append(f"| **{block}** |" + " |" * width)
-            else:
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        return "\n".join(lines) + f"\n\n{self._footnote()}\n"
+    def to_html(self, digits: int = 3, per_panel: int | None = None) -> str:
+        """HTML: ``<div class="melsm-comparison">`` holding a ``<table class="melsm-compare">``
+        per panel, the LR tests' table and the notes."""
+        return table_render.html(self.layout(digits, per_panel))
 
-    def to_html(self, digits: int = 2) -> str:
-        """An HTML ``<table class="melsm-compare">`` with the footnote as its caption."""
-        esc = html.escape
-        head = "".join(f'<th colspan="2">{esc(n)}</th>' for n in self.names)
-        sub = "".join(f"<th>Est.</th><th>{self.second}</th>" for _ in self.names)
-        body = []
-        for block, label, cells in self._text_rows(digits):
-            if not label:
-                body.append(f'<tr class="block"><th colspan="{1 + 2 * len(self.names)}">{esc(block)}</th></tr>')
-            else:
-                body.append(f"<tr><td>{esc(label)}</td>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
-        return (f'<table class="melsm-compare">\n<caption>{esc(self._footnote())}</caption>\n'
-                f"<thead><tr><th></th>{head}</tr><tr><th></th>{sub}</tr></thead>\n<tbody>\n"
-                + "\n".join(body) + "\n</tbody>\n</table>\n")
-
-    def to_latex(self, digits: int = 2) -> str:
-        """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``)."""
-        def esc(text: str) -> str:
-            for char, repl in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
-                               ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("<", r"$<$")):
-                text = text.replace(char, repl)
-            return text
-        n = len(self.names)
-        rules = "".join(rf"\cmidrule(lr){{{2 + 2 * k}-{3 + 2 * k}}}" for k in range(n))
-        lines = [rf"\begin{{tabular}}{{l{'rr' * n}}}", r"\toprule",
-                 " & " + " & ".join(rf"\multicolumn{{2}}{{c}}{{{esc(m)}}}" for m in self.names) + r" \\",
-                 rules, " & " + " & ".join(f"Est. & {self.second}" for _ in self.names) + r" \\", r"\midrule"]
-        for block, label, cells in self._text_rows(digits):
-            if not label:
-                lines.append(rf"\multicolumn{{{1 + 2 * n}}}{{l}}{{\textit{{{esc(block)}}}}} \\")
-            else:
-                lines.append(rf"\quad {esc(label)} & " + " & ".join(esc(c) for c in cells) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}"]
-        return "\n".join(lines) + "\n"
+    def to_latex(self, digits: int = 3, per_panel: int | None = None) -> str:
+        """LaTeX: a booktabs ``tabular`` per panel (needs ``\\usepackage{booktabs}``), the LR
+        tests' and the notes."""
+        return table_render.latex(self.layout(digits, per_panel))
 
     def __str__(self) -> str:
-        rows = self._text_rows(3)
-        width = max([len(label) for _, label, _ in rows] + [10]) + 4
-        cell = max([len(c) for _, _, cells in rows for c in cells] + [len(n) // 2 + 1 for n in self.names] + [8]) + 2
-        lines = [" " * width + "".join(f"{n:^{2 * cell}}" for n in self.names),
-                 " " * width + "".join(f"{'Est.':>{cell}}{self.second:>{cell}}" for _ in self.names)]
-        for block, label, cells in rows:
-            lines.append(block if not label else f"  {label:<{width - 2}}" + "".join(f"{c:>{cell}}" for c in cells))
-        return "\n".join(lines) + "\n" + self._footnote()
+        return table_render.text(self.layout())
 
     def _repr_html_(self) -> str:
         return self.to_html()
@@ -250,12 +209,13 @@ class Comparison:
         return f"<Comparison of {len(self.fits)} {self.method.upper()} fits: {', '.join(self.names)}>"
 
 
-def compare(*fits, names: list[str] | None = None, by: str | None = None, scale: str = "variance") -> Comparison:
+def compare(*fits, names: list[str] | None = None, by: str | None = None, scale: str = "sd") -> Comparison:
     """Fits of the same data side by side (all ML or all MCMC): ``Comparison``.
 
     ``names`` label the fits (default "model 1", ...); ``by`` ranks ``criteria`` by
     another criterion (ML: AIC, BIC; MCMC: DIC, marginal_DIC, WAIC, LOO); ``scale``
-    shows random effects as "variance" (default) or "sd".
+    shows random effects as "sd" (SDs and correlations, the default, as ``fit.summary()``)
+    or "variance" (variances and covariances).
     """
     if len(fits) == 1 and isinstance(first := fits[0], list | tuple):
         fits = tuple(first)  # compare([fit1, fit2]) as well as compare(fit1, fit2)
@@ -272,8 +232,8 @@ def compare(*fits, names: list[str] | None = None, by: str | None = None, scale:
     n_obs = {f.model.design.n_obs for f in fits}
     if len(n_obs) > 1:
         raise MelsmInputError(f"the fits use different numbers of observations ({sorted(n_obs)})")
-    if scale not in ("variance", "sd"):
-        raise MelsmInputError(f"scale must be 'variance' or 'sd', not {scale!r}")
+    if scale not in SCALES:
+        raise MelsmInputError(f"scale must be 'sd' or 'variance', not {scale!r}")
     choices = fits[0].criteria_names
     if by is not None and by not in choices:
         raise MelsmInputError(f"cannot rank by '{by}'; criteria (smaller is better): {', '.join(choices)}")

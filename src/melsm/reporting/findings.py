@@ -27,6 +27,7 @@ import numpy as np
 
 from melsm.errors import MelsmInputError
 from melsm.model.evaluation import describe, level2_columns
+from melsm.reporting.words import default_group_word, pluralise
 from melsm.results.groups import has_group_quantities, observed_groups, percent_change, random_slopes
 
 
@@ -68,7 +69,7 @@ def _group_sentences(fit, name: str, word: str) -> list[str]:
     n = len(groups)
     average_icc = float(fit.population_quantities().loc["icc", "estimate"])
     design = fit.model.design
-    like = f"the average for {word}s like them" if level2_columns(design) else "the population average"
+    like = f"the average for {pluralise(word)} like them" if level2_columns(design) else "the population average"
     out = [f"{name}: {int(groups['mean differs'].sum())} of {n} {word} means, "
            f"{int(groups['variance differs'].sum())} of {n} {word} level-1 variances and "
            f"{int(groups['icc differs'].sum())} of {n} {word} ICCs differ significantly from "
@@ -77,7 +78,7 @@ def _group_sentences(fit, name: str, word: str) -> list[str]:
     rho = "corr:mean:Intercept,within:Intercept"
     if rho in fit.names:
         out.append(f"{name}: the correlation of the {word} location and scale intercepts is "
-                   f"{_interval(fit, rho)}: {word}s with higher means have "
+                   f"{_interval(fit, rho)}: {pluralise(word)} with higher means have "
                    f"{'more' if fit.table().at[rho, 'estimate'] > 0 else 'less'} variable "
                    f"{fit.model.design.response}.")
     return out
@@ -126,7 +127,7 @@ def _lines_sentences(fit, name: str, word: str) -> list[str]:
         what = response if function == "mean" else f"the level-1 variance of {response}"
         scale = "coefficient" if function == "mean" else "coefficient of the log variance"
         out.append(f"{name}: on average {what} {'rises' if slope > 0 else 'falls'} with {term} "
-                   f"({scale} {slope:.3f}); {int(lines['against'].sum())} of {len(lines)} {word}s' predicted "
+                   f"({scale} {slope:.3f}); {int(lines['against'].sum())} of {len(lines)} {pluralise(word)}' predicted "
                    f"{'mean' if function == 'mean' else 'variance'} lines go the other way.")
     return out
 
@@ -139,13 +140,13 @@ def findings(fits, names: list[str], groups_of: str | None = None, lines_of: str
         raise MelsmInputError(f"{len(names)} names for {len(fits)} fits")
     names = list(names)
     design = fits[0].model.design
-    word = design.group_name or "group"
+    word = default_group_word(design.group_name)
     out = []
     observed = observed_groups(design)
     if len(observed) >= 3:
         r = float(np.corrcoef(observed["mean"], observed["variance"])[0, 1])
         out.append(f"Observed {word} means and within-{word} variances of {design.response} correlate "
-                   f"with r = {r:.2f} ({len(observed)} {word}s).")
+                   f"with r = {r:.2f} ({len(observed)} {pluralise(word)}).")
     key = group_fit(fits, names, groups_of)
     if key is not None:
         out += _group_sentences(fits[key], names[key], word)

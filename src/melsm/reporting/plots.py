@@ -5,7 +5,7 @@ or, without ``ax``, into a new ``matplotlib.figure.Figure`` built without pyplot
 depends on a display or a global state) and returns the figure: save it with
 ``fig.savefig("f.png")`` or show it in a notebook. ``group_label=`` names the groups
 ("patient", or ("person", "people")); by default the group column's name
-(``figure_style.default_group_word``). Interval wording comes from the fit
+(``melsm.reporting.words.default_group_word``). Interval wording comes from the fit
 (``Results.wording``): ML group quantities have 95% empirical-Bayes (posterior) intervals,
 ML population quantities 95% CIs by the delta method, MCMC 95% credible intervals
 (``melsm.results.groups`` has the formulas). A group is marked (dark red diamond, dashed

@@ -36,14 +36,21 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
        padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.7em; margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 2px solid #1f3a93; }
 h3 { margin-top: 1.5em; color: #1f3a93; } .meta { color: #666; font-size: 0.9em; }
-table.melsm-compare { border-collapse: collapse; font-size: 0.88em; margin: 1em 0; }
-table.melsm-compare caption { caption-side: bottom; text-align: left; color: #555; font-size: 0.9em;
-                              padding-top: 0.5em; max-width: 60em; }
-table.melsm-compare th, table.melsm-compare td { padding: 2px 10px; }
+div.melsm-comparison { margin: 1em 0; }
+table.melsm-compare { border-collapse: collapse; font-size: 0.88em; margin: 0 0 1.2em 0;
+                      border-top: 1.5px solid #333; border-bottom: 1.5px solid #333; }
+table.melsm-compare caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 0.3em; }
+table.melsm-compare th, table.melsm-compare td { padding: 2px 8px; }
 table.melsm-compare td { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.melsm-compare td:first-child { text-align: left; padding-left: 1.5em; }
-table.melsm-compare thead th { border-bottom: 1px solid #999; }
-table.melsm-compare tr.block th { text-align: left; background: #eef1f8; }
+table.melsm-compare td:first-child { text-align: left; white-space: normal; min-width: 8em; max-width: 16em;
+                                     padding-left: 2.3em; text-indent: -0.8em; }
+table.melsm-compare thead th { border-bottom: 1px solid #999; white-space: nowrap; }
+table.melsm-compare tr.block th { text-align: left; background: #eef1f8; font-weight: 600; }
+table.melsm-lrtests td:first-child { padding-left: 8px; text-indent: 0; }
+table.melsm-lrtests td:nth-child(4), table.melsm-lrtests th:nth-child(-n+4) { text-align: left; }
+div.melsm-notes { font-size: 0.85em; color: #444; max-width: 60em; } div.melsm-notes p { margin: 0.25em 0; }
+@media print { body { max-width: none; margin: 0; } figure, tr, div.melsm-notes { break-inside: avoid; }
+               table.melsm-compare { font-size: 8.5pt; } tr.block, h2, h3 { break-after: avoid; } }
 div.scroll { overflow-x: auto; } figure { margin: 1.2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: 0.9em; } ul.findings li { margin: 0.3em 0; }
 details pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,24 @@ class Results(Conventions):
     _params_table: pd.DataFrame
     converged: bool
     problems: list[str]
+    #: Reported parameters on the boundary of the parameter space (``ParamName`` → value),
+    #: as ML's boundary check finds them; an MCMC fit has none.
+    boundary_params: Mapping = MappingProxyType({})
+
+    @property
+    def convergence_problem(self) -> str:
+        """Why the fit did not converge, in words ("" when it did): the optimiser's message
+        (ML) or the sampler's problems (MCMC)."""
+        if self.converged:
+            return ""
+        return str(getattr(self, "message", "") or "; ".join(self.problems) or "not converged")
+
+    def _repr_html_(self) -> str:
+        """A compact HTML summary for notebooks: the fit's facts and its parameter table
+        (``melsm.results.display``); ``summary()`` is the full text."""
+        from melsm.results.display import fit_html
+
+        return fit_html(self)
 
     # ---- sizes ------------------------------------------------------------------------
     @property

@@ -10,37 +10,19 @@ b = 0, …, n_boot − 1:
 2. refit the same model to it (``model.with_response``: the same shapes, so the compiled
    likelihood is reused) from θ̂ (``start=fit.theta``), with the fit's quadrature;
 3. record every reported estimate (``table()["estimate"]``: SDs and correlations on
-   their reported scale; an SD estimated at 0 is the value 0), ``converged``, log L, the
-   parameters on the boundary, the seconds taken and, for a refit that raised, the error.
+   their reported scale; an SD estimated at 0 is the value 0) and its standard error
+   (``se:<name>``, ``table()["std_error"]``: NaN on the boundary), ``converged``, log L,
+   the parameters on the boundary, the seconds taken and, for a refit that raised, the
+   error.
 
 Replicate b depends on (seed, b) only, so the replicates are the same in whatever order
-and on whatever scheduler they run.
-
-``bootstrap_intervals`` (``fit.conf_int(method="bootstrap")``) at level 1 − α:
-
-* ``kind="percentile"`` (default): the α/2 and 1 − α/2 quantiles of the replicates'
-  estimates (numpy's default, linear interpolation). Transformation-respecting: SD
-  intervals stay ≥ 0, correlation intervals within [−1, 1].
-* ``kind="basic"``: 2θ̂ minus those quantiles, the other way round (it corrects a bias of
-  the estimator, and may leave the parameter space).
-
-Refits that did not converge (or raised) are left out and counted in a
-``MelsmFitWarning``; when more than ``MAX_FAILED_SHARE`` of them failed every interval is
-NaN, with a warning: failures are seldom a random subset (they come from the awkward
-data sets), so the rest would give intervals too narrow. A correlation is undefined in a
-replicate where one of its effects' SD is 0: those replicates are left out of that
-correlation's interval by the same rule. Fewer than ``MIN_TAIL`` expected replicates
-beyond each endpoint (n·α/2 < 5 for n usable replicates) warns: the endpoint is then
-interpolated between the few most extreme values.
+and on whatever scheduler they run. The intervals made from them
+(``fit.conf_int(method="bootstrap", kind=...)``) are in ``melsm.results.bootstrap_ci``.
 
 ``DEFAULT_BOOT`` = 200 is the smallest number with 5 replicates beyond each end of a 95%
-interval. For an estimator close to normal the Monte Carlo SD of an endpoint is about
-√(α/2 (1 − α/2) / B) / φ(z) ≈ 2.7/√B standard errors: 0.19 SE at B = 200, a tenth of the
-half-width (1.96 SE). Use B ≥ 1000 for 99% intervals or for intervals to publish.
-
-Percentile intervals inherit the bias of the estimator twice: with 30 groups they
-under-covered for the SDs (0.82 for the SD of a random scale effect; bench/README.md),
-where the Wald intervals did not.
+interval. For an estimator close to normal the Monte Carlo SD of a percentile endpoint is
+about √(α/2 (1 − α/2) / B) / φ(z) ≈ 2.7/√B standard errors: 0.19 SE at B = 200, a tenth
+of the half-width (1.96 SE). Use B ≥ 1000 for 99% intervals or for intervals to publish.
 """
 
 from __future__ import annotations
@@ -59,13 +41,8 @@ from melsm.results.predict import simulate_response
 
 #: Replicates made by default (module docstring).
 DEFAULT_BOOT = 200
-#: Replicates expected beyond each endpoint below which a warning says there are too few.
-MIN_TAIL = 5
-#: Above this share of failed refits (or of undefined values of a parameter), intervals are NaN.
-MAX_FAILED_SHARE = 0.1
 #: ``scheduler=`` values besides the address of a Dask scheduler (``"tcp://host:8786"``).
 SCHEDULERS = ("synchronous", "processes")
-KINDS = ("percentile", "basic")
 #: Columns of the replicates' frame after the parameters.
 RECORD_COLUMNS = ("converged", "loglik", "boundary", "seconds", "error")
 log = logging.getLogger(__name__)
@@ -85,6 +62,11 @@ def check_options(n_boot, seed, scheduler, workers) -> tuple[int, int, int | Non
     return n_boot, seed, workers
 
 
+def se_names(names) -> list[str]:
+    """The replicates' columns of standard errors: ``se:<name>`` for each parameter."""
+    return [f"se:{name}" for name in names]
+
+
 def replicate_rng(seed: int, b: int) -> np.random.Generator:
     """The random generator of replicate ``b``: ``SeedSequence([seed, b])``."""
     return np.random.default_rng(np.random.SeedSequence([seed, b]))
@@ -97,7 +79,8 @@ def _one_line(err: BaseException) -> str:
 
 def failed_record(names, b: int, message: str) -> dict:
     """The record of a replicate whose refit raised (or whose worker died)."""
-    return {"replicate": b, **dict.fromkeys(names, np.nan), "converged": False, "loglik": np.nan,
+    return {"replicate": b, **dict.fromkeys(names, np.nan), **dict.fromkeys(se_names(names), np.nan),
+            "converged": False, "loglik": np.nan,
             "boundary": "", "seconds": np.nan, "error": message}
 
 
@@ -115,32 +98,37 @@ def refit(model, theta: np.ndarray, quadrature: int | None, seed: int, b: int) -
             fit = model.with_response(y).fit(quadrature=quadrature, start=theta)
     except Exception as err:  # noqa: BLE001  (recorded and counted, not fatal)
         return failed_record(names, b, _one_line(err))
-    return {"replicate": b, **dict(zip(names, fit.table()["estimate"].to_numpy(), strict=True)),
+    table = fit.table()
+    return {"replicate": b, **dict(zip(names, table["estimate"].to_numpy(), strict=True)),
+            **dict(zip(se_names(names), table["std_error"].to_numpy(), strict=True)),
             "converged": bool(fit.converged), "loglik": float(fit.loglik), "boundary": ",".join(fit.boundary),
             "seconds": time.perf_counter() - started, "error": ""}
 
 
-def _run_here(model, args: tuple, n_boot: int, bar: Progress) -> list[dict]:
+def run_here(model, args: tuple, n_boot: int, bar: Progress, task=None) -> list[dict]:
+    """``task(model, *args, b)`` (default ``refit``) for b = 0 … n_boot − 1 in this process."""
+    task = refit if task is None else task
     records, failed = [], 0
     for b in range(n_boot):
-        records.append(refit(model, *args, b))
+        records.append(task(model, *args, b))
         failed += not records[-1]["converged"]
         bar.advance(failed=failed)
     return records
 
 
-def _run_on_dask(model, args: tuple, n_boot: int, scheduler: str, workers: int | None,
-                 bar: Progress) -> list[dict]:
-    """The refits as Dask tasks (the model sent once to every worker), collected as they
+def run_on_dask(model, args: tuple, n_boot: int, scheduler: str, workers: int | None,
+                bar: Progress, task=None) -> list[dict]:
+    """The refits (``task``, default ``refit``) as Dask tasks (the model sent once to every worker), collected as they
     finish; a task that raised or whose worker died is a failed record."""
     from distributed import as_completed
 
+    task = refit if task is None else task
     names = [str(pid) for pid in model.layout.reported_ids()]
     client, cluster = connect(None if scheduler == "processes" else scheduler, workers)
     records, failed = [], 0
     try:
         shared = client.scatter(model, broadcast=True)
-        futures = {client.submit(refit, shared, *args, b, pure=False): b for b in range(n_boot)}
+        futures = {client.submit(task, shared, *args, b, pure=False): b for b in range(n_boot)}
         for future in as_completed(futures):
             b = futures.pop(future)
             try:
@@ -164,9 +152,11 @@ def bootstrap(fit, n_boot: int = DEFAULT_BOOT, seed: int = 0, scheduler: str = "
     'Bootstrap intervals').
 
     Returns one row per replicate (index ``replicate``, 0 … n_boot − 1): a column per
-    reported parameter (``fit.names``, the estimates on the reported scale), then
-    ``converged``, ``loglik``, ``boundary`` (parameters on the boundary, comma-separated),
-    ``seconds`` and ``error`` (why a refit raised; empty otherwise).
+    reported parameter (``fit.names``, the estimates on the reported scale), a column
+    ``se:<name>`` per parameter (the refit's standard error on the reported scale, NaN on
+    the boundary; studentized intervals use them), then ``converged``, ``loglik``,
+    ``boundary`` (parameters on the boundary, comma-separated), ``seconds`` and ``error``
+    (why a refit raised; empty otherwise).
 
     ``seed``: replicate b draws its data from ``SeedSequence([seed, b])``, so the same seed
     gives the same replicates on every scheduler. ``scheduler``: ``"synchronous"``
@@ -190,82 +180,12 @@ def bootstrap(fit, n_boot: int = DEFAULT_BOOT, seed: int = 0, scheduler: str = "
     started = time.perf_counter()
     with Progress(progress, total=n_boot, desc="bootstrap", unit="refits") as bar:
         if scheduler == "synchronous":
-            records = _run_here(clean, args, n_boot, bar)
+            records = run_here(clean, args, n_boot, bar)
         else:
-            records = _run_on_dask(clean, args, n_boot, scheduler, workers, bar)
+            records = run_on_dask(clean, args, n_boot, scheduler, workers, bar)
     frame = pd.DataFrame(records).set_index("replicate").sort_index()
-    frame = frame[[*fit.names, *RECORD_COLUMNS]].astype({name: float for name in fit.names})
+    columns = [*fit.names, *se_names(fit.names)]
+    frame = frame[[*columns, *RECORD_COLUMNS]].astype(dict.fromkeys(columns, float))
     log.info("bootstrap: %d refits in %.1f s (%s), %d did not converge", n_boot, time.perf_counter() - started,
              scheduler, int((~frame["converged"]).sum()))
     return frame
-
-
-def _checked_replicates(fit, replicates) -> pd.DataFrame:
-    needed = [*fit.names, "converged"]
-    if not isinstance(replicates, pd.DataFrame) or any(c not in replicates.columns for c in needed):
-        raise MelsmInputError("replicates must be this fit's fit.bootstrap() table (a DataFrame with a column "
-                              "per parameter of fit.names and 'converged')")
-    return replicates
-
-
-def _usable_values(fit, replicates: pd.DataFrame) -> np.ndarray | None:
-    """The converged replicates' estimates (rows) of every parameter (columns), or None
-    when more than ``MAX_FAILED_SHARE`` of the refits failed (module docstring)."""
-    converged = replicates["converged"].to_numpy(dtype=bool)
-    failed, total = int((~converged).sum()), len(converged)
-    if failed > MAX_FAILED_SHARE * total:
-        warnings.warn(f"{failed} of {total} bootstrap refits did not converge, more than "
-                      f"{MAX_FAILED_SHARE:.0%}: no bootstrap intervals (NaN); the failures are not a random "
-                      "subset of the replicates", MelsmFitWarning, stacklevel=4)
-        return None
-    if failed:
-        warnings.warn(f"{failed} of {total} bootstrap refits did not converge and are left out of the intervals",
-                      MelsmFitWarning, stacklevel=4)
-    return replicates.loc[converged, fit.names].to_numpy(dtype=float)
-
-
-def _percentiles(fit, values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Each parameter's quantiles over its defined values; NaN where more than
-    ``MAX_FAILED_SHARE`` of them are undefined, with a warning, as for too few."""
-    tail = (1 - level) / 2
-    defined = np.isfinite(values)
-    n = defined.sum(axis=0)
-    undefined = [name for name, k in zip(fit.names, n, strict=True) if k < len(values)]
-    if undefined:
-        worst = len(values) - int(n.min())
-        warnings.warn(f"{', '.join(undefined)}: undefined in up to {worst} of {len(values)} bootstrap replicates "
-                      "(a correlation of an effect whose SD is 0 there); those replicates are left out of "
-                      "their intervals", MelsmFitWarning, stacklevel=4)
-    low, high = np.full(values.shape[1], np.nan), np.full(values.shape[1], np.nan)
-    keep = (n > 0) & (n >= (1 - MAX_FAILED_SHARE) * len(values))
-    if keep.any():
-        low[keep], high[keep] = np.nanquantile(values[:, keep], [tail, 1 - tail], axis=0)
-    if keep.any() and n[keep].min() * tail < MIN_TAIL - 1e-9:  # (1 − 0.95)/2 is not exactly 0.025
-        needed = int(np.ceil(MIN_TAIL / tail - 1e-9))
-        warnings.warn(f"only {int(n[keep].min())} usable bootstrap replicates for {level:.0%} intervals: "
-                      f"{needed} or more put at least {MIN_TAIL} beyond each endpoint (n_boot={needed})",
-                      MelsmFitWarning, stacklevel=4)
-    return low, high
-
-
-def bootstrap_intervals(fit, level: float, replicates: pd.DataFrame | None = None, kind: str = "percentile",
-                        **options) -> tuple[np.ndarray, np.ndarray]:
-    """Bootstrap intervals at ``level`` for every parameter of ``fit.names``
-    (``fit.conf_int(alpha, method="bootstrap", ...)``; module docstring): percentile
-    intervals by default, ``kind="basic"`` for basic ones. ``replicates``: a table from
-    ``fit.bootstrap()`` to use (e.g. for several levels); otherwise one is made with
-    ``options`` (``n_boot``, ``seed``, ``scheduler``, ``workers``, ``progress``), not kept."""
-    if kind not in KINDS:
-        raise MelsmInputError(f"kind must be one of {', '.join(map(repr, KINDS))}, not {kind!r}")
-    if replicates is None:
-        replicates = bootstrap(fit, **options)
-    elif options:
-        raise MelsmInputError(f"give either replicates= or the options to make them ({', '.join(options)}), not both")
-    values = _usable_values(fit, _checked_replicates(fit, replicates))
-    if values is None:
-        return np.full(len(fit.names), np.nan), np.full(len(fit.names), np.nan)
-    low, high = _percentiles(fit, values, level)
-    if kind == "basic":
-        estimates = fit.table()["estimate"].to_numpy(dtype=float)
-        low, high = 2 * estimates - high, 2 * estimates - low
-    return low, high

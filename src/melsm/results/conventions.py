@@ -12,6 +12,7 @@ member                    ML                                          MCMC
 ``tvalues``, ``pvalues``  Wald z and two-sided p (NaN for SDs)        NaN (no frequentist test)
 ``conf_int(alpha)``       Wald; SDs on the log, correlations on the   equal-tailed credible
                           Fisher-z scale                              intervals
+``method="profile"``      profile likelihood (``results.profile``)    refused (ValueError)
 ``cov_params()``          inverse-Hessian covariance, delta method    posterior covariance
 ``llf``, ``nobs``         log L, rows used                            NaN, rows used
 ========================  ==========================================  =========================
@@ -77,7 +78,7 @@ class Conventions:
 
         ``method``: ``"wald"`` (ML; credible intervals for MCMC; module docstring),
         ``"profile"`` (ML: profile likelihood, ``melsm.results.profile``) or
-        ``"bootstrap"`` (ML: parametric bootstrap, ``melsm.results.bootstrap``);
+        ``"bootstrap"`` (ML: parametric bootstrap, ``melsm.results.bootstrap_ci``; ``kind=``);
         ``options`` go to the method chosen."""
         if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
             raise ValueError(f"alpha must be between 0 and 1, not {alpha!r}")

@@ -25,6 +25,9 @@ from melsm.engine.compiled import compiled
 from melsm.engine.likelihood import random_effect_posterior
 from melsm.estimate.ml import Optimum, covariance
 from melsm.results import bootstrap as _bootstrap
+from melsm.results import bootstrap_ci as _bootstrap_ci
+from melsm.results import jackknife as _jackknife
+from melsm.results import profile as _profile
 from melsm.results.base import COMMON_COLUMNS, Z95, Results, Wording, outputs
 from melsm.results.groups import implied_sd_corr, level2_patterns
 from melsm.results.lrtest import LRTest, lrtest
@@ -182,9 +185,12 @@ class MLResults(Results):
     def _cov_params(self) -> np.ndarray:
         return self.cov
 
-    # parametric bootstrap: fit.bootstrap(n_boot, seed, scheduler, ...) and conf_int(method="bootstrap")
+    # parametric bootstrap: fit.bootstrap(n_boot, seed, scheduler, ...) and conf_int(method="bootstrap", kind=)
     bootstrap = _bootstrap.bootstrap
-    _bootstrap_intervals = _bootstrap.bootstrap_intervals
+    _bootstrap_intervals = _bootstrap_ci.bootstrap_intervals
+    jackknife = _jackknife.jackknife  # leave-one-group-out refits: BCa's acceleration
+    # profile likelihood: conf_int(method="profile", parm=, progress=) (results/profile.py)
+    _profile_intervals = _profile.profile_intervals
 
     # ---- derived quantities ----------------------------------------------------------
     def delta_method(self, function, with_theta: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -173,7 +173,7 @@ def format_mcmc_summary(result) -> str:
 
 
 def ml_dict(fit) -> dict:
-    """An ML fit as JSON-ready values (``MLResults.to_dict``); NaN and inf as None."""
+    """A maximum-likelihood fit as JSON-ready values (its ``to_dict``); NaN and inf as None."""
     def num(x):
         return None if x is None or not np.isfinite(x) else float(x)
     return {
@@ -202,7 +202,7 @@ def ml_dict(fit) -> dict:
 
 
 def mcmc_dict(fit) -> dict:
-    """An MCMC fit as JSON-ready values (``MCMCResults.to_dict``)."""
+    """A Bayesian fit as JSON-ready values (its ``to_dict``)."""
     return {
         "method": "mcmc", "converged": fit.converged, "problems": fit.problems, "notes": fit.notes,
         "n_obs": fit.n_obs, "n_groups": fit.n_groups,
