@@ -53,6 +53,7 @@ def whole_process(repeats, env=None):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warm-only", action="store_true", help="only the warm in-process fits")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     reisby, tutorial = melsm.datasets.load("reisby"), melsm.datasets.load("tutorial")
@@ -63,7 +64,9 @@ def main() -> None:
     seconds, fit = warm(tutorial, MODEL6, max(3, args.repeats // 2))
     rows.append(("London Model 6, warm in-process", seconds, fit))
     for label, seconds, fit in rows:
-        print(f"{label:<48} {seconds:8.3f} s   loglik {fit.loglik:.4f}  iterations {fit.iterations}")
+        print(f"{label:<48} {seconds:8.3f} s   loglik {fit.loglik:.10f}  iterations {fit.iterations}")
+    if args.warm_only:
+        return
     whole_process(1)  # make sure the caches are filled
     print(f"{'Riesby (none), whole process, caches filled':<48} {whole_process(3):8.3f} s")
     with tempfile.TemporaryDirectory() as empty:

@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from melsm.engine.blocks import Blocks, block_data
 from melsm.engine.rows import ModelData, model_data
 from melsm.errors import MelsmDataWarning, MelsmInputError, count
-from melsm.estimate.ml import fit_ml, warn_boundary
+from melsm.estimate.ml import default_quadrature, fit_ml, warn_boundary
 from melsm.model.association import Association
 from melsm.model.design import build_design
 from melsm.model.params import ParamLayout
@@ -89,7 +90,7 @@ class Model:
                                   g_functions=tuple(tuple(f) for f in d.g_functions),
                                   uncorrelated=self.spec.uncorrelated)
         self._units: Units | None = None
-        self._internal_data: ModelData | None = None
+        self._fit_data: dict[int, ModelData | Blocks] = {}
         self._model_data: ModelData | None = None
         self._sampler_data: ModelData | None = None
 
@@ -108,12 +109,22 @@ class Model:
         return self._units
 
     @property
-    def internal_data(self) -> ModelData:
-        """Arrays of the standardised design (``units``) that the ML fit works on, padded to
-        bucketed sizes (``melsm.engine.rows.model_data``)."""
-        if self._internal_data is None:
-            self._internal_data = model_data(self.units.design, padded=True)
-        return self._internal_data
+    def internal_data(self) -> ModelData | Blocks:
+        """Arrays of the standardised design (``units``) that an ML fit with the default
+        quadrature works on (``fit_data``)."""
+        return self.fit_data()
+
+    def fit_data(self, quadrature: int | None = None) -> ModelData | Blocks:
+        """Arrays of the standardised design for an ML fit with ``quadrature`` points (None:
+        the default): padded to bucketed sizes (``melsm.engine.rows.model_data``), in blocks
+        of groups when one block's likelihood would need more memory than
+        ``melsm.engine.blocks.block_budget`` allows (``engine.blocks.block_data``). Kept per
+        rule, so a fit and its results use the same blocks."""
+        layout = self.layout
+        points = layout.association.nodes_per_group(quadrature or default_quadrature(layout), layout.n_agq)
+        if points not in self._fit_data:
+            self._fit_data[points] = block_data(self.units.design, points)
+        return self._fit_data[points]
 
     @property
     def model_data(self) -> ModelData:
@@ -142,7 +153,8 @@ class Model:
                                   f"used, in the design's order), not an array of shape {y.shape}")
         new = copy.copy(self)
         new.design = replace(self.design, y=y, y_scale=float(np.std(y)))
-        new._units = new._internal_data = new._model_data = new._sampler_data = None
+        new._units = new._model_data = new._sampler_data = None
+        new._fit_data = {}
         return new
 
     def fit(self, quadrature: int | None = None, start=None, max_iter: int | None = None,
@@ -176,7 +188,8 @@ class Model:
         stages = 1 if start is not None or not self.layout.q_v else 2
         with Progress(interactive_only(progress), total=stages, desc="ML fit", unit="stage",
                       delay=ML_PROGRESS_DELAY if progress is None else 0.0) as reporter:
-            opt, info = fit_ml(units.design, self.internal_data, self.layout, quadrature, start, max_iter, reporter)
+            opt, info = fit_ml(units.design, self.fit_data(quadrature), self.layout, quadrature, start, max_iter,
+                               reporter)
         for stage in info["stages"]:
             stage["loglik"] = units.loglik_to_user(stage["loglik"])
         result = MLResults(self, units.optimum_to_user(opt), info)

@@ -107,7 +107,24 @@ def compiled(static_argnames: tuple[str, ...]):
                 return _first_call(fn, key, jitted, static, arrays)
             return runner(*arrays)
 
+        def runner(*args, **kwargs):
+            """The compiled function for these arguments' shapes and static values, as a
+            plain callable of the array arguments, which must then be committed to the
+            default device (``jax.device_put``) and have these shapes: for many calls on
+            arrays of one shape (``engine.blocks``), without the per-call binding, device
+            transfer and key of ``call`` (≈ 3 ms a call, measured)."""
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            static = {k: bound.arguments[k] for k in static_argnames}
+            arrays = jax.device_put(tuple(v for k, v in bound.arguments.items() if k not in static_argnames),
+                                    jax.devices()[0])
+            key = _key(fn.__qualname__, static, arrays)
+            if key not in _memory:
+                _first_call(fn, key, jitted, static, arrays)
+            return _memory[key]
+
         call.jitted = jitted
+        call.runner = runner
         return call
 
     return decorate

@@ -8,7 +8,8 @@ e = y_j − X_jβ − Z_j L_uv,j η_v:
     log p(y_j | η_v) = −½ [ n_j log 2π + Σ log d_i + log|M| + eᵀD⁻¹e − cᵀM⁻¹c ],
     M = I + TᵀD⁻¹T,  c = TᵀD⁻¹e                              (Woodbury, determinant lemma)
 
-which needs only the per-group sums Σ log d, Σ d⁻¹e², Σ d⁻¹ e z, Σ d⁻¹ z zᵀ. The scale
+which needs only the per-group sums Σ log d, Σ d⁻¹e², Σ d⁻¹ e z, Σ d⁻¹ z zᵀ (``engine.sums``:
+summed once for every η where the scale covariates are constant within groups). The scale
 part is integrated by adaptive Gauss–Hermite quadrature around each group's mode η̂_j:
 
     L_j ≈ |R_j| (2π)^{q_v/2} Σ_k w_k exp(h_j(η̂_j + R_j z_k) + ½|z_k|²),
@@ -35,9 +36,12 @@ import numpy as np
 
 from melsm.engine.quadrature import normal_rule
 from melsm.engine.rows import ModelData
+from melsm.engine.sums import group_sums
 from melsm.model.params import ParamLayout, Params
 
 LOG_2PI = float(np.log(2 * np.pi))
+#: The node search stops after a Newton step with every |Δη| below this (the next would be ~1e-16).
+NEWTON_TOLERANCE = 1e-8
 
 
 class Nodes(NamedTuple):
@@ -113,39 +117,16 @@ def conditional_terms(params: Params, data: ModelData, eta, layout: ParamLayout)
     beta, alpha, L_vv_j, L_uv_j, L_uu_j = group_factors(params, data, layout)
     qu = layout.q_u if layout.association.location_exact else 0
     n_groups = data.G.shape[0]
-    g = data.chunk_group
-    # Tiny contractions are written as broadcast-and-sum: XLA's CPU dot kernels are
-    # slow for batched products with 1–3 terms.
-    mu = jnp.sum(data.X * beta, axis=-1) + data.offset_mean  # (C, c)
     if layout.association.location_in_scale:
         v, shift = quadratic_effects(params, L_vv_j, L_uv_j, L_uu_j, eta, layout)
     else:
         v = jnp.sum(L_vv_j * eta[:, None, :], axis=-1)  # (J, q_v)
         shift = jnp.sum(L_uv_j * eta[:, None, :], axis=-1) if qu and layout.q_v else None  # (J, q_u)
-    if shift is not None:
-        mu = mu + jnp.sum(data.Zu * shift[g][:, None, :], axis=-1)
-    log_d = jnp.sum(data.W * alpha, axis=-1) + data.offset_within
-    if layout.q_v:
-        log_d = log_d + jnp.sum(data.Zv * v[g][:, None, :], axis=-1)
-    d_inv = jnp.exp(-log_d)
-    e = data.y - mu
-    de = d_inv * e
-    cols = [log_d[..., None], (de * e)[..., None]]
-    if qu:
-        iu, ju = np.triu_indices(qu)
-        cols += [de[..., None] * data.Zu, d_inv[..., None] * data.Zu[..., iu] * data.Zu[..., ju]]
-    # a row of weight w counts w times in every sum (weights multiply the finished terms,
-    # so unweighted fits compute exactly what they did without weights)
-    per_chunk = jnp.sum(jnp.concatenate(cols, axis=-1) * data.w[..., None], axis=1)  # (C, m)
-    sums = jax.ops.segment_sum(per_chunk, g, num_segments=n_groups, indices_are_sorted=True)
-    sum_log_d, sum_dee = sums[:, 0], sums[:, 1]
+    sum_log_d, sum_dee, sum_dez, S_zz = group_sums(data, beta, alpha, v, shift, qu)
     logp = -0.5 * (data.n_per_group * LOG_2PI + sum_log_d + sum_dee)
     if not qu:
         empty = jnp.zeros((n_groups, 0))
         return logp, empty, jnp.zeros((n_groups, 0, 0))
-    sum_dez = sums[:, 2:2 + qu]
-    upper = sums[:, 2 + qu:]
-    S_zz = jnp.zeros((n_groups, qu, qu)).at[:, iu, ju].set(upper).at[:, ju, iu].set(upper)
     A = jnp.einsum("jab,jac,jcd->jbd", L_uu_j, S_zz, L_uu_j)
     c = jnp.einsum("jab,ja->jb", L_uu_j, sum_dez)
     M = A + jnp.eye(qu)
@@ -175,7 +156,9 @@ def _solve_blocks(A, b):
 
 def find_nodes(params: Params, data: ModelData, eta_start, layout: ParamLayout, n_newton: int,
                implicit: bool = True) -> Nodes:
-    """Mode and curvature of each h_j: vectorised, safeguarded Newton steps.
+    """Mode and curvature of each h_j: vectorised, safeguarded Newton steps, at most
+    ``n_newton``, stopping after a step whose largest entry is below ``NEWTON_TOLERANCE``
+    (from a warm start at the modes, as for the Hessian's differences, one step).
 
     The mode is a root of ∇_η h(η; θ) defined through ``jax.lax.custom_root``, so its
     derivative in θ is the implicit one, −(∇²_η h)⁻¹ ∂(∇_η h)/∂θ, not a derivative of
@@ -200,12 +183,19 @@ def find_nodes(params: Params, data: ModelData, eta_start, layout: ParamLayout, 
         return A + jnp.maximum(0.0, 1e-3 - low)[:, None, None] * jnp.eye(qv)
 
     def solve(f, start):
-        def newton_step(_, eta):
+        def newton_step(carry):
+            k, eta, _ = carry
             A = positive(neg_hessian(f, eta))
             step = _solve_blocks(A, f(eta))
             size = jnp.sqrt(jnp.sum(step**2, axis=1, keepdims=True) + 1e-300)
-            return eta + step * jnp.minimum(1.0, 2.0 / size)
-        return jax.lax.fori_loop(0, n_newton, newton_step, start)
+            step = step * jnp.minimum(1.0, 2.0 / size)
+            return k + 1, eta + step, jnp.max(jnp.abs(step), initial=0.0)
+
+        def going(carry):  # Newton converges quadratically: after a step below the
+            k, _, last = carry  # tolerance the mode is exact to rounding
+            return (k < n_newton) & (last > NEWTON_TOLERANCE)
+
+        return jax.lax.while_loop(going, newton_step, (0, start, jnp.inf))[1]
 
     def tangent_solve(linear, rhs):
         return _solve_blocks(_block_columns(linear, n_groups, qv), rhs)

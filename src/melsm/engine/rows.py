@@ -20,26 +20,36 @@ class ModelData(NamedTuple):
     groups, padded with zero rows: row arrays are (C, c) or (C, c, p). Per-group sums
     are then a dense sum over each chunk followed by a short segment sum over chunks,
     which is far faster on CPUs than a scatter over every row. Zero rows contribute
-    exactly zero to every sum (y = 0, all covariates 0 ⇒ log d = 0, e = 0).
+    exactly zero to every sum (y = 0, all covariates 0 ⇒ log d = 0, e = 0), so the
+    weights and offsets are None when the model has none (1 and 0 for every row: the
+    likelihood skips them, and their arrays would be 30% of the data's memory).
     """
 
     y: jax.Array  # (C, c)
     X: jax.Array  # (C, c, p_x)
     W: jax.Array  # (C, c, p_w)
     Zu: jax.Array  # (C, c, q_u)
-    Zv: jax.Array  # (C, c, q_v)
+    Zv: jax.Array | None  # (C, c, q_v); None where ``Sv`` holds them per group
     G: jax.Array  # (J, p_g)
     chunk_group: jax.Array  # (C,)
     n_per_group: jax.Array  # (J,) Σ w over the group's rows
-    w: jax.Array  # (C, c) frequency weights (1 without; 0 in padding)
-    offset_mean: jax.Array  # (C, c) offset of the mean (0 without)
-    offset_within: jax.Array  # (C, c) offset of the log level-1 variance (0 without)
+    w: jax.Array | None  # (C, c) frequency weights (0 in padding); None without weights
+    offset_mean: jax.Array | None  # (C, c) offset of the mean; None without
+    offset_within: jax.Array | None  # (C, c) offset of the log level-1 variance; None without
+    #: (J, q_v) the scale effects' covariates of each group where they are constant within
+    #: groups (then ``Zv`` is None and the likelihood sums the rows once for all quadrature
+    #: points: ``engine.sums``); None otherwise
+    Sv: jax.Array | None = None
 
 
-def chunk_size(group_sizes: np.ndarray) -> int:
+#: Chunk lengths ``chunk_size`` chooses from: few, so that data sets share compiled code.
+CHUNK_LENGTHS = (4, 8, 16, 32, 64, 128)
+
+
+def chunk_size(group_sizes: np.ndarray, lengths: tuple[int, ...] = CHUNK_LENGTHS) -> int:
     """Chunk length minimising padded rows plus a cost per chunk (measured on CPU)."""
     best = None
-    for c in (4, 8, 16, 32, 64, 128):
+    for c in lengths:
         n_chunks = int(np.sum(-(-group_sizes // c)))
         cost = n_chunks * c + 8 * n_chunks
         if best is None or cost < best[0]:
@@ -81,23 +91,54 @@ def model_data(design, c: int | None = None, padded: bool = False) -> ModelData:
     sets of similar size share one compiled likelihood: fewer compilations, and fewer
     of XLA's per-program memory maps in a long session.
     """
-    chunk, slot, chunk_group, c = chunk_layout(design.group, design.n_groups, c)
-    n_groups = bucket(design.n_groups) if padded else design.n_groups
-    n_chunks = bucket(chunk_group.shape[0]) if padded else chunk_group.shape[0]
+    sizes = np.bincount(design.group, minlength=design.n_groups)
+    c = c or chunk_size(sizes)
+    n_chunks = int(np.sum(-(-sizes // c)))
+    if padded:
+        return group_range_data(design, 0, design.n_groups, c, bucket(design.n_groups), bucket(n_chunks))
+    return group_range_data(design, 0, design.n_groups, c, design.n_groups, n_chunks)
+
+
+def scale_constant_within_groups(design) -> bool:
+    """Whether the design has random scale effects whose covariates s_i are the same on every
+    row of a group (random intercepts in the level-1 variance; group-level covariates)."""
+    if design.Zv.shape[1] == 0:
+        return False
+    first = np.searchsorted(design.group, design.group)  # each row's group's first row (sorted)
+    return bool(np.array_equal(design.Zv, design.Zv[first]))
+
+
+def group_range_data(design, first: int, last: int, c: int, n_groups: int, n_chunks: int,
+                     constant_scale: bool = False) -> ModelData:
+    """Groups ``first``..``last − 1`` of the design (whose rows are sorted by group) in
+    chunks of ``c`` rows, padded to ``n_groups`` groups and ``n_chunks`` chunks with empty
+    ones (the padding chunks belong to the last group). Only this range's rows are copied:
+    ``engine.blocks`` lays out a large data set one block at a time. ``constant_scale``
+    (``scale_constant_within_groups``): the scale effects' covariates per group (``Sv``)."""
+    r0, r1 = np.searchsorted(design.group, [first, last])
+    group = design.group[r0:r1] - first
+    chunk, slot, chunk_group, c = chunk_layout(group, last - first, c)
     chunk_group = np.concatenate([chunk_group, np.full(n_chunks - chunk_group.shape[0], n_groups - 1)])
 
     def lay(a):
+        if a is None:
+            return None
+        a = a[r0:r1]
         out = np.zeros((n_chunks, c) + a.shape[1:])
         out[chunk, slot] = a
         return jnp.asarray(out)
 
-    n = design.y.shape[0]
-    w = np.ones(n) if design.weights is None else design.weights
+    w = np.ones(r1 - r0) if design.weights is None else design.weights[r0:r1]
+    G = design.G[first:last]
+    Sv = None
+    if constant_scale:
+        Sv = design.Zv[r0:r1][np.searchsorted(group, np.arange(last - first))]
+        Sv = jnp.asarray(np.pad(Sv, ((0, n_groups - Sv.shape[0]), (0, 0))))
     return ModelData(
         y=lay(design.y), X=lay(design.X), W=lay(design.W), Zu=lay(design.Zu),
-        Zv=lay(design.Zv), G=jnp.asarray(np.pad(design.G, ((0, n_groups - design.n_groups), (0, 0)))),
+        Zv=None if constant_scale else lay(design.Zv), Sv=Sv,
+        G=jnp.asarray(np.pad(G, ((0, n_groups - G.shape[0]), (0, 0)))),
         chunk_group=jnp.asarray(chunk_group),
-        n_per_group=jnp.asarray(np.bincount(design.group, weights=w, minlength=n_groups), float),
-        w=lay(w), offset_mean=lay(np.zeros(n) if design.offset_mean is None else design.offset_mean),
-        offset_within=lay(np.zeros(n) if design.offset_within is None else design.offset_within),
+        n_per_group=jnp.asarray(np.bincount(group, weights=w, minlength=n_groups), float),
+        w=lay(design.weights), offset_mean=lay(design.offset_mean), offset_within=lay(design.offset_within),
     )

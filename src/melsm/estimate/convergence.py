@@ -26,7 +26,7 @@ class Optimum:
     loglik: float
     grad: np.ndarray
     hessian: np.ndarray
-    nodes: Nodes | None
+    nodes: Nodes | tuple[Nodes, ...] | None  # a tuple, one per block, for blocked data
     iterations: int
     converged: bool
     message: str

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from melsm.engine import jax_config as _jax  # noqa: F401  (float64, compilation cache)
+from melsm.engine.blocks import Blocks
 from melsm.engine.compiled import compiled
 from melsm.engine.likelihood import find_nodes, loglik, nested_nodes
 from melsm.engine.rows import ModelData
@@ -87,12 +88,21 @@ def derivatives(theta, data: ModelData, eta_start, layout: ParamLayout, n_quad: 
 
 
 class Objective:
-    """−log L and its derivatives for scipy, caching the last point's nodes and Hessian."""
+    """−log L and its derivatives for scipy, caching the last point's nodes and Hessian.
+
+    ``data``: a ``ModelData``, or ``engine.blocks.Blocks``, whose blocks are evaluated one
+    after the other (log L and its gradient are the sums of the blocks'), so the working
+    memory is one block's. The quadrature modes ``eta`` and the nodes are then tuples with
+    one entry per block.
+    """
 
     def __init__(self, data, layout, n_quad, n_groups, nodes_move: bool):
         self.data, self.layout, self.n_quad = data, layout, n_quad
         self.nodes_move = nodes_move and layout.n_agq > 0
-        self.eta = np.zeros((n_groups, layout.n_agq))
+        if isinstance(data, Blocks):
+            self.eta = _zeros_like(tuple(np.zeros((part.G.shape[0], layout.n_agq)) for part in data.parts))
+        else:
+            self.eta = np.zeros((n_groups, layout.n_agq))
         self._point = None  # (θ bytes, value, grad, nodes)
         self._second = None  # (θ bytes, value, grad, Hessian)
 
@@ -105,17 +115,30 @@ class Objective:
         if self._point is None or self._point[0] != key:
             value, grad, nodes = self._at(x, self.eta)
             if not _finite(value, grad) and self.layout.n_agq:
-                value, grad, nodes = self._at(x, np.zeros_like(self.eta))
+                value, grad, nodes = self._at(x, _zeros_like(self.eta))
             if nodes is not None and _finite(value, grad):
-                self.eta = nodes.mode
+                self.eta = tuple(n.mode for n in nodes) if isinstance(self.data, Blocks) else nodes.mode
             self._point = (key, value, grad, nodes)
         return self._point[1:]
 
     def _at(self, x, eta_start, node_theta=None):
-        node_theta = x if node_theta is None else node_theta
-        value, grad, nodes = value_grad_nodes(jnp.asarray(x), self.data, eta_start, jnp.asarray(node_theta),
-                                              self.layout, self.n_quad, self.nodes_move)
-        return float(value), np.asarray(grad), nodes
+        """(log L, gradient, nodes) at x: Σ over the blocks of blocked data (the sum taken in
+        float64, block by block; nodes None without random scale effects)."""
+        node_theta = jnp.asarray(x if node_theta is None else node_theta)
+        if not isinstance(self.data, Blocks):
+            value, grad, nodes = value_grad_nodes(jnp.asarray(x), self.data, eta_start, node_theta,
+                                                  self.layout, self.n_quad, self.nodes_move)
+            return float(value), np.asarray(grad), nodes
+        # one compiled function for every block (they share a shape), its arrays committed
+        theta, node_theta = jax.device_put((jnp.asarray(x), node_theta), jax.devices()[0])
+        run = value_grad_nodes.runner(theta, self.data.parts[0], eta_start[0], node_theta, self.layout,
+                                      self.n_quad, self.nodes_move)
+        value, grad, nodes = 0.0, np.zeros(len(x)), []
+        outs = [run(theta, part, eta, node_theta) for part, eta in zip(self.data.parts, eta_start, strict=True)]
+        for v, g, n in outs:
+            value, grad = value + float(v), grad + np.asarray(g)
+            nodes.append(n)
+        return value, grad, (tuple(nodes) if self.layout.n_agq else None)
 
     def second_order(self, x):
         """(log L, gradient, Hessian) at x. The Hessian is the central difference of the
@@ -156,6 +179,13 @@ class Objective:
 
     def exact_hess(self, x):
         return -self.second_order(x)[2]
+
+
+def _zeros_like(eta):
+    """Zeros for the modes: per block (committed to the device, as the blocks' runner needs), or one array."""
+    if isinstance(eta, tuple):
+        return jax.device_put(tuple(np.zeros(e.shape) for e in eta), jax.devices()[0])
+    return np.zeros_like(eta)
 
 
 def _finite(value: float, grad: np.ndarray) -> bool:

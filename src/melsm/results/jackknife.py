@@ -51,7 +51,8 @@ def without_group(model, j: int):
         offset_within=rows(design.offset_within), weights=rows(design.weights),
         covariates=None if design.covariates is None else design.covariates[keep].reset_index(drop=True),
         y_scale=float(np.std(design.y[keep])))
-    new._units = new._internal_data = new._model_data = new._sampler_data = None
+    new._units = new._model_data = new._sampler_data = None
+    new._fit_data = {}
     return new
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.special
 
+from melsm.engine.blocks import by_group, with_nodes
 from melsm.engine.compiled import compiled
 from melsm.engine.likelihood import random_effect_posterior
 from melsm.estimate.ml import Optimum, covariance
@@ -102,14 +103,15 @@ class MLResults(Results):
         self.cov_theta = covariance(opt, layout)
         #: Each group's mode η̂_j of the quadrature ((n_groups, n_agq); empty without random
         #: scale effects): the MCMC sampler starts its η there.
-        self.modes = (np.asarray(opt.nodes.mode)[:model.design.n_groups] if opt.nodes is not None
+        self.n_quad = info["n_quad"] if layout.n_agq else 0
+        self.modes = (by_group(self._data, [nodes.mode for _, nodes in with_nodes(self._data, opt.nodes)])
+                      [:model.design.n_groups] if opt.nodes is not None
                       else np.zeros((model.design.n_groups, 0)))
         self.loglik = opt.loglik
         self.converged = opt.converged
         self.message = opt.message
         self.iterations = opt.iterations
         self.seconds = info["seconds"]
-        self.n_quad = info["n_quad"] if layout.n_agq else 0
         self.stages = info["stages"]
         self.ids = layout.reported_ids()
         self.names = [str(i) for i in self.ids]
@@ -296,13 +298,21 @@ class MLResults(Results):
         return lrtest(self, other)
 
     # ---- random effects and predictions ----------------------------------------------
+    @property
+    def _data(self):
+        """The arrays the fit worked on (``Model.fit_data``), in its blocks."""
+        return self.model.fit_data(self.n_quad or None)
+
     @cached_property
     def _posterior(self) -> tuple[np.ndarray, np.ndarray]:
         """Empirical-Bayes means and covariances of b_j in user units (computed once)."""
         model, units = self.model, self.model.units
         # the likelihood's data are standardised (melsm.model.scaling): b = t·b*
-        mean, cov = _posterior(jnp.asarray(units.to_internal(self.theta)), model.internal_data, self._opt.nodes,
-                               model.layout, self.n_quad or 1)
+        theta = jnp.asarray(units.to_internal(self.theta))
+        # one block at a time when the fit's data are in blocks (engine.blocks)
+        parts = [_posterior(theta, part, nodes, model.layout, self.n_quad or 1)
+                 for part, nodes in with_nodes(self._data, self._opt.nodes)]
+        mean, cov = by_group(self._data, [p[0] for p in parts]), by_group(self._data, [p[1] for p in parts])
         n_groups = model.design.n_groups  # the data may be padded with empty groups
         t = units.effect_scales
         return np.asarray(mean)[:n_groups] * t, np.asarray(cov)[:n_groups] * np.outer(t, t)

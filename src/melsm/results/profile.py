@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.special
 
+from melsm.engine.blocks import group_slots
 from melsm.errors import MelsmFitWarning, MelsmInputError
 from melsm.estimate.constraint import reparam
 from melsm.estimate.objective import FIXED_NODES_FROM, Objective
@@ -119,9 +120,9 @@ class _Context:
     def __init__(self, fit, level: float):
         model = fit.model
         self.fit, self.layout, self.units = fit, model.layout, model.units
-        data = model.internal_data
+        data = fit._data  # the fit's arrays, in its blocks for large data (engine.blocks)
         n_quad = fit.n_quad or 1
-        self.objective = Objective(data, self.layout, n_quad, data.G.shape[0],
+        self.objective = Objective(data, self.layout, n_quad, group_slots(data),
                                    nodes_move=n_quad < FIXED_NODES_FROM or self.layout.association.nested_rule)
         self.theta = self.units.to_internal(fit.theta)
         self.loglik = self.objective.evaluate(self.theta)[0]
