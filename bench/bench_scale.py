@@ -1,6 +1,7 @@
 """ML at scale: time and peak memory of whole processes fitting large simulated data sets.
 
 Run by hand:  python bench/bench_scale.py [--sizes 100k:1k,1M:10k,3M:30k,10M:100k] [--src DIR]
+                                         [--out scale.json]
 
 Each size runs in its own new Python processes (so each peak RSS is that fit's alone):
 once with an empty cache folder (``MELSM_CACHE_DIR`` a new temporary folder: "cold", every
@@ -97,17 +98,22 @@ def main() -> None:
     parser.add_argument("--src", default=str(HERE.parent / "src"))
     parser.add_argument("--child")
     parser.add_argument("--runs", default="cold,warm")
+    parser.add_argument("--out", type=Path, help="also write every process's figures here (JSON, for plot_scale.py)")
     args = parser.parse_args()
     if args.child:
         child(*parse_size(args.child))
         return
     print(f"uptime: {os.popen('uptime').read().strip()}", flush=True)
+    results = []
     for size in args.sizes.split(","):
         rows, groups = parse_size(size)
         with tempfile.TemporaryDirectory(prefix="melsm-bench-scale-") as cache:
             env = dict(os.environ, PYTHONPATH=args.src, MELSM_CACHE_DIR=cache)
             for run in args.runs.split(","):
                 r = run_child(rows, groups, env)
+                results.append({"rows": rows, "groups": groups, "run": run, **r})
+                if args.out:
+                    args.out.write_text(json.dumps(results, indent=1))
                 print(f"{size:>10} {run:>4}: process {r['process_s']:6.1f} s, import {r['import_s']:4.1f} s, "
                       f"data {r['data_s']:5.1f} s, fit {r['fit_s']:6.1f} s, CPU {r['cpu_s']:6.1f} s, "
                       f"peak RSS {r['peak_rss_gb']:5.2f} GB, "
