@@ -1,6 +1,6 @@
 """MCMC speed on London Model 6: effective samples per second of the whole process.
 
-Run by hand:  python bench/bench_mcmc.py [--chains 16 --warmup 1000 --draws 1000]
+Run by hand:  python bench/bench_mcmc.py [--chains 16 --warmup 1000 --draws 1000] [--model bambi]
 
 Counts everything from process start (imports, the ML fit used for starting values,
 compilation, warm-up, sampling, drawing the location effects, summaries), and reports
@@ -17,6 +17,16 @@ import warnings  # noqa: E402
 
 import melsm  # noqa: E402
 
+# model6: London Model 6 (random slopes in both functions, all effects correlated);
+# bambi: the closest model to bench_bambi.py's (Bambi has no correlations between group
+# effects): uncorrelated intercept and slope in the mean, location and scale independent.
+MODELS = {
+    "model6": {"mean": "normexam ~ standlrt + girl + (standlrt | school)",
+               "within": "~ standlrt + girl + (standlrt | school)"},
+    "bambi": {"mean": "normexam ~ standlrt + girl + (standlrt || school)",
+              "within": "~ standlrt + girl + (1 | school)", "association": "none"},
+}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -24,11 +34,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--priors", default="default")
+    parser.add_argument("--model", choices=sorted(MODELS), default="model6")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     data = melsm.datasets.load("tutorial")
-    model = melsm.Model("normexam ~ standlrt + girl + (standlrt | school)",
-                        within="~ standlrt + girl + (standlrt | school)", data=data)
+    model = melsm.Model(data=data, **MODELS[args.model])
     result = model.sample(chains=args.chains, warmup=args.warmup, draws=args.draws, priors=args.priors,
                           progress=False)
     total = time.perf_counter() - START
