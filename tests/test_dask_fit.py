@@ -86,6 +86,22 @@ def test_parquet_directory_fit_equals_in_memory(cluster, data, in_memory, tmp_pa
     assert_same_fit(fit, in_memory)
 
 
+def test_factor_and_level2_function_equal_in_memory(cluster, data):
+    """A text factor (levels from every partition) and a level-2 variance function (G
+    gathered on the client in label order), with string group labels."""
+    frame = data.assign(site=np.where(data.x > 0.3, "b", np.where(data.x < -0.3, "a", "c")),
+                        z=(data.g % 3).astype(float), g=data.g.map(lambda k: f"s{k:03d}"))
+    mean, within = "y ~ x + C(site) + (1 | g)", "~ w"
+    reference = melsm.Model(mean, within, between="~ z", data=frame).fit()
+    model = melsm.Model(mean, within, between="~ z", data=dd.from_pandas(frame.set_index("g"), npartitions=3,
+                                                                       sort=True).reset_index(),
+                        scheduler=cluster.scheduler_address)
+    try:
+        assert_same_fit(model.fit(), reference)
+    finally:
+        model.close()
+
+
 def test_rows_needed_in_memory_are_refused(cluster, data):
     model = melsm.Model(MEAN, WITHIN, data=by_group(data), scheduler=cluster.scheduler_address)
     try:
