@@ -73,9 +73,17 @@ def fit_on(cluster, source, **kwargs):
 
 
 def test_dask_frame_fit_equals_in_memory(cluster, data, in_memory):
-    fit, model = fit_on(cluster, by_group(data))
-    assert_same_fit(fit, in_memory)
-    assert isinstance(model.fit_data.__self__._cluster.design, melsm.distributed.summaries.SummaryDesign)
+    model = melsm.Model(MEAN, WITHIN, data=by_group(data), scheduler=cluster.scheduler_address)
+    try:
+        fit = model.fit()
+        assert_same_fit(fit, in_memory)
+        assert str(fit.summary()).splitlines()[:3] == str(in_memory.summary()).splitlines()[:3]
+        with pytest.raises(melsm.MelsmInputError, match="held by a Dask cluster"):
+            fit.random_effects()
+    finally:
+        model.close()
+    with pytest.raises(melsm.MelsmInputError, match=r"released \(model.close\(\)\)"):
+        fit.random_effects()
 
 
 def test_parquet_directory_fit_equals_in_memory(cluster, data, in_memory, tmp_path):

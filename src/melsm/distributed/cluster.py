@@ -18,6 +18,7 @@ import numpy as np
 from melsm.distributed import summaries
 from melsm.distributed.remote import RemoteBlocks, partition_blocks
 from melsm.distributed.source import check_frame, check_groups_whole, factor_columns, open_source
+from melsm.errors import MelsmInputError
 from melsm.model.params import ParamLayout
 from melsm.model.scaling import Units, units_from
 from melsm.parallel import connect
@@ -108,6 +109,8 @@ class ClusterData:
         workers (recomputable from the source), kept per rule."""
         if self._scaling is None:
             raise RuntimeError("units() first: the blocks are in standard units")
+        if not self.designs:
+            raise MelsmInputError("this model's data on the Dask cluster were released (model.close())")
         if points not in self._blocks:
             futures = [self.client.submit(partition_blocks, d, self._scaling, points) for d in self.designs]
             self.client.gather(self.client.map(lambda held: held[1], futures))  # laid out before the first θ

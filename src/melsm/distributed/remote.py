@@ -19,6 +19,8 @@ import jax
 import numpy as np
 
 from melsm.engine.blocks import Blocks, block_data, by_group, group_slots, with_nodes
+from melsm.engine.rows import ModelData
+from melsm.errors import MelsmInputError
 from melsm.estimate.objective import Objective
 from melsm.model.params import ParamLayout
 from melsm.model.scaling import rescaled
@@ -64,6 +66,11 @@ def evaluate_partition(held: tuple, x: np.ndarray, eta: np.ndarray, node_theta: 
 
 
 # ---- on the client -------------------------------------------------------------------
+def _rows_elsewhere():
+    raise MelsmInputError("empirical-Bayes effects, fitted values and residuals need the rows in memory; "
+                          "this model's data are held by a Dask cluster (ML fits only)")
+
+
 class RemoteBlocks:
     """The blocks of every partition, held by the cluster (Dask futures), for ``Objective``:
     ``value_grad_nodes`` is log L, its gradient and the modes summed over the partitions;
@@ -74,6 +81,18 @@ class RemoteBlocks:
         self.G = np.zeros((n_groups, 0))
         #: evaluations sent so far (each one task per partition)
         self.evaluations = 0
+
+    def __getattr__(self, name: str):
+        # The posterior of the effects (and what needs it: fitted values, residuals) reads
+        # the blocks' rows, which are on the workers: say so rather than fail inside JAX.
+        if name in ModelData._fields:
+            _rows_elsewhere()
+        raise AttributeError(name)
+
+    @property
+    def dtype(self):
+        """A compiled function (the effects' posterior) asks its arguments for this first."""
+        _rows_elsewhere()
 
     def value_grad_nodes(self, x, eta_start, node_theta, layout: ParamLayout, n_quad: int, nodes_move: bool):
         """log L(θ), its gradient and ``Modes`` (None without random scale effects)."""
