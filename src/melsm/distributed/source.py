@@ -42,8 +42,10 @@ def open_source(data):
                                   f"not {type(data).__name__}")
         return data
     text = os.fspath(data)
-    if "://" not in text and not Path(text).exists():
-        raise MelsmInputError(f"no Parquet data at '{text}': the path does not exist")
+    if "://" not in text:
+        if not Path(text).exists():
+            raise MelsmInputError(f"no Parquet data at '{text}': the path does not exist")
+        text = os.path.abspath(text)  # the workers' working directory may be another
     try:
         return dd.read_parquet(text)
     except (OSError, ValueError, TypeError) as err:
