@@ -19,7 +19,7 @@ LAYERS = [
     {"melsm.engine"},
     {"melsm.estimate"},
     {"melsm.results"},
-    {"melsm.pipeline"},
+    {"melsm.pipeline", "melsm.distributed"},
     {"melsm.reporting"},
     {"melsm.studies"},
     {"melsm.demo", "melsm.cli", "melsm.app", "melsm"},

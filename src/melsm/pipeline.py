@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from melsm.distributed.source import is_distributed
 from melsm.engine.blocks import Blocks, block_data
 from melsm.engine.rows import ModelData, model_data
 from melsm.errors import MelsmDataWarning, MelsmInputError, count
@@ -55,7 +56,14 @@ class Model:
         ``"~ g"``: log variance of the random location intercept as a function of group
         covariates (constant within group); or one such function per random effect,
         ``{"mean:Intercept": "~ g", "within:Intercept": "~ g"}`` (log σ²_k,j = g_j'κ_k).
-    data : pandas.DataFrame
+    data : pandas.DataFrame, Parquet path or Dask DataFrame
+        A path (a Parquet file or directory, on storage every worker can read) or a Dask
+        DataFrame is held by a Dask cluster: each partition must hold whole groups, the
+        likelihood is evaluated there and the optimiser runs here (ML fits only;
+        docs/architecture.md, 'Data on a cluster').
+    scheduler, workers : optional
+        For such data, the Dask scheduler's address (``"tcp://host:8786"``), else a local
+        cluster of ``workers`` processes (``melsm.parallel.connect``).
     association : {"correlated", "none", "linear", "quadratic"}
         All random effects of a group are correlated by default; ``"none"`` makes the
         location and scale blocks independent; ``"linear"`` is MIXREGLS' name for the
@@ -74,11 +82,19 @@ class Model:
     """
 
     def __init__(self, mean: str, within: str = "~ 1", between: str | dict | None = None,
-                 data: pd.DataFrame | None = None, association: str = "correlated", weights: str | None = None):
+                 data: pd.DataFrame | None = None, association: str = "correlated", weights: str | None = None,
+                 scheduler: str | None = None, workers: int | None = None):
         if data is None:
             raise MelsmInputError("no data given (data=...)")
         self.spec = make_spec(mean, within, between, association, weights)
-        self.design = d = build_design(self.spec, data)
+        self._cluster = None
+        if is_distributed(data):
+            from melsm.distributed.cluster import ClusterData
+
+            self._cluster = ClusterData.open(self.spec, data, scheduler, workers)
+            self.design = d = self._cluster.design
+        else:
+            self.design = d = build_design(self.spec, data)
         if d.n_dropped:
             counts = ", ".join(f"{name}: {n}" for name, n in d.n_missing.items())
             warnings.warn(f"dropped {d.n_dropped} of {d.n_dropped + d.n_obs} rows with missing values "
@@ -94,6 +110,17 @@ class Model:
         self._model_data: ModelData | None = None
         self._sampler_data: ModelData | None = None
 
+    def _rows_here(self, what: str) -> None:
+        """Refuse what needs the rows in this process for data held by a cluster."""
+        if self._cluster is not None:
+            raise MelsmInputError(f"{what} need the rows in memory; this model's data are held by a Dask "
+                                  "cluster (ML fits only: load the data as a pandas DataFrame for the rest)")
+
+    def close(self) -> None:
+        """Release data held by a Dask cluster and close the connection (and a local cluster)."""
+        if self._cluster is not None:
+            self._cluster.close()
+
     @property
     def association(self) -> Association:
         """The association of location and scale effects (``melsm.model.association``), as
@@ -105,7 +132,8 @@ class Model:
         """The standardised design the ML fit works on, and the map of its estimates back to
         the data's units (``melsm.model.scaling``)."""
         if self._units is None:
-            self._units = standardise(self.design, self.layout)
+            self._units = (standardise(self.design, self.layout) if self._cluster is None
+                           else self._cluster.units(self.layout))
         return self._units
 
     @property
@@ -122,6 +150,8 @@ class Model:
         rule, so a fit and its results use the same blocks."""
         layout = self.layout
         points = layout.association.nodes_per_group(quadrature or default_quadrature(layout), layout.n_agq)
+        if self._cluster is not None:
+            return self._cluster.fit_data(self.units, points)
         if points not in self._fit_data:
             self._fit_data[points] = block_data(self.units.design, points)
         return self._fit_data[points]
@@ -130,6 +160,7 @@ class Model:
     def model_data(self) -> ModelData:
         """Arrays of the design in the data's own units, padded as ``internal_data``: the
         likelihood at a fit's ``theta`` (``likelihood.loglik``)."""
+        self._rows_here("the rows' arrays")
         if self._model_data is None:
             self._model_data = model_data(self.design, padded=True)
         return self._model_data
@@ -137,6 +168,7 @@ class Model:
     @property
     def sampler_data(self) -> ModelData:
         """Arrays for MCMC, unpadded: every group's η_v is a sampled parameter."""
+        self._rows_here("the rows' arrays")
         if self._sampler_data is None:
             self._sampler_data = model_data(self.design)
         return self._sampler_data
@@ -147,6 +179,7 @@ class Model:
         and offsets are kept, so the arrays have the same shapes and a fit reuses the
         compiled likelihood; the parametric bootstrap refits with it
         (``melsm.results.bootstrap``)."""
+        self._rows_here("a new response")
         y = np.asarray(y, dtype=float)
         if y.shape != self.design.y.shape or not np.isfinite(y).all():
             raise MelsmInputError(f"the new response must be {self.design.n_obs} finite numbers (one per row "

@@ -124,6 +124,10 @@ class Objective:
     def _at(self, x, eta_start, node_theta=None):
         """(log L, gradient, nodes) at x: Σ over the blocks of blocked data (the sum taken in
         float64, block by block; nodes None without random scale effects)."""
+        remote = getattr(self.data, "value_grad_nodes", None)
+        if remote is not None:  # data held by a cluster (melsm.distributed.remote) sums its own partitions
+            return remote(x, eta_start, x if node_theta is None else node_theta, self.layout, self.n_quad,
+                          self.nodes_move)
         node_theta = jnp.asarray(x if node_theta is None else node_theta)
         if not isinstance(self.data, Blocks):
             value, grad, nodes = value_grad_nodes(jnp.asarray(x), self.data, eta_start, node_theta,

@@ -122,7 +122,7 @@ def build_design(spec: ModelSpec, data: pd.DataFrame) -> Design:
         raise MelsmInputError("data must be a pandas DataFrame")
     if data.shape[0] == 0:
         raise MelsmInputError("the data set is empty (no rows)")
-    parsed = {which: parse_terms(text, part_name(which)) for which, text in _formula_parts(spec).items()}
+    parsed = {which: parse_terms(text, part_name(which)) for which, text in formula_parts(spec).items()}
     used = {which: set(terms.variables) for which, terms in parsed.items()}
     used["mean"] = used["mean"] | {spec.response}
     check_columns(data, spec, used, parsed)
@@ -181,7 +181,7 @@ def _offsets_and_weights(spec: ModelSpec, frame: pd.DataFrame) -> dict:
     return out, specs
 
 
-def _formula_parts(spec: ModelSpec) -> dict[str, str]:
+def formula_parts(spec: ModelSpec) -> dict[str, str]:
     """Each formula part by the name messages use for it (``part_name``)."""
     parts = {"mean": spec.mean_fixed, "within": spec.within_fixed}
     parts.update({which: text for which, text in (("mean offset", spec.mean_offset),

@@ -87,7 +87,18 @@ def standardise(design: Design, layout: ParamLayout) -> Units:
     e_x, e_w = _constant_coefficients(design.X), _constant_coefficients(design.W)
     y_shift = float(np.mean(design.y)) if e_x is not None else 0.0
     y_scale = float(np.std(design.y)) if e_w is not None and np.std(design.y) > 0 else 1.0
-    d_x, d_w, d_u, d_v, d_g = (_rms(m) for m in (design.X, design.W, design.Zu, design.Zv, design.G))
+    scales = [_rms(m) for m in (design.X, design.W, design.Zu, design.Zv, design.G)]
+    return units_from(design, layout, y_shift, y_scale, scales, (e_x, e_w))
+
+
+def units_from(design: Design, layout: ParamLayout, y_shift: float, y_scale: float, scales: list,
+               constants: tuple, internal_y_scale: float | None = None) -> Units:
+    """``Units`` from the data's summaries: m and s of the response, the columns' root mean
+    squares (d_x, d_w, d_u, d_v, d_g) and the constant coefficients (e_x, e_w) of X and W.
+    ``standardise`` computes them from the rows; data held elsewhere (``melsm.distributed``)
+    sum them where the rows are, and pass ``internal_y_scale``, SD(y*), which ``design``
+    (the level-2 design G and the names, no rows) cannot give."""
+    d_x, d_w, d_u, d_v, d_g = (np.array(d, dtype=float) for d in scales)
     function_constants = {}
     for row, a, b in layout.function_rows:
         function_constants[row] = _constant_coefficients(design.G[:, a:b])
@@ -97,12 +108,22 @@ def standardise(design: Design, layout: ParamLayout) -> Units:
             else:
                 d_u[row - layout.q_v] = y_scale
     t = np.concatenate([1.0 / d_v, y_scale / d_u])
-    slope, offset = _affine_map(layout, design, y_shift, y_scale, (d_x, d_w, d_g), t, (e_x, e_w), function_constants)
-    internal = replace(
-        design, y=(design.y - y_shift) / y_scale, X=design.X / d_x, W=design.W / d_w, Zu=design.Zu / d_u,
-        Zv=design.Zv / d_v, G=design.G / d_g, y_scale=float(np.std((design.y - y_shift) / y_scale)),
-        offset_mean=None if design.offset_mean is None else design.offset_mean / y_scale)
+    slope, offset = _affine_map(layout, design, y_shift, y_scale, (d_x, d_w, d_g), t, constants, function_constants)
+    internal = rescaled(design, y_shift, y_scale, (d_x, d_w, d_u, d_v, d_g), internal_y_scale)
     return Units(design=internal, slope=slope, offset=offset, y_shift=y_shift, y_scale=y_scale, effect_scales=t)
+
+
+def rescaled(design: Design, y_shift: float, y_scale: float, scales, internal_y_scale: float | None = None) -> Design:
+    """The design in standard units: y* = (y − m)/s, each column of X, W, Zu, Zv, G divided
+    by its d (``scales``, in that order; Zu's and Zv's as ``Units.effect_scales`` implies).
+    ``internal_y_scale``: SD(y*) where ``design`` holds only part of the rows."""
+    d_x, d_w, d_u, d_v, d_g = scales
+    y = (design.y - y_shift) / y_scale
+    return replace(
+        design, y=y, X=design.X / d_x, W=design.W / d_w, Zu=design.Zu / d_u,
+        Zv=design.Zv / d_v, G=design.G / d_g,
+        y_scale=float(np.std(y)) if internal_y_scale is None else internal_y_scale,
+        offset_mean=None if design.offset_mean is None else design.offset_mean / y_scale)
 
 
 def _affine_map(layout: ParamLayout, design: Design, y_shift: float, y_scale: float, column_scales, t,
