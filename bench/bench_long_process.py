@@ -1,6 +1,6 @@
 """Long processes: memory maps and RSS of one process that fits many distinct models.
 
-Run by hand:  python bench/bench_long_process.py [--models 500] [--mcmc-every 10] [--no-bound]
+Run by hand:  python bench/bench_long_process.py [--models 500] [--mcmc-every 10] [--no-bound | --map-share S]
 
 Each model has its own shapes (numbers of covariates in the mean and the within function,
 random slopes or not, a random scale effect or not, number of groups), so each compiles
@@ -69,11 +69,15 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=500)
     parser.add_argument("--mcmc-every", type=int, default=10, help="every k-th model by MCMC (0: none)")
     parser.add_argument("--no-bound", action="store_true", help="switch melsm's bound on memory maps off")
+    parser.add_argument("--map-share", type=float, default=None,
+                        help="the bound's share of vm.max_map_count (default melsm's, 0.5; lower shows it sooner)")
     args = parser.parse_args()
     from melsm.engine import compiled
 
     if args.no_bound:
         compiled.MAP_SHARE = float("inf")
+    elif args.map_share is not None:
+        compiled.MAP_SHARE = args.map_share
     frames = {}
     start, maps0 = time.perf_counter(), maps_and_rss()[0]
     steps = []
