@@ -83,7 +83,20 @@ def release() -> None:
     _memory.clear()
     jax.clear_caches()
     gc.collect()
+    _trim_heap()
     _releases += 1
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the system (glibc's ``malloc_trim``): they otherwise
+    stay in the allocator's arenas and the resident memory hardly falls (≈ 30 MB back
+    after a released Riesby fit, measured). A no-op where there is no glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 #: ``bound_maps`` releases compiled functions once the process holds more memory maps than
