@@ -132,9 +132,9 @@ def bound_maps() -> bool:
     """Release every compiled function (``release``) if the process holds more than
     ``MAP_SHARE`` × vm.max_map_count memory maps; True if it did. Called before each new
     compilation and each MCMC run, so the count stays below that share plus one model's
-    maps, however many distinct models the process meets (about 0.2 s a reload of each
-    model met again, from the disk caches). Costs one read of /proc/self/maps (≈ 1 ms
-    per 3,000 maps)."""
+    maps, however many distinct models the process meets (a model met again after a
+    release is reloaded from the disk caches, not compiled). Costs one read of
+    /proc/self/maps."""
     limit = _map_limit()
     if limit is None or not MAP_SHARE * limit < (map_count() or 0):
         return False
