@@ -77,3 +77,19 @@ def test_import_leaves_tqdm_for_the_first_progress_bar(tmp_path):
                                "PYTHONPATH": str(src)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "['NullHandler']"]
+
+
+def test_import_melsm_leaves_the_heavy_libraries_for_their_commands(tmp_path):
+    """``import melsm`` loads JAX and nothing of what a plain ML fit does not need: no
+    matplotlib, Dask, distributed, ArviZ or BlackJAX (each public name is imported on
+    first use, docs/architecture.md 'Start-up'); a fit then loads its own modules only."""
+    heavy = ["matplotlib", "dask", "distributed", "arviz", "blackjax"]
+    code = (f"import sys, melsm; heavy = {heavy!r}; print([m for m in heavy if m in sys.modules]); "
+            "fit = melsm.Model(data=melsm.datasets.load('reisby'), mean='hamdep ~ week + (1 | id)').fit(); "
+            "print([m for m in heavy + ['melsm.reporting.compare', 'melsm.studies.run'] if m in sys.modules])")
+    src = Path(__file__).resolve().parents[1] / "src"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MELSM_CACHE_DIR": "",
+                               "PYTHONPATH": str(src)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "[]"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -120,25 +119,27 @@ def group_range_data(design, first: int, last: int, c: int, n_groups: int, n_chu
     chunk, slot, chunk_group, c = chunk_layout(group, last - first, c)
     chunk_group = np.concatenate([chunk_group, np.full(n_chunks - chunk_group.shape[0], n_groups - 1)])
 
+    # jax.device_put, not jnp.asarray: JAX 0.10 lifts a NumPy array through a jitted
+    # identity (lax.stage) that is lowered and looked up per shape, 10-90 ms each at start-up.
     def lay(a):
         if a is None:
             return None
         a = a[r0:r1]
         out = np.zeros((n_chunks, c) + a.shape[1:])
         out[chunk, slot] = a
-        return jnp.asarray(out)
+        return jax.device_put(out)
 
     w = np.ones(r1 - r0) if design.weights is None else design.weights[r0:r1]
     G = design.G[first:last]
     Sv = None
     if constant_scale:
         Sv = design.Zv[r0:r1][np.searchsorted(group, np.arange(last - first))]
-        Sv = jnp.asarray(np.pad(Sv, ((0, n_groups - Sv.shape[0]), (0, 0))))
+        Sv = jax.device_put(np.pad(Sv, ((0, n_groups - Sv.shape[0]), (0, 0))))
     return ModelData(
         y=lay(design.y), X=lay(design.X), W=lay(design.W), Zu=lay(design.Zu),
         Zv=None if constant_scale else lay(design.Zv), Sv=Sv,
-        G=jnp.asarray(np.pad(G, ((0, n_groups - G.shape[0]), (0, 0)))),
-        chunk_group=jnp.asarray(chunk_group),
-        n_per_group=jnp.asarray(np.bincount(group, weights=w, minlength=n_groups), float),
+        G=jax.device_put(np.pad(G, ((0, n_groups - G.shape[0]), (0, 0)))),
+        chunk_group=jax.device_put(chunk_group),
+        n_per_group=jax.device_put(np.bincount(group, weights=w, minlength=n_groups).astype(float)),
         w=lay(design.weights), offset_mean=lay(design.offset_mean), offset_within=lay(design.offset_within),
     )

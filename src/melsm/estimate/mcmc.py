@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from melsm.engine import jax_config as _jax  # noqa: F401
+from melsm.engine.compiled import bound_maps
 from melsm.engine.likelihood import LOG_2PI, conditional_terms, group_factors, log_joint, quadratic_effects
 from melsm.estimate.priors import Priors, prior_scales
 from melsm.estimate.sample_layout import SampleLayout, log_prior
@@ -139,6 +140,7 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
     reporter = Progress(progress, total=warmup + draws, desc="MCMC", unit="it")
     report_every = max(1, draws // 20) if reporter.shown else 0
     log.info("MCMC: %d chains x (%d warm-up + %d draws), %d groups", chains, warmup, draws, design.n_groups)
+    bound_maps()  # the sampler is a plain jax.jit: bound the memory maps before it compiles
     started = time.perf_counter()
     with reporter, relay(reporter) as channel:
         positions, stats = run_chains(key, jnp.asarray(z0), model.sampler_data, scales, sample_layout, priors,

@@ -8,7 +8,6 @@ found at θ and, from ``FIXED_NODES_FROM`` points on, held fixed while different
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from melsm.engine import jax_config as _jax  # noqa: F401  (float64, compilation cache)
@@ -128,13 +127,13 @@ class Objective:
         if remote is not None:  # data held by a cluster (melsm.distributed.remote) sums its own partitions
             return remote(x, eta_start, x if node_theta is None else node_theta, self.layout, self.n_quad,
                           self.nodes_move)
-        node_theta = jnp.asarray(x if node_theta is None else node_theta)
+        node_theta = jax.device_put(x if node_theta is None else node_theta)  # not jnp.asarray (engine.rows)
         if not isinstance(self.data, Blocks):
-            value, grad, nodes = value_grad_nodes(jnp.asarray(x), self.data, eta_start, node_theta,
+            value, grad, nodes = value_grad_nodes(jax.device_put(x), self.data, eta_start, node_theta,
                                                   self.layout, self.n_quad, self.nodes_move)
             return float(value), np.asarray(grad), nodes
         # one compiled function for every block (they share a shape), its arrays committed
-        theta, node_theta = jax.device_put((jnp.asarray(x), node_theta), jax.devices()[0])
+        theta, node_theta = jax.device_put((x, node_theta), jax.devices()[0])
         run = value_grad_nodes.runner(theta, self.data.parts[0], eta_start[0], node_theta, self.layout,
                                       self.n_quad, self.nodes_move)
         value, grad, nodes = 0.0, np.zeros(len(x)), []

@@ -36,7 +36,7 @@ import scipy.special
 
 from melsm.model.evaluation import evaluation_rows
 from melsm.model.params import level2_row
-from melsm.results import groups
+from melsm.results import PENDING_ACCESSORS, groups
 from melsm.results.conventions import Conventions
 from melsm.results.predict import predict as predict_rows
 from melsm.results.predict import simulate as simulate_rows
@@ -325,3 +325,7 @@ class Results(Conventions):
     def _cov_params(self) -> np.ndarray:
         """Covariance matrix of the reported parameters (ML: delta method; MCMC: of the draws)."""
         raise NotImplementedError
+
+
+for _name, _load in PENDING_ACCESSORS.items():
+    register_accessor(_name, load=_load)

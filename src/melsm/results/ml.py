@@ -116,7 +116,7 @@ class MLResults(Results):
         self.ids = layout.reported_ids()
         self.names = [str(i) for i in self.ids]
         self.kinds = [i.category for i in self.ids]
-        estimates, jac = _report_and_jacobian(jnp.asarray(self.theta), layout)
+        estimates, jac = _report_and_jacobian(np.asarray(self.theta), layout)  # compiled() puts it on the device
         self.estimates = np.asarray(estimates).copy()
         jac = np.asarray(jac).reshape(len(self.names), -1)
         # Entries of θ held on the boundary are not identified (NaN in cov_theta): SEs
