@@ -62,7 +62,7 @@ def simulate(r: int, groups: int = GROUPS, rows: int = ROWS) -> pd.DataFrame:
     return pd.DataFrame({"y": y, "x": x, "g": g})
 
 
-METHODS = ("wald", "studentized", "bc", "bca", "percentile", "basic")
+METHODS = ("wald", "studentized", "bc", "bca", "percentile", "basic", "stabilized")
 
 
 def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None = None
@@ -75,7 +75,8 @@ def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None =
         if not fit.converged:
             return [{"replication": r, "parameter": name, "fit_converged": False} for name in fit.names], None
         started = time.perf_counter()
-        reps = fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False) if stored is None else stored
+        reps = (fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False, double=True) if stored is None
+                else stored)
         seconds, started = time.perf_counter() - started, time.perf_counter()
         jack = fit.jackknife(scheduler=scheduler, progress=False)
         jack_seconds = time.perf_counter() - started
@@ -92,6 +93,8 @@ def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None =
         rows.append({**row, "boot_failed": int((~reps["converged"]).sum()),
                      "boot_no_se": int((~np.isfinite(done[f"se:{name}"])).sum()),
                      "boot_seconds": seconds, "refit_seconds_median": float(reps["seconds"].median()),
+                     "inner_failed": int((~reps["inner:converged"]).sum()),
+                     "inner_seconds_median": float(reps["inner:seconds"].median()),
                      "jack_failed": int((~jack["converged"]).sum()), "jack_seconds": jack_seconds})
     return rows, reps.assign(replication=r)
 
@@ -152,6 +155,8 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
             "boot_no_se": {name: int(g["boot_no_se"].sum()) for name, g in frame[frame["fit_converged"]].groupby(
                 "parameter", sort=False)},
             "refit_seconds_median": float(done["refit_seconds_median"].median()) if len(done) else float("nan"),
+            "inner_refits_failed": int(done["inner_failed"].sum()) if len(done) else 0,
+            "inner_seconds_median": float(done["inner_seconds_median"].median()) if len(done) else float("nan"),
             "jack_refits_failed": int(done["jack_failed"].sum()) if len(done) else 0,
             "jack_seconds": float(done["jack_seconds"].sum()) if len(done) else 0.0,
             "coverage": summarise(frame), "rows": frame.to_dict(orient="records"),
