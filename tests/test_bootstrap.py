@@ -333,7 +333,8 @@ def test_bad_options_are_refused_in_one_line(fit, options, message):
 
 def test_bad_interval_options_are_refused(fit, replicates):
     with pytest.raises(melsm.MelsmInputError,
-                       match="kind must be one of 'studentized', 'bc', 'bca', 'percentile', 'basic', not 'bcx'"):
+                       match="kind must be one of 'studentized', 'bc', 'bca', 'percentile', 'basic', 'stabilized', "
+                             "not 'bcx'"):
         fit.conf_int(method="bootstrap", replicates=replicates, kind="bcx")
     without_se = replicates.drop(columns="se:mean:x")
     with pytest.raises(melsm.MelsmInputError, match="kind='studentized' needs the refits' standard errors"):

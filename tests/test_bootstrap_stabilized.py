@@ -63,8 +63,25 @@ def limit_quantile(x, p: float) -> float:
     return high if np.isinf(high) else low + t * (high - low)
 
 
-def slope(x, y) -> float:
-    return float(np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2))
+def line(x, y) -> tuple[float, float]:
+    """Least-squares intercept and slope of y on x."""
+    slope = float(np.sum((x - x.mean()) * (y - y.mean())) / np.sum((x - x.mean()) ** 2))
+    return float(y.mean() - slope * x.mean()), slope
+
+
+def variance_fit(x, squares) -> tuple[float, float]:
+    """β of e² ~ exp(β₀ + β₁ x) by the normal likelihood: Newton's method on its score
+    Σ (1, x)(e²/μ − 1) = 0 with the expected information Σ (1, x)ᵀ(1, x), from log e² on x."""
+    beta = np.array(line(x, np.log(squares)))
+    for _ in range(200):
+        mu = np.exp(beta[0] + beta[1] * x)
+        score = np.array([np.sum(squares / mu - 1), np.sum(x * (squares / mu - 1))])
+        info = np.array([[len(x), np.sum(x)], [np.sum(x), np.sum(x * x)]])
+        step = np.linalg.solve(info, score)
+        beta = beta + step
+        if np.max(np.abs(step)) < 1e-14:
+            break
+    return float(beta[0]), float(beta[1])
 
 
 def hand_stabilized(fit, reps, level):
@@ -79,8 +96,9 @@ def hand_stabilized(fit, reps, level):
         psi_hat = to[kind](est)
         ok = np.isfinite(outer) & np.isfinite(inner)
         x, d = outer[ok] - psi_hat, inner[ok] - outer[ok]
-        e = d - d.mean() - slope(x, d) * (x - x.mean())
-        c = slope(x[e != 0], np.log(np.abs(e[e != 0])))
+        b0, b1 = line(x, d)
+        e = d - b0 - b1 * x
+        c = variance_fit(x[e != 0], e[e != 0] ** 2)[1] / 2
         g = (1 - np.exp(-c * (outer[~np.isnan(outer)] - psi_hat))) / c
         ends = []
         for v in (-limit_quantile(g, 1 - a), -limit_quantile(g, a)):
