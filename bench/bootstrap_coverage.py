@@ -7,11 +7,12 @@ Design: J = 30 groups of n = 10 rows, x ~ N(0, 1) per row,
 
 with β0 = 0, β1 = 0.5, α0 = 0, SD(u) = 0.6, SD(v) = 0.5, corr(u, v) = 0.3; the model
 fitted is the true one (``y ~ x + (1 | g)``, ``~ 1 + (1 | g)``). Replication r draws its
-data from ``SeedSequence([SEED, r])``, fits by ML, and makes B bootstrap refits with
-``fit.bootstrap(B, seed=r, scheduler=...)`` on one local Dask cluster kept for the whole
-run (the refits go to its worker processes by the scheduler's address). Studentized, BC, BCa,
-percentile and basic intervals all come from the same replicates, Wald intervals from the
-same fits. Coverage is the share of replications whose 95% interval holds the true
+data from ``SeedSequence([SEED, r])``, fits by ML, and makes B bootstrap replicates with
+``fit.bootstrap(B, seed=r, scheduler=..., double=True)`` on one local Dask cluster kept for
+the whole run (the refits go to its worker processes by the scheduler's address): B outer
+refits, the same as without ``double``, and one inner refit each (2B in all).
+Studentized, BC, BCa, percentile and basic intervals come from the outer replicates,
+stabilised ones from outer and inner, Wald intervals from the same fits. Coverage is the share of replications whose 95% interval holds the true
 value; its Monte Carlo SE is sqrt(p(1 − p)/R). BCa intervals take their acceleration from
 ``fit.jackknife(scheduler=...)`` (J = 30 leave-one-group-out refits per data set, on the
 same cluster), made afresh in every run, also with ``--replicates``.

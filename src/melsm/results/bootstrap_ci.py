@@ -25,6 +25,11 @@ fit's; quantiles are numpy's default, linear interpolation):
   correlation intervals within [−1, 1].
 * ``kind="basic"``: 2θ̂ minus those quantiles, the other way round (it may leave the
   parameter space).
+* ``kind="stabilized"``: the basic interval on a variance-stabilising scale g estimated
+  from a double bootstrap (``fit.bootstrap(double=True)``: one inner refit per replicate),
+  g⁻¹(−Q(1 − a)), g⁻¹(−Q(a)) for Q the quantiles of g(ψ*), on the Wald scale ψ;
+  g and c in ``melsm.results.bootstrap_stabilized``. A replicate whose outer or inner
+  refit failed counts as failed.
 
 Refits that did not converge (or raised) are left out and counted in a
 ``MelsmFitWarning``; when more than ``MAX_FAILED_SHARE`` of them failed every interval is
@@ -315,7 +320,9 @@ def bootstrap_intervals(fit, level: float, replicates: pd.DataFrame | None = Non
     ``"bca"`` (bias-corrected and accelerated: a from ``jackknife=``, a ``fit.jackknife()``
     table, or from a jackknife made with ``scheduler``, ``workers`` and ``progress``),
     ``"studentized"`` (bootstrap-t on the Wald scale; needs the ``se:<name>`` columns),
-    ``"percentile"`` or ``"basic"``.
+    ``"percentile"``, ``"basic"`` or ``"stabilized"`` (variance-stabilised basic interval;
+    needs the inner replicates of ``fit.bootstrap(double=True)``, made so when
+    ``replicates`` is not given).
     ``replicates``: a table from ``fit.bootstrap()`` to use (e.g. for several levels or
     kinds); otherwise one is made with ``options`` (``n_boot``, ``seed``, ``scheduler``,
     ``workers``, ``progress``), not kept."""
