@@ -12,8 +12,9 @@ data from ``SeedSequence([SEED, r])``, fits by ML, and makes B bootstrap replica
 the whole run (the refits go to its worker processes by the scheduler's address): B outer
 refits, the same as without ``double``, and one inner refit each (2B in all).
 Studentized, BC, BCa, percentile and basic intervals come from the outer replicates,
-stabilised ones from outer and inner, Wald intervals from the same fits. Coverage is the share of replications whose 95% interval holds the true
-value; its Monte Carlo SE is sqrt(p(1 − p)/R). BCa intervals take their acceleration from
+stabilised ones from outer and inner, Wald intervals from the same fits. Coverage is
+the share of replications whose 95% interval holds the true value; its Monte Carlo SE is
+sqrt(p(1 − p)/R). BCa intervals take their acceleration from
 ``fit.jackknife(scheduler=...)`` (J = 30 leave-one-group-out refits per data set, on the
 same cluster), made afresh in every run, also with ``--replicates``.
 
