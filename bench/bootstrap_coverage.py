@@ -7,14 +7,12 @@ Design: J = 30 groups of n = 10 rows, x ~ N(0, 1) per row,
 
 with β0 = 0, β1 = 0.5, α0 = 0, SD(u) = 0.6, SD(v) = 0.5, corr(u, v) = 0.3; the model
 fitted is the true one (``y ~ x + (1 | g)``, ``~ 1 + (1 | g)``). Replication r draws its
-data from ``SeedSequence([SEED, r])``, fits by ML, and makes B bootstrap replicates with
-``fit.bootstrap(B, seed=r, scheduler=..., double=True)`` on one local Dask cluster kept for
-the whole run (the refits go to its worker processes by the scheduler's address): B outer
-refits, the same as without ``double``, and one inner refit each (2B in all).
-Studentized, BC, BCa, percentile and basic intervals come from the outer replicates,
-stabilised ones from outer and inner, Wald intervals from the same fits. Coverage is
-the share of replications whose 95% interval holds the true value; its Monte Carlo SE is
-sqrt(p(1 − p)/R). BCa intervals take their acceleration from
+data from ``SeedSequence([SEED, r])``, fits by ML, and makes B bootstrap refits with
+``fit.bootstrap(B, seed=r, scheduler=...)`` on one local Dask cluster kept for the whole
+run (the refits go to its worker processes by the scheduler's address). Studentized, BC, BCa,
+percentile and basic intervals all come from the same replicates, Wald intervals from the
+same fits. Coverage is the share of replications whose 95% interval holds the true
+value; its Monte Carlo SE is sqrt(p(1 − p)/R). BCa intervals take their acceleration from
 ``fit.jackknife(scheduler=...)`` (J = 30 leave-one-group-out refits per data set, on the
 same cluster), made afresh in every run, also with ``--replicates``.
 
@@ -24,6 +22,9 @@ same cluster), made afresh in every run, also with ``--replicates``.
 ``--save-replicates`` keeps every replicate table (one Parquet file, a column
 ``replication``); ``--replicates reps.parquet`` makes the intervals from such a file
 instead of refitting (the R fits are redone, seconds), e.g. after changing an interval.
+``--double`` makes the replicates with ``fit.bootstrap(double=True)`` (one inner refit
+each, 2B refits; the outer ones and every interval here are the same): the input of
+``bootstrap_double.py``.
 
 ``run(...)`` is what the command calls; ``tests/test_bootstrap.py`` runs it tiny.
 """
@@ -64,20 +65,20 @@ def simulate(r: int, groups: int = GROUPS, rows: int = ROWS) -> pd.DataFrame:
     return pd.DataFrame({"y": y, "x": x, "g": g})
 
 
-METHODS = ("wald", "studentized", "bc", "bca", "percentile", "basic", "stabilized")
+METHODS = ("wald", "studentized", "bc", "bca", "percentile", "basic")
 
 
-def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None = None
+def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None = None, double: bool = False
                 ) -> tuple[list[dict], pd.DataFrame | None]:
     """One row per parameter (the estimate and every method's 95% interval), and the
-    replicates (``stored`` when given: no refits)."""
+    replicates (``stored`` when given: no refits; ``double``: with inner replicates)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # boundary and too-few-replicates warnings: recorded below
         fit = melsm.Model(data=simulate(r), **FORMULAS).fit()
         if not fit.converged:
             return [{"replication": r, "parameter": name, "fit_converged": False} for name in fit.names], None
         started = time.perf_counter()
-        reps = (fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False, double=True) if stored is None
+        reps = (fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False, double=double) if stored is None
                 else stored)
         seconds, started = time.perf_counter() - started, time.perf_counter()
         jack = fit.jackknife(scheduler=scheduler, progress=False)
@@ -95,8 +96,6 @@ def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None =
         rows.append({**row, "boot_failed": int((~reps["converged"]).sum()),
                      "boot_no_se": int((~np.isfinite(done[f"se:{name}"])).sum()),
                      "boot_seconds": seconds, "refit_seconds_median": float(reps["seconds"].median()),
-                     "inner_failed": int((~reps["inner:converged"]).sum()),
-                     "inner_seconds_median": float(reps["inner:seconds"].median()),
                      "jack_failed": int((~jack["converged"]).sum()), "jack_seconds": jack_seconds})
     return rows, reps.assign(replication=r)
 
@@ -123,7 +122,7 @@ def summarise(rows: pd.DataFrame) -> dict:
 
 
 def run(replications: int, boot: int, scheduler: str = "processes", workers: int | None = None,
-        stored: pd.DataFrame | None = None) -> dict:
+        stored: pd.DataFrame | None = None, double: bool = False) -> dict:
     """The study; ``scheduler="processes"`` starts one local cluster for all replications.
     ``stored``: replicate tables (column ``replication``) to use instead of refitting.
     The replicates are returned under ``"replicates"`` (not written to the JSON)."""
@@ -138,7 +137,7 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
     try:
         for r in range(replications):
             given = None if stored is None else stored[stored["replication"] == r].drop(columns="replication")
-            more, reps = replication(r, boot, scheduler, given)
+            more, reps = replication(r, boot, scheduler, given, double)
             rows += more
             tables += [] if reps is None else [reps]
             log.info("replication %d done, %.0f s", r, time.perf_counter() - started)
@@ -157,8 +156,6 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
             "boot_no_se": {name: int(g["boot_no_se"].sum()) for name, g in frame[frame["fit_converged"]].groupby(
                 "parameter", sort=False)},
             "refit_seconds_median": float(done["refit_seconds_median"].median()) if len(done) else float("nan"),
-            "inner_refits_failed": int(done["inner_failed"].sum()) if len(done) else 0,
-            "inner_seconds_median": float(done["inner_seconds_median"].median()) if len(done) else float("nan"),
             "jack_refits_failed": int(done["jack_failed"].sum()) if len(done) else 0,
             "jack_seconds": float(done["jack_seconds"].sum()) if len(done) else 0.0,
             "coverage": summarise(frame), "rows": frame.to_dict(orient="records"),
@@ -180,10 +177,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bootstrap_coverage.json"))
     parser.add_argument("--save-replicates", type=Path, default=None, help="write every replicate table here")
     parser.add_argument("--replicates", type=Path, default=None, help="use these replicate tables, no refits")
+    parser.add_argument("--double", action="store_true", help="one inner refit per replicate (bootstrap_double.py)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stored = None if args.replicates is None else pd.read_parquet(args.replicates)
-    result = run(args.replications, args.boot, "processes", args.workers, stored)
+    result = run(args.replications, args.boot, "processes", args.workers, stored, args.double)
     if args.save_replicates is not None and result["replicates"] is not None:
         result["replicates"].to_parquet(args.save_replicates)
     args.out.write_text(dump(result))

@@ -333,8 +333,7 @@ def test_bad_options_are_refused_in_one_line(fit, options, message):
 
 def test_bad_interval_options_are_refused(fit, replicates):
     with pytest.raises(melsm.MelsmInputError,
-                       match="kind must be one of 'studentized', 'bc', 'bca', 'percentile', 'basic', 'stabilized', "
-                             "not 'bcx'"):
+                       match="kind must be one of 'studentized', 'bc', 'bca', 'percentile', 'basic', not 'bcx'"):
         fit.conf_int(method="bootstrap", replicates=replicates, kind="bcx")
     without_se = replicates.drop(columns="se:mean:x")
     with pytest.raises(melsm.MelsmInputError, match="kind='studentized' needs the refits' standard errors"):
@@ -377,8 +376,8 @@ def test_with_response_keeps_the_design_and_checks_the_response(fit):
 
 def test_coverage_benchmark_runs_small():
     """bench/bootstrap_coverage.py's study, tiny and in this process (its committed output
-    is not read here): every parameter gets Wald, studentized, BC, BCa, percentile, basic and
-    stabilised intervals; the replicates it returns give the same intervals again without refits."""
+    is not read here): every parameter gets Wald, studentized, BC, BCa, percentile and basic
+    intervals; the replicates it returns give the same intervals again without refits."""
     path = Path(__file__).resolve().parents[1] / "bench" / "bootstrap_coverage.py"
     spec = importlib.util.spec_from_file_location("bootstrap_coverage", path)
     bench = importlib.util.module_from_spec(spec)
@@ -393,8 +392,7 @@ def test_coverage_benchmark_runs_small():
         made = rows[f"{method}_lower"].notna()  # studentized: 1 of 9 replicates without an SE is NaN
         assert made.sum() >= len(rows) - 2 and (rows[f"{method}_lower"] <= rows[f"{method}_upper"])[made].all()
         for entry in map(lambda e: e[method], result["coverage"].values()):
-            # studentized: NaN without SEs; stabilized: c from 9 pairs is rough, so an end may be ±∞
-            assert entry["intervals"] == 2 or method in ("studentized", "stabilized")
+            assert entry["intervals"] == 2 or method == "studentized"
             assert entry["below"] + entry["above"] == round(entry["intervals"] * (1 - np.nan_to_num(entry["coverage"])))
     again = bench.run(replications=2, boot=9, scheduler="synchronous", stored=result["replicates"])
     assert not again["refitted"]

@@ -219,12 +219,15 @@ def bootstrap(fit, n_boot: int = DEFAULT_BOOT, seed: int = 0, scheduler: str = "
     beside). ``double=True``: each replicate also gets one inner replicate (``refit_double``:
     data simulated from the refit's own estimates θ*_b with ``SeedSequence([seed, b, 1])``,
     refitted), in the columns ``inner:<name>``, ``inner:se:<name>``, ``inner:converged``
-    and ``inner:seconds``; the outer columns are those of ``double=False``. The calibrated
-    intervals (``kind="calibrated"``) need them; twice the refits. Frequency-weighted fits
+    and ``inner:seconds``; the outer columns are those of ``double=False``; twice the
+    refits. The double-bootstrap calibrations of bench/bootstrap_double.py read them (no
+    kind of ``conf_int`` uses them: none reached nominal coverage). Frequency-weighted fits
     are refused: a row of weight w stands for w observations, each of which would need its
     own draw.
     """
     n_boot, seed, workers = check_options(n_boot, seed, scheduler, workers)
+    if not isinstance(double, bool):
+        raise MelsmInputError(f"double must be True or False, not {double!r}")
     model = fit.model
     if model.design.weights is not None:
         raise MelsmInputError("bootstrap intervals are not available for fits with frequency weights "

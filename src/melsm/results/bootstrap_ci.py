@@ -25,11 +25,6 @@ fit's; quantiles are numpy's default, linear interpolation):
   correlation intervals within [−1, 1].
 * ``kind="basic"``: 2θ̂ minus those quantiles, the other way round (it may leave the
   parameter space).
-* ``kind="stabilized"``: the basic interval on a variance-stabilising scale g estimated
-  from a double bootstrap (``fit.bootstrap(double=True)``: one inner refit per replicate),
-  g⁻¹(−Q(1 − a)), g⁻¹(−Q(a)) for Q the quantiles of g(ψ*), on the Wald scale ψ;
-  g and c in ``melsm.results.bootstrap_stabilized``. A replicate whose outer or inner
-  refit failed counts as failed.
 
 Refits that did not converge (or raised) are left out and counted in a
 ``MelsmFitWarning``; when more than ``MAX_FAILED_SHARE`` of them failed every interval is
@@ -73,14 +68,13 @@ import pandas as pd
 import scipy.special
 
 from melsm.errors import MelsmFitWarning, MelsmInputError
-from melsm.results.bootstrap import bootstrap, inner_names, se_names
-from melsm.results.bootstrap_stabilized import stabilized_ends, to_psi
+from melsm.results.bootstrap import bootstrap, se_names
 
 #: Replicates expected beyond each endpoint below which a warning says there are too few.
 MIN_TAIL = 5
 #: Above this share of failed refits (or of undefined values of a parameter), intervals are NaN.
 MAX_FAILED_SHARE = 0.1
-KINDS = ("studentized", "bc", "bca", "percentile", "basic", "stabilized")
+KINDS = ("studentized", "bc", "bca", "percentile", "basic")
 #: Options of ``fit.jackknife`` that ``conf_int(kind="bca")`` passes on when it makes one.
 JACKKNIFE_OPTIONS = ("scheduler", "workers", "progress")
 #: The kind used unless ``kind=`` says otherwise: the closest to nominal coverage in the
@@ -98,18 +92,13 @@ def _checked_replicates(fit, replicates, kind: str) -> pd.DataFrame:
     if kind == "studentized" and any(c not in replicates.columns for c in se_names(fit.names)):
         raise MelsmInputError("kind='studentized' needs the refits' standard errors: the columns 'se:<name>' "
                               "of a fit.bootstrap() table")
-    if kind == "stabilized" and any(c not in replicates.columns for c in inner_names(fit.names)):
-        raise MelsmInputError("kind='stabilized' needs inner replicates: make the table with "
-                              "fit.bootstrap(..., double=True)")
     return replicates
 
 
-def _converged(replicates: pd.DataFrame, kind: str) -> pd.DataFrame | None:
-    """The converged replicates (for ``"stabilized"``: outer and inner refit), or None when
-    more than ``MAX_FAILED_SHARE`` of them failed (module docstring)."""
+def _converged(replicates: pd.DataFrame) -> pd.DataFrame | None:
+    """The converged replicates, or None when more than ``MAX_FAILED_SHARE`` of the refits
+    failed (module docstring)."""
     converged = replicates["converged"].to_numpy(dtype=bool)
-    if kind == "stabilized":
-        converged = converged & replicates["inner:converged"].to_numpy(dtype=bool)
     failed, total = int((~converged).sum()), len(converged)
     if failed > MAX_FAILED_SHARE * total:
         warnings.warn(f"{failed} of {total} bootstrap refits did not converge, more than "
@@ -282,20 +271,6 @@ def _studentized(fit, rows: pd.DataFrame, level: float) -> tuple[np.ndarray, np.
     return from_wald_scale(low_psi, fit.kinds), from_wald_scale(high_psi, fit.kinds)
 
 
-def _stabilized(fit, rows: pd.DataFrame, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Variance-stabilised basic intervals from the outer and inner replicates
-    (``melsm.results.bootstrap_stabilized``), per parameter on the Wald scale."""
-    outer = rows[fit.names].to_numpy(dtype=float)
-    keep = _usable(fit.names, outer, level, "stabilized", UNDEFINED)
-    estimates = fit.table()["estimate"].to_numpy(dtype=float)
-    low, high = np.full(len(fit.names), np.nan), np.full(len(fit.names), np.nan)
-    for k in np.flatnonzero(keep):
-        kind, name = fit.kinds[k], fit.names[k]
-        low[k], high[k] = stabilized_ends(to_psi(rows[name], kind), to_psi(rows[f"inner:{name}"], kind),
-                                          float(to_psi(estimates[k], kind)), level)
-    return from_wald_scale(low, fit.kinds), from_wald_scale(high, fit.kinds)
-
-
 def _jackknife_for(fit, kind: str, jackknife, options: dict, given: bool) -> np.ndarray | None:
     """The accelerations for ``kind="bca"`` (from ``jackknife=`` or a jackknife made with
     the scheduler options); None for other kinds. Refuses options that do not fit."""
@@ -320,9 +295,7 @@ def bootstrap_intervals(fit, level: float, replicates: pd.DataFrame | None = Non
     ``"bca"`` (bias-corrected and accelerated: a from ``jackknife=``, a ``fit.jackknife()``
     table, or from a jackknife made with ``scheduler``, ``workers`` and ``progress``),
     ``"studentized"`` (bootstrap-t on the Wald scale; needs the ``se:<name>`` columns),
-    ``"percentile"``, ``"basic"`` or ``"stabilized"`` (variance-stabilised basic interval;
-    needs the inner replicates of ``fit.bootstrap(double=True)``, made so when
-    ``replicates`` is not given).
+    ``"percentile"`` or ``"basic"``.
     ``replicates``: a table from ``fit.bootstrap()`` to use (e.g. for several levels or
     kinds); otherwise one is made with ``options`` (``n_boot``, ``seed``, ``scheduler``,
     ``workers``, ``progress``), not kept."""
@@ -334,16 +307,12 @@ def bootstrap_intervals(fit, level: float, replicates: pd.DataFrame | None = Non
         _checked_replicates(fit, replicates, kind)
     accel = _jackknife_for(fit, kind, jackknife, options, replicates is not None)
     if replicates is None:
-        if kind == "stabilized" and options.get("double", True) is not True:
-            raise MelsmInputError("kind='stabilized' needs the inner replicates of double=True")
-        replicates = bootstrap(fit, **({**options, "double": True} if kind == "stabilized" else options))
-    rows = _converged(_checked_replicates(fit, replicates, kind), kind)
+        replicates = bootstrap(fit, **options)
+    rows = _converged(_checked_replicates(fit, replicates, kind))
     if rows is None:
         return np.full(len(fit.names), np.nan), np.full(len(fit.names), np.nan)
     if kind == "studentized":
         return _studentized(fit, rows, level)
-    if kind == "stabilized":
-        return _stabilized(fit, rows, level)
     values = rows[fit.names].to_numpy(dtype=float)
     if kind in ("bc", "bca"):
         return _bias_corrected(fit, values, level, accel)

@@ -1,13 +1,13 @@
-"""Double bootstrap replicates and variance-stabilised intervals (melsm.results.bootstrap
-with ``double=True``, melsm.results.bootstrap_stabilized, ``kind="stabilized"`` of
-melsm.results.bootstrap_ci; docs/architecture.md, 'Bootstrap intervals'): the interval
-against a hand computation, g and its inverse, the inner replicates against refits made
-by hand, reproducibility on every scheduler, and refused input."""
+"""Double bootstrap replicates (melsm.results.bootstrap with ``double=True``;
+docs/architecture.md, 'Bootstrap intervals') and the calibrations of the experiment
+bench/bootstrap_double.py: the inner replicates against refits made by hand,
+reproducibility on every scheduler, refused input, and the stabilised interval and the
+FDB levels against a hand computation."""
 
 from __future__ import annotations
 
-import types
-import warnings
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,17 +15,20 @@ import pytest
 
 import melsm
 from melsm.results import bootstrap as boot_module
-from melsm.results import bootstrap_ci as ci_module
-from melsm.results import bootstrap_stabilized as stab
 from melsm.results.predict import simulate_response
+
+_PATH = Path(__file__).resolve().parents[1] / "bench" / "bootstrap_double.py"
+_SPEC = importlib.util.spec_from_file_location("bootstrap_double", _PATH)
+stab = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(stab)
 
 NAMES = ["mean:x", "sd:within:Intercept", "corr:mean:Intercept,within:Intercept"]
 KINDS = ["coef", "sd", "corr"]
 ESTIMATES = np.array([0.5, 0.45, 0.3])
 
 
-def synthetic(n: int = 80, seed: int = 11):
-    """A stand-in fit (names, kinds, table()) and ``n`` double replicates: the outer ones
+def synthetic(n: int = 80, seed: int = 11) -> pd.DataFrame:
+    """``n`` double replicates of the parameters ``NAMES`` (estimates ``ESTIMATES``): the outer ones
     spread as a skewed SD and a correlation would, the inner ones around them with an SD
     that grows as the outer value falls; replicate 3 failed outside, 4 inside; 10 and 11
     put the SD at 0 (correlation NaN), 20–22 the correlation at 1 (inner 21 also)."""
@@ -47,9 +50,7 @@ def synthetic(n: int = 80, seed: int = 11):
     inner_frame = pd.DataFrame(np.hstack([inner_values, se]), columns=boot_module.inner_names(NAMES)[:-2])
     reps = pd.concat([reps, inner_frame], axis=1)
     reps["inner:converged"], reps["inner:seconds"] = ~np.isin(np.arange(n), [3, 4]), 0.1
-    fit = types.SimpleNamespace(names=NAMES, kinds=KINDS, table=lambda: pd.DataFrame(
-        {"estimate": ESTIMATES, "std_error": [0.1, 0.1, 0.2]}, index=NAMES))
-    return fit, reps
+    return reps
 
 
 def limit_quantile(x, p: float) -> float:
@@ -84,8 +85,8 @@ def variance_fit(x, squares) -> tuple[float, float]:
     return float(beta[0]), float(beta[1])
 
 
-def hand_stabilized(fit, reps, level):
-    """Module docstring of melsm.results.bootstrap_stabilized, written out."""
+def hand_stabilized(reps, level):
+    """The docstring of bench/bootstrap_double.py, written out."""
     rows = reps[reps["converged"] & reps["inner:converged"]]
     to = {"coef": lambda v: v, "sd": np.log, "corr": np.arctanh}
     back = {"coef": lambda v: v, "sd": np.exp, "corr": np.tanh}
@@ -107,26 +108,34 @@ def hand_stabilized(fit, reps, level):
     return np.array(out)
 
 
-def recorded(call):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = call()
-    return result, [str(w.message) for w in caught]
-
-
 @pytest.mark.parametrize("level", [0.8, 0.95])
 def test_stabilized_intervals_equal_a_hand_computation(level):
-    fit, reps = synthetic()
-    (low, high), messages = recorded(lambda: ci_module.bootstrap_intervals(fit, level, reps, kind="stabilized"))
-    np.testing.assert_allclose(np.column_stack([low, high]), hand_stabilized(fit, reps, level), rtol=1e-12, atol=1e-12)
-    assert "2 of 80 bootstrap refits did not converge and are left out of the intervals" in messages
-    assert any("out of 78: corr:mean:Intercept,within:Intercept 2" in m for m in messages)
+    reps = synthetic()
+    got = [stab.intervals(reps, name, est, (est - 0.2, est + 0.2), level)["stabilized"]
+           for name, est in zip(NAMES, ESTIMATES, strict=True)]
+    np.testing.assert_allclose(np.array(got), hand_stabilized(reps, level), rtol=1e-12, atol=1e-12)
+    (low, high) = np.array(got).T
     assert 0 <= low[1] < ESTIMATES[1] < high[1] and -1 < low[2] < high[2] <= 1
     assert (low[1] == 0) == (level == 0.95)  # at 95% the SD's lower end lies beyond g's range: 0
-    # the SD's spread grows as it falls: c < 0
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore"):  # the SD's spread grows as it falls: c < 0
         sd = np.log(reps.loc[reps["inner:converged"], ["sd:within:Intercept", "inner:sd:within:Intercept"]])
     assert stab.variance_slope(sd.iloc[:, 0], sd.iloc[:, 1], np.log(0.45)) < -0.5
+
+
+def test_fdb_percentile_levels_equal_a_hand_computation():
+    """γ_L = F**(−Q_{d*}(1 − a)), 1 − γ_U = F**(−Q_{d*}(a)) on the log scale of the SD."""
+    reps = synthetic()
+    rows = reps[reps["converged"] & reps["inner:converged"]]
+    got = stab.intervals(reps, "sd:within:Intercept", 0.45, (0.3, 0.6), 0.9)["fdb_percentile"]
+    with np.errstate(divide="ignore"):
+        outer = np.log(rows["sd:within:Intercept"].to_numpy())
+        inner = np.log(rows["inner:sd:within:Intercept"].to_numpy())
+    with np.errstate(invalid="ignore"):  # −∞ − (−∞): an SD at 0 in both, left out
+        d1, d2 = outer - np.log(0.45), inner - outer
+    d1, d2 = d1[np.isfinite(d1)], d2[np.isfinite(d2)]
+    levels = [np.mean(d2 <= -limit_quantile(d1, 0.95)), np.mean(d2 <= -limit_quantile(d1, 0.05))]
+    want = [limit_quantile(rows["sd:within:Intercept"].to_numpy(), p) for p in levels]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 def test_stabilize_and_its_inverse():
@@ -176,21 +185,10 @@ def test_processes_scheduler_gives_the_same_double_replicates(fit):
     there = fit.bootstrap(4, seed=3, scheduler="processes", workers=2, progress=False, double=True)
     values = [*fit.names, *boot_module.inner_names(fit.names)[:-2]]
     np.testing.assert_array_equal(here[values].to_numpy(), there[values].to_numpy())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", melsm.MelsmFitWarning)
-        pd.testing.assert_frame_equal(fit.conf_int(method="bootstrap", replicates=here, kind="stabilized"),
-                                      fit.conf_int(method="bootstrap", replicates=there, kind="stabilized"))
-        direct = fit.conf_int(method="bootstrap", kind="stabilized", n_boot=4, seed=3, progress=False)
-    pd.testing.assert_frame_equal(direct, fit.conf_int(method="bootstrap", replicates=here, kind="stabilized"))
+    assert list(there["inner:converged"]) == list(here["inner:converged"])
 
 
-def test_bad_stabilized_input_is_refused_in_one_line(fit):
-    single = fit.bootstrap(3, seed=2, progress=False)
-    for call, message in (
-            (lambda: fit.conf_int(method="bootstrap", replicates=single, kind="stabilized"),
-             "kind='stabilized' needs inner replicates: make the table with fit.bootstrap(..., double=True)"),
-            (lambda: fit.conf_int(method="bootstrap", kind="stabilized", n_boot=3, double=False),
-             "kind='stabilized' needs the inner replicates of double=True")):
-        with pytest.raises(melsm.MelsmInputError) as err:
-            call()
-        assert str(err.value) == message
+def test_bad_double_is_refused_in_one_line(fit):
+    with pytest.raises(melsm.MelsmInputError) as err:
+        fit.bootstrap(3, double="yes")
+    assert str(err.value) == "double must be True or False, not 'yes'"
