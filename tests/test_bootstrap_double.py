@@ -192,3 +192,18 @@ def test_bad_double_is_refused_in_one_line(fit):
     with pytest.raises(melsm.MelsmInputError) as err:
         fit.bootstrap(3, double="yes")
     assert str(err.value) == "double must be True or False, not 'yes'"
+
+
+def test_coverage_study_makes_double_replicates_that_the_experiment_reads():
+    """bench/bootstrap_coverage.py with ``double`` (tiny, in this process): the replicates
+    carry the inner columns and bench/bootstrap_double.py makes every interval from them."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "bootstrap_coverage.py"
+    spec = importlib.util.spec_from_file_location("bootstrap_coverage", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.run(replications=1, boot=19, scheduler="synchronous", double=True)
+    reps, row = result["replicates"], result["rows"][1]  # mean:x
+    assert set(boot_module.inner_names(list(bench.TRUTH))) <= set(reps.columns)
+    found = stab.intervals(reps, row["parameter"], row["estimate"], (row["wald_lower"], row["wald_upper"]))
+    assert set(found) == set(stab.METHODS)
+    assert all(low < row["estimate"] < high for low, high in found.values())

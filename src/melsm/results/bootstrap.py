@@ -15,6 +15,11 @@ b = 0, …, n_boot − 1:
    the parameters on the boundary, the seconds taken and, for a refit that raised, the
    error.
 
+With ``double=True`` (``refit_double``) replicate b also draws one inner data set from
+its own refit θ*_b with ``SeedSequence([seed, b, 1])`` and refits it from θ*_b, recorded
+in the ``inner:`` columns: the input of double-bootstrap calibrations (none is a kind of
+interval yet; bench/bootstrap_double.py).
+
 Replicate b depends on (seed, b) only, so the replicates are the same in whatever order
 and on whatever scheduler they run. The intervals made from them
 (``fit.conf_int(method="bootstrap", kind=...)``) are in ``melsm.results.bootstrap_ci``.
