@@ -22,6 +22,9 @@ same cluster), made afresh in every run, also with ``--replicates``.
 ``--save-replicates`` keeps every replicate table (one Parquet file, a column
 ``replication``); ``--replicates reps.parquet`` makes the intervals from such a file
 instead of refitting (the R fits are redone, seconds), e.g. after changing an interval.
+``--double`` makes the replicates with ``fit.bootstrap(double=True)`` (one inner refit
+each, 2B refits; the outer ones and every interval here are the same): the input of
+``bootstrap_double.py``.
 
 ``run(...)`` is what the command calls; ``tests/test_bootstrap.py`` runs it tiny.
 """
@@ -65,17 +68,18 @@ def simulate(r: int, groups: int = GROUPS, rows: int = ROWS) -> pd.DataFrame:
 METHODS = ("wald", "studentized", "bc", "bca", "percentile", "basic")
 
 
-def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None = None
+def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None = None, double: bool = False
                 ) -> tuple[list[dict], pd.DataFrame | None]:
     """One row per parameter (the estimate and every method's 95% interval), and the
-    replicates (``stored`` when given: no refits)."""
+    replicates (``stored`` when given: no refits; ``double``: with inner replicates)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # boundary and too-few-replicates warnings: recorded below
         fit = melsm.Model(data=simulate(r), **FORMULAS).fit()
         if not fit.converged:
             return [{"replication": r, "parameter": name, "fit_converged": False} for name in fit.names], None
         started = time.perf_counter()
-        reps = fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False) if stored is None else stored
+        reps = (fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False, double=double) if stored is None
+                else stored)
         seconds, started = time.perf_counter() - started, time.perf_counter()
         jack = fit.jackknife(scheduler=scheduler, progress=False)
         jack_seconds = time.perf_counter() - started
@@ -118,7 +122,7 @@ def summarise(rows: pd.DataFrame) -> dict:
 
 
 def run(replications: int, boot: int, scheduler: str = "processes", workers: int | None = None,
-        stored: pd.DataFrame | None = None) -> dict:
+        stored: pd.DataFrame | None = None, double: bool = False) -> dict:
     """The study; ``scheduler="processes"`` starts one local cluster for all replications.
     ``stored``: replicate tables (column ``replication``) to use instead of refitting.
     The replicates are returned under ``"replicates"`` (not written to the JSON)."""
@@ -133,7 +137,7 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
     try:
         for r in range(replications):
             given = None if stored is None else stored[stored["replication"] == r].drop(columns="replication")
-            more, reps = replication(r, boot, scheduler, given)
+            more, reps = replication(r, boot, scheduler, given, double)
             rows += more
             tables += [] if reps is None else [reps]
             log.info("replication %d done, %.0f s", r, time.perf_counter() - started)
@@ -173,10 +177,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("bootstrap_coverage.json"))
     parser.add_argument("--save-replicates", type=Path, default=None, help="write every replicate table here")
     parser.add_argument("--replicates", type=Path, default=None, help="use these replicate tables, no refits")
+    parser.add_argument("--double", action="store_true", help="one inner refit per replicate (bootstrap_double.py)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stored = None if args.replicates is None else pd.read_parquet(args.replicates)
-    result = run(args.replications, args.boot, "processes", args.workers, stored)
+    result = run(args.replications, args.boot, "processes", args.workers, stored, args.double)
     if args.save_replicates is not None and result["replicates"] is not None:
         result["replicates"].to_parquet(args.save_replicates)
     args.out.write_text(dump(result))

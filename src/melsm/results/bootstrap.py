@@ -15,6 +15,11 @@ b = 0, …, n_boot − 1:
    the parameters on the boundary, the seconds taken and, for a refit that raised, the
    error.
 
+With ``double=True`` (``refit_double``) replicate b also draws one inner data set from
+its own refit θ*_b with ``SeedSequence([seed, b, 1])`` and refits it from θ*_b, recorded
+in the ``inner:`` columns: the input of double-bootstrap calibrations (none is a kind of
+interval yet; bench/bootstrap_double.py).
+
 Replicate b depends on (seed, b) only, so the replicates are the same in whatever order
 and on whatever scheduler they run. The intervals made from them
 (``fit.conf_int(method="bootstrap", kind=...)``) are in ``melsm.results.bootstrap_ci``.
@@ -85,12 +90,14 @@ def failed_record(names, b: int, message: str) -> dict:
 
 
 def refit_record(names: list[str], index: int, make_model, quadrature: int | None, theta: np.ndarray,
-                 with_se: bool = True) -> dict:
+                 with_se: bool = True, keep: dict | None = None) -> dict:
     """Fit ``make_model()`` from ``theta`` and record it as row ``index`` of a replicate
     table (estimates, ``se:`` columns when ``with_se``, ``converged``, ``loglik``,
     ``boundary``, ``seconds``, ``error``). Never raises: a failure in ``make_model`` or the
     fit is a record with ``error`` set; warnings are not shown (``converged`` and
-    ``boundary`` record them). Shared by the bootstrap and the jackknife."""
+    ``boundary`` record them). ``keep``: a dict that gets the fit under ``"fit"`` (the
+    double bootstrap simulates its inner replicate from it). Shared by the bootstrap and
+    the jackknife."""
     started = time.perf_counter()
     try:
         model = make_model()
@@ -99,6 +106,8 @@ def refit_record(names: list[str], index: int, make_model, quadrature: int | Non
             fit = model.fit(quadrature=quadrature, start=theta)
     except Exception as err:  # noqa: BLE001  (recorded and counted, not fatal)
         return failed_record(names, index, _one_line(err))
+    if keep is not None:
+        keep["fit"] = fit
     table = fit.table()
     errors = dict(zip(se_names(names), table["std_error"].to_numpy(), strict=True)) if with_se else {}
     return {"replicate": index, **dict(zip(names, table["estimate"].to_numpy(), strict=True)), **errors,
@@ -115,6 +124,42 @@ def refit(model, theta: np.ndarray, quadrature: int | None, seed: int, b: int) -
         return model.with_response(simulate_response(model.design, model.layout, theta, replicate_rng(seed, b)))
 
     return refit_record(names, b, replicate_model, quadrature, theta)
+
+
+def inner_names(names) -> list[str]:
+    """The columns of a double bootstrap's inner replicates: ``inner:<name>`` and
+    ``inner:se:<name>`` per parameter, then ``inner:converged`` and ``inner:seconds``."""
+    both = [*names, *se_names(names)]
+    return [*(f"inner:{c}" for c in both), "inner:converged", "inner:seconds"]
+
+
+def inner_rng(seed: int, b: int) -> np.random.Generator:
+    """The random generator of replicate ``b``'s inner replicate: ``SeedSequence([seed, b, 1])``."""
+    return np.random.default_rng(np.random.SeedSequence([seed, b, 1]))
+
+
+def refit_double(model, theta: np.ndarray, quadrature: int | None, seed: int, b: int) -> dict:
+    """Replicate ``b`` of a double bootstrap: the outer refit of ``refit`` (the same data,
+    so the same record), then one inner data set simulated from that refit's θ*_b with
+    ``inner_rng(seed, b)`` and refitted from θ*_b, recorded in the ``inner_names`` columns
+    (NaN, ``inner:converged`` False, when the outer refit failed). Never raises."""
+    names, kept = [str(pid) for pid in model.layout.reported_ids()], {}
+
+    def outer_model():
+        return model.with_response(simulate_response(model.design, model.layout, theta, replicate_rng(seed, b)))
+
+    record = refit_record(names, b, outer_model, quadrature, theta, keep=kept)
+    if record["converged"]:
+        theta_b = np.asarray(kept["fit"].theta, dtype=float)
+
+        def inner_model():
+            return model.with_response(simulate_response(model.design, model.layout, theta_b, inner_rng(seed, b)))
+
+        inner = refit_record(names, b, inner_model, quadrature, theta_b)
+    else:
+        inner = failed_record(names, b, "the outer refit failed")
+    columns = [*names, *se_names(names), "converged", "seconds"]
+    return {**record, **{f"inner:{c}": inner[c] for c in columns}}
 
 
 def run_here(model, args: tuple, n_boot: int, bar: Progress, task=None) -> list[dict]:
@@ -158,7 +203,7 @@ def run_on_dask(model, args: tuple, n_boot: int, scheduler: str, workers: int | 
 
 
 def bootstrap(fit, n_boot: int = DEFAULT_BOOT, seed: int = 0, scheduler: str = "synchronous",
-              workers: int | None = None, progress=None) -> pd.DataFrame:
+              workers: int | None = None, progress=None, double: bool = False) -> pd.DataFrame:
     """Parametric bootstrap replicates of this fit: ``n_boot`` data sets simulated from the
     fitted model, each refitted (``melsm.results.bootstrap``; docs/architecture.md,
     'Bootstrap intervals').
@@ -176,10 +221,18 @@ def bootstrap(fit, n_boot: int = DEFAULT_BOOT, seed: int = 0, scheduler: str = "
     ``workers`` single-threaded processes, default one per core; each loads the compiled
     likelihood from the disk cache, a second or two) or the address of a Dask scheduler.
     ``progress``: the refits done, as ``melsm.progress.Progress`` shows them (failed ones
-    beside). Frequency-weighted fits are refused: a row of weight w stands for w
-    observations, each of which would need its own draw.
+    beside). ``double=True``: each replicate also gets one inner replicate (``refit_double``:
+    data simulated from the refit's own estimates θ*_b with ``SeedSequence([seed, b, 1])``,
+    refitted), in the columns ``inner:<name>``, ``inner:se:<name>``, ``inner:converged``
+    and ``inner:seconds``; the outer columns are those of ``double=False``; twice the
+    refits. The double-bootstrap calibrations of bench/bootstrap_double.py read them (no
+    kind of ``conf_int`` uses them: none reached nominal coverage). Frequency-weighted fits
+    are refused: a row of weight w stands for w observations, each of which would need its
+    own draw.
     """
     n_boot, seed, workers = check_options(n_boot, seed, scheduler, workers)
+    if not isinstance(double, bool):
+        raise MelsmInputError(f"double must be True or False, not {double!r}")
     model = fit.model
     if model.design.weights is not None:
         raise MelsmInputError("bootstrap intervals are not available for fits with frequency weights "
@@ -189,15 +242,17 @@ def bootstrap(fit, n_boot: int = DEFAULT_BOOT, seed: int = 0, scheduler: str = "
                       MelsmFitWarning, stacklevel=2)
     clean = model.with_response(model.design.y)  # without the fit's cached arrays: cheaper to send
     args = (np.asarray(fit.theta, dtype=float), fit.n_quad or None, seed)
-    started = time.perf_counter()
+    started, task = time.perf_counter(), refit_double if double else refit
     with Progress(progress, total=n_boot, desc="bootstrap", unit="refits") as bar:
         if scheduler == "synchronous":
-            records = run_here(clean, args, n_boot, bar)
+            records = run_here(clean, args, n_boot, bar, task=task)
         else:
-            records = run_on_dask(clean, args, n_boot, scheduler, workers, bar)
+            records = run_on_dask(clean, args, n_boot, scheduler, workers, bar, task=task)
     frame = pd.DataFrame(records).set_index("replicate").sort_index()
-    columns = [*fit.names, *se_names(fit.names)]
-    frame = frame[[*columns, *RECORD_COLUMNS]].astype(dict.fromkeys(columns, float))
+    columns, inner = [*fit.names, *se_names(fit.names)], inner_names(fit.names) if double else []
+    frame = frame[[*columns, *RECORD_COLUMNS, *inner]].astype(dict.fromkeys([*columns, *inner[:-2]], float))
+    if double:
+        frame = frame.astype({"inner:converged": bool, "inner:seconds": float})
     log.info("bootstrap: %d refits in %.1f s (%s), %d did not converge", n_boot, time.perf_counter() - started,
              scheduler, int((~frame["converged"]).sum()))
     return frame
