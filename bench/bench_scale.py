@@ -2,6 +2,7 @@
 
 Run by hand:  python bench/bench_scale.py [--sizes 100k:1k,1M:10k,3M:30k,10M:100k] [--src DIR]
                                          [--out scale.json]
+              python bench/bench_scale.py --model slopes --sizes 30k:2400 --runs cold,warm,warm,warm
 
 Each size runs in its own new Python processes (so each peak RSS is that fit's alone):
 once with an empty cache folder (``MELSM_CACHE_DIR`` a new temporary folder: "cold", every
@@ -11,11 +12,14 @@ random intercepts in both functions, correlated, and one level-1 covariate in ea
     y_ij = β0 + β1 x_ij + u_j + e_ij,    log σ²_ij = α0 + α1 x_ij + v_j,
     (u_j, v_j) ~ N(0, Σ), SD(u) = 0.5, SD(v) = 0.4, corr 0.3,  β = (0, 0.5), α = (0, 0.2),
 
-groups of equal size rows/groups. Reported per process: the whole process's wall time
+groups of equal size rows/groups. ``--model slopes``: random slopes in both functions,
+``y ~ x + (x | g)``, ``~ x + (x | g)`` (two scale effects, so the quadrature runs over a
+plane; ``simulate_slopes``). Reported per process: the whole process's wall time
 (measured by this parent), the child's import, data and fit times (the fit with its SEs),
 its CPU time (user + system, all threads: a fairer measure than wall time on a busy
 machine), its peak RSS (``resource.getrusage``: ru_maxrss) and log L. ``--src`` points the children
-at another checkout's ``src`` (to measure the code before a change in the same session).
+at another checkout's ``src`` (to measure the code before a change in the same run); ``--cache``
+at a filled cache folder (every run then warm).
 """
 
 from __future__ import annotations
@@ -57,7 +61,32 @@ def simulate(rows: int, groups: int, seed: int = 1):
     return pd.DataFrame({"y": y, "x": x, "g": g})
 
 
-def child(rows: int, groups: int) -> None:
+def simulate_slopes(rows: int, groups: int, seed: int = 1):
+    """Random intercepts and slopes in both functions: (v0, v1, u0, u1) ~ N(0, Σ) with SDs
+    (0.4, 0.2, 0.5, 0.3), corr(v0, u0) = 0.3, corr(v1, u1) = 0.2, the others 0;
+    y = 0.5 x + u0 + u1 x + e, log σ² = 0.2 x + v0 + v1 x."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    g = np.sort(np.concatenate([np.repeat(np.arange(groups), rows // groups),
+                                rng.integers(0, groups, rows - groups * (rows // groups))]))
+    sd = np.array([0.4, 0.2, 0.5, 0.3])
+    corr = np.eye(4)
+    corr[0, 2] = corr[2, 0] = 0.3
+    corr[1, 3] = corr[3, 1] = 0.2
+    b = rng.multivariate_normal(np.zeros(4), corr * np.outer(sd, sd), size=groups)
+    x = rng.standard_normal(g.size)
+    log_var = 0.2 * x + b[g, 0] + b[g, 1] * x
+    y = 0.5 * x + b[g, 2] + b[g, 3] * x + np.exp(0.5 * log_var) * rng.standard_normal(g.size)
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+MODELS = {"intercepts": (simulate, "y ~ x + (1 | g)", "~ x + (1 | g)"),
+          "slopes": (simulate_slopes, "y ~ x + (x | g)", "~ x + (x | g)")}
+
+
+def child(rows: int, groups: int, model_name: str = "intercepts") -> None:
     import resource
     import warnings
 
@@ -65,8 +94,9 @@ def child(rows: int, groups: int) -> None:
     import melsm
 
     imported = time.perf_counter()
-    data = simulate(rows, groups)
-    model = melsm.Model(mean="y ~ x + (1 | g)", within="~ x + (1 | g)", data=data)
+    make, mean, within = MODELS[model_name]
+    data = make(rows, groups)
+    model = melsm.Model(mean=mean, within=within, data=data)
     del data
     made = time.perf_counter()
     with warnings.catch_warnings():
@@ -83,9 +113,10 @@ def child(rows: int, groups: int) -> None:
     }))
 
 
-def run_child(rows: int, groups: int, env: dict) -> dict:
+def run_child(rows: int, groups: int, env: dict, model_name: str = "intercepts") -> dict:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", f"{rows}:{groups}"],
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", f"{rows}:{groups}",
+                          "--model", model_name],
                          env=env, check=True, capture_output=True, text=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["process_s"] = time.perf_counter() - start
@@ -99,19 +130,21 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--runs", default="cold,warm")
     parser.add_argument("--out", type=Path, help="also write every process's figures here (JSON, for plot_scale.py)")
+    parser.add_argument("--model", default="intercepts", choices=sorted(MODELS))
+    parser.add_argument("--cache", help="a filled cache folder to use instead of a new empty one")
     args = parser.parse_args()
     if args.child:
-        child(*parse_size(args.child))
+        child(*parse_size(args.child), args.model)
         return
     print(f"uptime: {os.popen('uptime').read().strip()}", flush=True)
     results = []
     for size in args.sizes.split(","):
         rows, groups = parse_size(size)
-        with tempfile.TemporaryDirectory(prefix="melsm-bench-scale-") as cache:
-            env = dict(os.environ, PYTHONPATH=args.src, MELSM_CACHE_DIR=cache)
+        with tempfile.TemporaryDirectory(prefix="melsm-bench-scale-") as empty:
+            env = dict(os.environ, PYTHONPATH=args.src, MELSM_CACHE_DIR=args.cache or empty)
             for run in args.runs.split(","):
-                r = run_child(rows, groups, env)
-                results.append({"rows": rows, "groups": groups, "run": run, **r})
+                r = run_child(rows, groups, env, args.model)
+                results.append({"rows": rows, "groups": groups, "run": run, "model": args.model, **r})
                 if args.out:
                     args.out.write_text(json.dumps(results, indent=1))
                 print(f"{size:>10} {run:>4}: process {r['process_s']:6.1f} s, import {r['import_s']:4.1f} s, "

@@ -16,8 +16,8 @@ import pytest
 import melsm
 from melsm import pipeline
 from melsm.engine import blocks
-from melsm.engine.blocks import Blocks, block_data, plan, rows_per_block
-from melsm.engine.rows import ModelData
+from melsm.engine.blocks import Blocks, block_data, bucket_floor, plan, rows_per_block
+from melsm.engine.rows import ModelData, bucket
 from melsm.estimate.objective import FIXED_NODES_FROM, Objective, default_quadrature
 
 GROUPS_PER_BLOCK = 7
@@ -111,3 +111,12 @@ def test_block_size_rule(monkeypatch):
     assert rows_per_block(10**4, budget=2**20) == blocks.MIN_BLOCK_ROWS
     monkeypatch.setenv("MELSM_BLOCK_BYTES", str(2**30))
     assert blocks.block_budget() <= 2**30
+
+
+def test_blocks_fill_to_a_bucket_size():
+    """``bucket_floor(n)`` is the largest bucket size (m·2^k, m in 4..7) not above n, so a
+    block filled to it is not padded further (334 chunks allowed: 320, not 384 padded)."""
+    sizes = sorted({bucket(n) for n in range(1, 5000)})
+    for n in range(1, 5000):
+        assert bucket_floor(n) == max(s for s in sizes if s <= n)
+    assert (bucket_floor(334), bucket_floor(5349)) == (320, 5120)

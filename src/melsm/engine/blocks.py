@@ -79,6 +79,14 @@ def rows_per_block(points: int, budget: int | None = None) -> int:
     return max(MIN_BLOCK_ROWS, budget // (BYTES_PER_ROW_POINT * max(1, points)))
 
 
+def bucket_floor(n: int) -> int:
+    """Largest ``rows.bucket`` size m·2^k ≤ n (m in 4..7; n itself below 4)."""
+    if n < 4:
+        return n
+    k = int(n).bit_length() - 3
+    return max(m << k for m in (4, 5, 6, 7) if m << k <= n)
+
+
 def plan(chunks_per_group: np.ndarray, max_chunks: int, max_groups: int | None = None) -> np.ndarray:
     """First group of each block (and the end): consecutive groups are added to a block
     while it holds at most ``max_chunks`` chunks and ``max_groups`` groups (a group
@@ -116,7 +124,9 @@ def block_data(design, points: int, budget: int | None = None, c: int | None = N
     limit = rows_per_block(points, budget)
     c = c or chunk_size(sizes, BLOCK_CHUNK_LENGTHS)
     per_group = -(-sizes // c)
-    max_chunks = max(1, limit // c)
+    # a block's chunks are padded up to a bucket size: fill blocks to the largest bucket
+    # size within the limit instead of padding each by up to 25% (bench/README.md)
+    max_chunks = bucket_floor(max(1, limit // c))
     starts = plan(per_group, max_chunks, max_groups)
     ranges = list(zip(starts[:-1], starts[1:], strict=True))
     n_groups = bucket(int(np.max(np.diff(starts))))

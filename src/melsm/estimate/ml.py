@@ -78,6 +78,11 @@ POLISH_TOLERANCE = 1e-3
 #: Newton steps after convergence (``_refine``), until every |∂ log L/∂θ| is below this.
 REFINE_STEPS = 3
 REFINE_GRADIENT = 1e-8
+#: Where BFGS stops short with every |∂ log L/∂θ| below this, Newton steps (``_polish``)
+#: are tried before the trust region (measured, 30k rows with random slopes in both
+#: functions: BFGS stopped at |g| = 1.7e-3, the trust region then spent 7 Hessians to fail
+#: where one Newton step converged).
+NEWTON_FIRST = 1e-2
 #: BFGS stops once this many evaluations in a row lie within ``STALL_STEP`` (relative) of
 #: its current iterate (``_BFGSRun``).
 STALL_TRIALS = 5
@@ -153,27 +158,45 @@ def _refine(opt: Optimum, objective: Objective, layout: ParamLayout, floors: dic
 
     The convergence test stops BFGS where |g| < 1e-3, which leaves θ̂ within about
     1e-3·SE² of the maximum, on a path that depends on rounding; from there Newton
-    converges quadratically (the Hessian is already at hand), so fits of the same data in
-    other units, or from other starting values, agree to ~1e-9 instead of ~1e-6. A step
-    is kept only while the fit stays converged, on the same boundary, and log L does not
-    fall by more than ``BOUNDARY_TOLERANCE``."""
+    converges quadratically, so fits of the same data in other units, or from other
+    starting values, agree to ~1e-9 instead of ~1e-6. The steps hold the optimum's Hessian
+    (``_held_newton``: a gradient call each, not a Hessian's 2·dim θ), and the end point
+    is judged once, with its own Hessian for the SEs. It is kept only while the fit stays
+    converged, on the same boundary, and log L does not fall by more than
+    ``BOUNDARY_TOLERANCE``."""
     if not opt.converged:
         return opt
     space = Subspace(objective, opt.theta, identified(layout, opt.pivots, opt.zero_rows))
-    for _ in range(REFINE_STEPS):
-        if np.max(np.abs(opt.grad[space.free]), initial=0.0) < REFINE_GRADIENT:
+    if np.max(np.abs(opt.grad[space.free]), initial=0.0) < REFINE_GRADIENT:
+        return opt
+    x = _held_newton(space, opt.theta[space.free], opt.hessian, REFINE_STEPS)
+    if x is None:
+        return opt
+    trial = judge(space.full(x), objective, layout, floors, opt.pivots, opt.zero_rows, opt.iterations,
+                  "converged")
+    if not trial.converged or trial.pivots != opt.pivots or trial.loglik < opt.loglik - BOUNDARY_TOLERANCE:
+        return opt
+    return trial
+
+
+def _held_newton(space: Subspace, x: np.ndarray, hessian: np.ndarray, steps: int) -> np.ndarray | None:
+    """At most ``steps`` Newton steps x ← x + (−H)⁻¹g with H, the Hessian of log L where they
+    start, held, until every |g| < ``REFINE_GRADIENT``; None where H is singular or log L not
+    finite. Near the optimum the steps move θ by ~|g|·SE², so H changes by as little and
+    the iteration converges almost as fast as Newton's (measured: |g| 2e-3 → 1e-10 in two
+    steps), at one gradient call a step instead of a Hessian's 2·dim θ."""
+    neg_hessian = -hessian[np.ix_(space.free, space.free)]
+    for _ in range(steps):
+        value, grad = space.fun_and_grad(x)  # of −log L
+        if not np.isfinite(value):
+            return None
+        if np.max(np.abs(grad), initial=0.0) < REFINE_GRADIENT:
             break
-        x = opt.theta[space.free]
-        try:  # the subspace's jac and hess are those of −log L
-            x = x - np.linalg.solve(space.hess(x), space.jac(x))
+        try:
+            x = x - np.linalg.solve(neg_hessian, grad)
         except np.linalg.LinAlgError:
-            break
-        trial = judge(space.full(x), objective, layout, floors, opt.pivots, opt.zero_rows, opt.iterations,
-                       "converged")
-        if not trial.converged or trial.pivots != opt.pivots or trial.loglik < opt.loglik - BOUNDARY_TOLERANCE:
-            break
-        opt = trial
-    return opt
+            return None
+    return x
 
 
 def _optimise(objective: Objective, theta0: np.ndarray, layout: ParamLayout, floors: dict,
@@ -196,6 +219,12 @@ def _optimise(objective: Objective, theta0: np.ndarray, layout: ParamLayout, flo
     except _Stalled:
         x, iterations, message = run.x, run.iterations, "line search stalled at the rounding error of log L"
     opt = judge(space.full(x), objective, layout, floors, pivots, zero_rows, iterations, message)
+    if not opt.converged and opt.pivots == pivots and np.max(np.abs(opt.grad[free])) < NEWTON_FIRST:
+        # Stopped just short (held-node derivatives vs the value, or rounding): Newton
+        # steps cost a gradient call each; the trust region a Hessian per iteration.
+        polished = _polish(opt, space, objective, layout, floors, pivots, zero_rows)
+        if polished.converged:
+            return polished
     if not opt.converged and opt.pivots == pivots:
         # Not where a new boundary is being approached (there the Hessian is singular
         # and Newton steps run off towards −∞; _settle_boundary holds it instead).
@@ -218,8 +247,8 @@ def _optimise(objective: Objective, theta0: np.ndarray, layout: ParamLayout, flo
 
 def _polish(opt: Optimum, space: Subspace, objective: Objective, layout: ParamLayout, floors: dict,
             pivots: frozenset, zero_rows: frozenset) -> Optimum:
-    """Plain Newton steps θ ← θ + (−H)⁻¹g with the fixed-node derivatives, for a fit the
-    line-search optimisers left with a gradient just above the tolerance.
+    """Newton steps θ ← θ + (−H)⁻¹g with the fixed-node derivatives (H held, ``_held_newton``),
+    for a fit the line-search optimisers left with a gradient just above the tolerance.
 
     With held quadrature nodes the derivatives are those of a slightly different function
     than the value (whose nodes move with θ); the two stationary points differ by the
@@ -231,19 +260,14 @@ def _polish(opt: Optimum, space: Subspace, objective: Objective, layout: ParamLa
     ``POLISH_TOLERANCE`` of the current one (both are the optimum to within the quadrature
     error), else the fit stays as it was.
     """
-    x = opt.theta[space.free]
-    for _ in range(POLISH_STEPS):
-        try:  # the subspace's jac and hess are those of −log L
-            x = x - np.linalg.solve(space.hess(x), space.jac(x))
-        except np.linalg.LinAlgError:
-            return opt
-        polished = judge(space.full(x), objective, layout, floors, pivots, zero_rows, opt.iterations,
-                          "Newton steps")
-        if polished.loglik < opt.loglik - POLISH_TOLERANCE or polished.pivots != pivots:
-            return opt
-        if polished.converged:
-            return polished
-    return opt
+    x = _held_newton(space, opt.theta[space.free], opt.hessian, POLISH_STEPS)
+    if x is None:
+        return opt
+    polished = judge(space.full(x), objective, layout, floors, pivots, zero_rows, opt.iterations,
+                     "Newton steps")
+    if polished.loglik < opt.loglik - POLISH_TOLERANCE or polished.pivots != pivots or not polished.converged:
+        return opt
+    return polished
 
 
 def fit_ml(design, data: ModelData | Blocks, layout: ParamLayout, n_quad: int | None = None,
