@@ -18,7 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FormatStrFormatter  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, NullFormatter  # noqa: E402
 
 
 def draw(results: list[dict], out: Path, run: str = "warm") -> None:
@@ -35,7 +35,7 @@ def draw(results: list[dict], out: Path, run: str = "warm") -> None:
         ax.plot(n, [top * k / n[-1] for k in n], ":", color="0.6", label="linear in rows")
         ax.set(xscale="log", yscale="log", xlabel="rows (groups of 100)", ylabel=unit)
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.legend(frameon=False, fontsize=8)
     time_ax.set_title(f"ML fit with SEs, {run} cache", fontsize=10)
     mem_ax.set_title("peak memory of the process", fontsize=10)
