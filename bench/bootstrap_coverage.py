@@ -25,6 +25,11 @@ instead of refitting (the R fits are redone, seconds), e.g. after changing an in
 ``--double`` makes the replicates with ``fit.bootstrap(double=True)`` (one inner refit
 each, 2B refits; the outer ones and every interval here are the same): the input of
 ``bootstrap_double.py``.
+``--roots`` makes them with ``fit.bootstrap(signed_roots=True)`` (one constrained refit per
+parameter per replicate: 7B refits here; the other columns, and so every other interval,
+are the same) and adds two methods: ``profile`` (``conf_int(method="profile")``, the plain
+profile-likelihood interval of the same fit) and ``profile_boot`` (``conf_int(method=
+"bootstrap", kind="profile")``, the bootstrap-calibrated one).
 
 ``run(...)`` is what the command calls; ``tests/test_bootstrap.py`` runs it tiny.
 """
@@ -66,20 +71,23 @@ def simulate(r: int, groups: int = GROUPS, rows: int = ROWS) -> pd.DataFrame:
 
 
 METHODS = ("wald", "studentized", "bc", "bca", "percentile", "basic")
+#: Added by ``--roots``: the plain and the bootstrap-calibrated profile-likelihood intervals.
+ROOT_METHODS = ("profile", "profile_boot")
 
 
-def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None = None, double: bool = False
-                ) -> tuple[list[dict], pd.DataFrame | None]:
+def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None = None, double: bool = False,
+                roots: bool = False) -> tuple[list[dict], pd.DataFrame | None]:
     """One row per parameter (the estimate and every method's 95% interval), and the
-    replicates (``stored`` when given: no refits; ``double``: with inner replicates)."""
+    replicates (``stored`` when given: no refits; ``double``: with inner replicates;
+    ``roots``: with signed roots, and the ``ROOT_METHODS`` too)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # boundary and too-few-replicates warnings: recorded below
         fit = melsm.Model(data=simulate(r), **FORMULAS).fit()
         if not fit.converged:
             return [{"replication": r, "parameter": name, "fit_converged": False} for name in fit.names], None
         started = time.perf_counter()
-        reps = (fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False, double=double) if stored is None
-                else stored)
+        reps = (fit.bootstrap(boot, seed=r, scheduler=scheduler, progress=False, double=double, signed_roots=roots)
+                if stored is None else stored)
         seconds, started = time.perf_counter() - started, time.perf_counter()
         jack = fit.jackknife(scheduler=scheduler, progress=False)
         jack_seconds = time.perf_counter() - started
@@ -87,6 +95,9 @@ def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None =
         for kind in METHODS[1:]:
             intervals[kind] = fit.conf_int(method="bootstrap", replicates=reps, kind=kind,
                                            **({"jackknife": jack} if kind == "bca" else {}))
+        if roots:
+            intervals["profile"] = fit.conf_int(method="profile", progress=False)
+            intervals["profile_boot"] = fit.conf_int(method="bootstrap", replicates=reps, kind="profile")
     estimates, done = fit.table()["estimate"], reps[reps["converged"]]
     rows = []
     for name in fit.names:
@@ -96,7 +107,8 @@ def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None =
         rows.append({**row, "boot_failed": int((~reps["converged"]).sum()),
                      "boot_no_se": int((~np.isfinite(done[f"se:{name}"])).sum()),
                      "boot_seconds": seconds, "refit_seconds_median": float(reps["seconds"].median()),
-                     "jack_failed": int((~jack["converged"]).sum()), "jack_seconds": jack_seconds})
+                     "jack_failed": int((~jack["converged"]).sum()), "jack_seconds": jack_seconds,
+                     **({"boot_root_failed": int((~np.isfinite(done[f"root:{name}"])).sum())} if roots else {})})
     return rows, reps.assign(replication=r)
 
 
@@ -108,7 +120,7 @@ def summarise(rows: pd.DataFrame) -> dict:
     for name, group in done.groupby("parameter", sort=False):
         truth = TRUTH[name]
         entry = {"truth": truth, "mean_estimate": float(group["estimate"].mean())}
-        for method in METHODS:
+        for method in (m for m in (*METHODS, *ROOT_METHODS) if f"{m}_lower" in group):
             low, high = group[f"{method}_lower"], group[f"{method}_upper"]
             made = np.isfinite(low) & np.isfinite(high)
             covered = (low[made] <= truth) & (truth <= high[made])
@@ -122,7 +134,7 @@ def summarise(rows: pd.DataFrame) -> dict:
 
 
 def run(replications: int, boot: int, scheduler: str = "processes", workers: int | None = None,
-        stored: pd.DataFrame | None = None, double: bool = False) -> dict:
+        stored: pd.DataFrame | None = None, double: bool = False, roots: bool = False) -> dict:
     """The study; ``scheduler="processes"`` starts one local cluster for all replications.
     ``stored``: replicate tables (column ``replication``) to use instead of refitting.
     The replicates are returned under ``"replicates"`` (not written to the JSON)."""
@@ -137,7 +149,7 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
     try:
         for r in range(replications):
             given = None if stored is None else stored[stored["replication"] == r].drop(columns="replication")
-            more, reps = replication(r, boot, scheduler, given, double)
+            more, reps = replication(r, boot, scheduler, given, double, roots)
             rows += more
             tables += [] if reps is None else [reps]
             log.info("replication %d done, %.0f s", r, time.perf_counter() - started)
@@ -149,7 +161,7 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
     done = frame[frame["fit_converged"]].drop_duplicates("replication")
     return {"design": {"groups": GROUPS, "rows_per_group": ROWS, "formulas": FORMULAS, "truth": TRUTH,
                        "seed": SEED},
-            "replications": replications, "boot": boot, "level": 0.95, "workers": workers,
+            "replications": replications, "boot": boot, "level": 0.95, "workers": workers, "roots": roots,
             "seconds": time.perf_counter() - started, "refitted": stored is None,
             "fits_not_converged": int(replications - len(done)),
             "boot_refits_failed": int(done["boot_failed"].sum()) if len(done) else 0,
@@ -157,6 +169,9 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
                 "parameter", sort=False)},
             "refit_seconds_median": float(done["refit_seconds_median"].median()) if len(done) else float("nan"),
             "jack_refits_failed": int(done["jack_failed"].sum()) if len(done) else 0,
+            "boot_seconds": float(done["boot_seconds"].sum()) if len(done) else 0.0,
+            "boot_roots_failed": ({name: int(g["boot_root_failed"].sum()) for name, g in frame[
+                frame["fit_converged"]].groupby("parameter", sort=False)} if roots and len(done) else {}),
             "jack_seconds": float(done["jack_seconds"].sum()) if len(done) else 0.0,
             "coverage": summarise(frame), "rows": frame.to_dict(orient="records"),
             "replicates": pd.concat(tables) if tables else None}
@@ -178,17 +193,18 @@ def main() -> None:
     parser.add_argument("--save-replicates", type=Path, default=None, help="write every replicate table here")
     parser.add_argument("--replicates", type=Path, default=None, help="use these replicate tables, no refits")
     parser.add_argument("--double", action="store_true", help="one inner refit per replicate (bootstrap_double.py)")
+    parser.add_argument("--roots", action="store_true", help="signed roots: bootstrap-calibrated profile intervals")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stored = None if args.replicates is None else pd.read_parquet(args.replicates)
-    result = run(args.replications, args.boot, "processes", args.workers, stored, args.double)
+    result = run(args.replications, args.boot, "processes", args.workers, stored, args.double, args.roots)
     if args.save_replicates is not None and result["replicates"] is not None:
         result["replicates"].to_parquet(args.save_replicates)
     args.out.write_text(dump(result))
     print(f"{args.replications} replications x {args.boot} refits in {result['seconds']:.0f} s")
     for name, entry in result["coverage"].items():
         print(f"{name:40s}" + "".join(f"  {m} {entry[m]['coverage']:.3f} ({entry[m]['mc_se']:.3f})"
-                                      for m in METHODS))
+                                      for m in (*METHODS, *ROOT_METHODS) if m in entry))
 
 
 if __name__ == "__main__":

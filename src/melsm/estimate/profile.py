@@ -100,18 +100,19 @@ class Profiler:
         hess = np.stack(columns, axis=1) if columns else np.zeros((0, 0))
         return 0.5 * (hess + hess.T)
 
-    def maximise(self, c: float) -> Point:
-        """pl(c), warm-started from the points already maximised (``starts``): quasi-Newton
-        steps on the gradient (``_quasi_newton``); where they stall, Newton steps with a
-        differenced Hessian (``_newton``) from the best point reached; where those fail,
-        BFGS with a line search, then Newton steps again (``_fallback``)."""
-        starts = self.starts(c)
+    def maximise(self, c: float, start: tuple[np.ndarray, np.ndarray | None] | None = None) -> Point:
+        """pl(c), warm-started from the points already maximised (``starts``) or from
+        ``start`` = (φ0, inverse Hessian or None): quasi-Newton steps on the gradient
+        (``_quasi_newton``); where they stall, Newton steps with a differenced Hessian
+        (``_newton``) from the best point reached; where those fail, BFGS with a line
+        search, then Newton steps again (``_fallback``)."""
+        starts = self.starts(c) if start is None else [start]
         tried = [self._quasi_newton(c, *starts[0])]
         if not tried[-1].max_grad < PROFILE_GOOD:
             best = tried[-1] if np.isfinite(tried[-1].loglik) else None
             tried.append(self._newton(c, *((best.phi, best.hess_inv) if best else starts[-1])))
         if not tried[-1].max_grad < PROFILE_GOOD:
-            tried.append(self._fallback(c, self.starts(c)[-1][0]))
+            tried.append(self._fallback(c, starts[-1][0]))
         point = min(tried, key=lambda p: p.max_grad)
         self.points.append(point)
         return point

@@ -32,6 +32,7 @@ of the half-width (1.96 SE). Use B ≥ 1000 for 99% intervals or for intervals t
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -42,6 +43,7 @@ import pandas as pd
 from melsm.errors import MelsmFitWarning, MelsmInputError, count
 from melsm.parallel import connect
 from melsm.progress import Progress
+from melsm.results.bootstrap_lr import held_values, replicate_roots, root_names
 from melsm.results.predict import simulate_response
 
 #: Replicates made by default (module docstring).
@@ -162,6 +164,29 @@ def refit_double(model, theta: np.ndarray, quadrature: int | None, seed: int, b:
     return {**record, **{f"inner:{c}": inner[c] for c in columns}}
 
 
+def refit_roots(model, theta: np.ndarray, quadrature: int | None, seed: int, b: int,
+                held: dict[int, float] | None = None) -> dict:
+    """Replicate ``b`` of ``refit`` (the same data, so the same record) and its signed
+    roots r*_b at ψ̂ for each parameter k of ``held`` = {k: ψ̂_k}, in ``root:<name>``
+    (``melsm.results.bootstrap_lr.replicate_roots``; NaN where the refit or the
+    constrained maximisation failed). Never raises."""
+    names, kept = [str(pid) for pid in model.layout.reported_ids()], {}
+
+    def replicate_model():
+        return model.with_response(simulate_response(model.design, model.layout, theta, replicate_rng(seed, b)))
+
+    record = refit_record(names, b, replicate_model, quadrature, theta, keep=kept)
+    roots = dict.fromkeys(held or {}, np.nan)
+    if record["converged"]:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                roots = replicate_roots(kept["fit"], theta, held or {})
+        except Exception as err:  # noqa: BLE001  (NaN roots, the refit's record kept)
+            log.info("replicate %d: signed roots failed: %s", b, _one_line(err))
+    return {**record, **{f"root:{names[k]}": value for k, value in roots.items()}}
+
+
 def run_here(model, args: tuple, n_boot: int, bar: Progress, task=None) -> list[dict]:
     """``task(model, *args, b)`` (default ``refit``) for b = 0 … n_boot − 1 in this process."""
     task = refit if task is None else task
@@ -202,8 +227,22 @@ def run_on_dask(model, args: tuple, n_boot: int, scheduler: str, workers: int | 
     return records
 
 
+def _checked_extras(fit, double, signed_roots) -> dict[int, float]:
+    """One line for a bad ``double`` or ``signed_roots`` or a weighted fit; the ψ̂ to hold."""
+    if not isinstance(double, bool):
+        raise MelsmInputError(f"double must be True or False, not {double!r}")
+    held = held_values(fit, signed_roots)
+    if held and double:
+        raise MelsmInputError("signed_roots= and double=True do not go together: make two tables")
+    if fit.model.design.weights is not None:
+        raise MelsmInputError("bootstrap intervals are not available for fits with frequency weights "
+                              "(a row of weight w stands for w observations, each needing its own draw)")
+    return held
+
+
 def bootstrap(fit, n_boot: int = DEFAULT_BOOT, seed: int = 0, scheduler: str = "synchronous",
-              workers: int | None = None, progress=None, double: bool = False) -> pd.DataFrame:
+              workers: int | None = None, progress=None, double: bool = False,
+              signed_roots: bool | str | list[str] = False) -> pd.DataFrame:
     """Parametric bootstrap replicates of this fit: ``n_boot`` data sets simulated from the
     fitted model, each refitted (``melsm.results.bootstrap``; docs/architecture.md,
     'Bootstrap intervals').
@@ -226,23 +265,25 @@ def bootstrap(fit, n_boot: int = DEFAULT_BOOT, seed: int = 0, scheduler: str = "
     refitted), in the columns ``inner:<name>``, ``inner:se:<name>``, ``inner:converged``
     and ``inner:seconds``; the outer columns are those of ``double=False``; twice the
     refits. The double-bootstrap calibrations of bench/bootstrap_double.py read them (no
-    kind of ``conf_int`` uses them: none reached nominal coverage). Frequency-weighted fits
+    kind of ``conf_int`` uses them: none reached nominal coverage). ``signed_roots``: True
+    (every parameter), a name or a list of names: each replicate also gets, per parameter,
+    the signed root r*_b = sign(ψ*_b − ψ̂)·√(2(ℓ*_b − pl*_b(ψ̂))) in ``root:<name>``, from
+    one constrained refit with ψ held at ψ̂ (``refit_roots``; NaN where it failed), the
+    input of ``conf_int(method="bootstrap", kind="profile")``; not with ``double``.
+    Frequency-weighted fits
     are refused: a row of weight w stands for w observations, each of which would need its
     own draw.
     """
     n_boot, seed, workers = check_options(n_boot, seed, scheduler, workers)
-    if not isinstance(double, bool):
-        raise MelsmInputError(f"double must be True or False, not {double!r}")
+    held = _checked_extras(fit, double, signed_roots)
     model = fit.model
-    if model.design.weights is not None:
-        raise MelsmInputError("bootstrap intervals are not available for fits with frequency weights "
-                              "(a row of weight w stands for w observations, each needing its own draw)")
     if not fit.converged:
         warnings.warn("the fit did not converge; the bootstrap simulates from its estimates all the same",
                       MelsmFitWarning, stacklevel=2)
     clean = model.with_response(model.design.y)  # without the fit's cached arrays: cheaper to send
     args = (np.asarray(fit.theta, dtype=float), fit.n_quad or None, seed)
-    started, task = time.perf_counter(), refit_double if double else refit
+    task = refit_double if double else functools.partial(refit_roots, held=held) if held else refit
+    started = time.perf_counter()
     with Progress(progress, total=n_boot, desc="bootstrap", unit="refits") as bar:
         if scheduler == "synchronous":
             records = run_here(clean, args, n_boot, bar, task=task)
@@ -250,7 +291,10 @@ def bootstrap(fit, n_boot: int = DEFAULT_BOOT, seed: int = 0, scheduler: str = "
             records = run_on_dask(clean, args, n_boot, scheduler, workers, bar, task=task)
     frame = pd.DataFrame(records).set_index("replicate").sort_index()
     columns, inner = [*fit.names, *se_names(fit.names)], inner_names(fit.names) if double else []
-    frame = frame[[*columns, *RECORD_COLUMNS, *inner]].astype(dict.fromkeys([*columns, *inner[:-2]], float))
+    roots = root_names(fit.names[k] for k in held)
+    # reindex: a record of a worker that died has no root columns
+    frame = frame.reindex(columns=[*columns, *RECORD_COLUMNS, *inner, *roots]).astype(
+        dict.fromkeys([*columns, *inner[:-2], *roots], float))
     if double:
         frame = frame.astype({"inner:converged": bool, "inner:seconds": float})
     log.info("bootstrap: %d refits in %.1f s (%s), %d did not converge", n_boot, time.perf_counter() - started,

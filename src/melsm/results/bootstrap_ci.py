@@ -69,12 +69,14 @@ import scipy.special
 
 from melsm.errors import MelsmFitWarning, MelsmInputError
 from melsm.results.bootstrap import bootstrap, se_names
+from melsm.results.bootstrap_lr import calibrated_intervals, root_names
+from melsm.results.profile import _requested
 
 #: Replicates expected beyond each endpoint below which a warning says there are too few.
 MIN_TAIL = 5
 #: Above this share of failed refits (or of undefined values of a parameter), intervals are NaN.
 MAX_FAILED_SHARE = 0.1
-KINDS = ("studentized", "bc", "bca", "percentile", "basic")
+KINDS = ("studentized", "bc", "bca", "percentile", "basic", "profile")
 #: Options of ``fit.jackknife`` that ``conf_int(kind="bca")`` passes on when it makes one.
 JACKKNIFE_OPTIONS = ("scheduler", "workers", "progress")
 #: The kind used unless ``kind=`` says otherwise: the closest to nominal coverage in the
@@ -82,6 +84,29 @@ JACKKNIFE_OPTIONS = ("scheduler", "workers", "progress")
 DEFAULT_KIND = "bc"
 #: warnings point at the caller of ``conf_int`` from functions that ``bootstrap_intervals`` calls
 _STACK = 4
+
+
+def root_parameters(fit, replicates: pd.DataFrame, parm) -> list[str]:
+    """The parameters of ``kind="profile"``: ``parm`` (all of them needing their column
+    ``root:<name>``), or every parameter with such a column."""
+    names = _requested(fit, parm) if parm is not None else [
+        name for name in fit.names if f"root:{name}" in replicates.columns]
+    missing = [name for name in names if f"root:{name}" not in replicates.columns]
+    if missing or not names:
+        raise MelsmInputError(f"kind='profile' needs the replicates' signed roots: the column "
+                              f"'root:{missing[0] if missing else '<name>'}' of a fit.bootstrap(signed_roots=...) "
+                              "table")
+    return names
+
+
+def _profile_calibrated(fit, rows: pd.DataFrame, level: float, parm) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap-calibrated profile intervals (``melsm.results.bootstrap_lr``) from the
+    converged replicates' signed roots; NaN roots (failed constrained refits) are left
+    out and counted, as undefined values are."""
+    names = root_parameters(fit, rows, parm)
+    roots = rows[root_names(names)].to_numpy(dtype=float)
+    keep = _usable(names, roots, level, "profile", "whose constrained refit failed (NaN signed root)")
+    return calibrated_intervals(fit, level, roots[:, keep], [n for n, k in zip(names, keep, strict=True) if k])
 
 
 def _checked_replicates(fit, replicates, kind: str) -> pd.DataFrame:
@@ -92,6 +117,8 @@ def _checked_replicates(fit, replicates, kind: str) -> pd.DataFrame:
     if kind == "studentized" and any(c not in replicates.columns for c in se_names(fit.names)):
         raise MelsmInputError("kind='studentized' needs the refits' standard errors: the columns 'se:<name>' "
                               "of a fit.bootstrap() table")
+    if kind == "profile":
+        root_parameters(fit, replicates, None)
     return replicates
 
 
@@ -287,7 +314,8 @@ def _jackknife_for(fit, kind: str, jackknife, options: dict, given: bool) -> np.
 
 
 def bootstrap_intervals(fit, level: float, replicates: pd.DataFrame | None = None, kind: str = DEFAULT_KIND,
-                        jackknife: pd.DataFrame | None = None, **options) -> tuple[np.ndarray, np.ndarray]:
+                        jackknife: pd.DataFrame | None = None, parm=None, **options
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap intervals at ``level`` for every parameter of ``fit.names``
     (``fit.conf_int(alpha, method="bootstrap", ...)``; module docstring). ``kind``:
     ``"bc"`` (default: bias-corrected percentile, the closest to 95% coverage in the
@@ -295,22 +323,30 @@ def bootstrap_intervals(fit, level: float, replicates: pd.DataFrame | None = Non
     ``"bca"`` (bias-corrected and accelerated: a from ``jackknife=``, a ``fit.jackknife()``
     table, or from a jackknife made with ``scheduler``, ``workers`` and ``progress``),
     ``"studentized"`` (bootstrap-t on the Wald scale; needs the ``se:<name>`` columns),
-    ``"percentile"`` or ``"basic"``.
+    ``"percentile"``, ``"basic"`` or ``"profile"`` (bootstrap-calibrated profile likelihood,
+    ``melsm.results.bootstrap_lr``: needs the ``root:<name>`` columns of
+    ``fit.bootstrap(signed_roots=...)``; ``parm``: the parameters, default those with roots
+    in ``replicates`` or all when it makes them; the others NaN).
     ``replicates``: a table from ``fit.bootstrap()`` to use (e.g. for several levels or
     kinds); otherwise one is made with ``options`` (``n_boot``, ``seed``, ``scheduler``,
     ``workers``, ``progress``), not kept."""
     if kind not in KINDS:
         raise MelsmInputError(f"kind must be one of {', '.join(map(repr, KINDS))}, not {kind!r}")
+    if parm is not None and kind != "profile":
+        raise MelsmInputError(f"parm= is for kind='profile', not {kind!r}")
     if replicates is not None and options and kind != "bca":
         raise MelsmInputError(f"give either replicates= or the options to make them ({', '.join(options)}), not both")
     if replicates is not None:
         _checked_replicates(fit, replicates, kind)
     accel = _jackknife_for(fit, kind, jackknife, options, replicates is not None)
     if replicates is None:
-        replicates = bootstrap(fit, **options)
+        roots = {"signed_roots": True if parm is None else parm} if kind == "profile" else {}
+        replicates = bootstrap(fit, **options, **roots)
     rows = _converged(_checked_replicates(fit, replicates, kind))
     if rows is None:
         return np.full(len(fit.names), np.nan), np.full(len(fit.names), np.nan)
+    if kind == "profile":
+        return _profile_calibrated(fit, rows, level, parm)
     if kind == "studentized":
         return _studentized(fit, rows, level)
     values = rows[fit.names].to_numpy(dtype=float)

@@ -82,9 +82,13 @@ class _Target:
         return (c - self.shift) / self.scale
 
 
-def profile_intervals(fit, level: float, parm=None, progress=None) -> tuple[np.ndarray, np.ndarray]:
+def profile_intervals(fit, level: float, parm=None, progress=None,
+                      levels: dict[str, tuple[float, float]] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Profile-likelihood intervals (module docstring) of the parameters named in ``parm``
     (a name or a list of names of ``fit.names``; default all); the others are NaN.
+    ``levels``: per name, the values (z_low, z_high) of ζ's roots in place of (z, z): the
+    lower end solves ζ(c) = −z_low, the upper ζ(c) = z_high (both > 0; the
+    bootstrap-calibrated intervals of ``melsm.results.bootstrap_lr``).
     ``progress``: one count per parameter, as ``melsm.progress.Progress`` shows it (None:
     a bar in a terminal or notebook once the profile has run ``PROGRESS_DELAY`` s, nothing
     in a log, as for ML fits; True: a bar; False: nothing; a callable ``(done, total)``)."""
@@ -99,7 +103,7 @@ def profile_intervals(fit, level: float, parm=None, progress=None) -> tuple[np.n
                   delay=PROGRESS_DELAY if progress is None else 0.0) as report:
         for name in names:
             k = fit.names.index(name)
-            low[k], high[k] = context.interval(k)
+            low[k], high[k] = context.interval(k, None if levels is None else levels[name])
             report.advance()
     return low, high
 
@@ -150,8 +154,9 @@ class _Context:
         target = _Target(k, self.fit.names[k], pid.category, estimate, float(scale), float(shift), at_boundary)
         return target, rep
 
-    def interval(self, k: int) -> tuple[float, float]:
-        """(lower, upper) of reported parameter k, user units."""
+    def interval(self, k: int, levels: tuple[float, float] | None = None) -> tuple[float, float]:
+        """(lower, upper) of reported parameter k, user units: ζ = −z_low and ζ = z_high
+        with ``levels`` = (z_low, z_high), default (z, z)."""
         target, rep = self.target(k)
         if not np.isfinite(target.estimate):
             return np.nan, np.nan  # e.g. the correlation of an effect with variance 0
@@ -161,7 +166,8 @@ class _Context:
             if target.at_boundary and (direction == -1) == (target.kind == "sd" or target.estimate < 0):
                 ends.append(target.estimate)  # the side of the boundary itself
                 continue
-            ends.append(self._end(target, profiler, direction))
+            z = self.z if levels is None else levels[0 if direction < 0 else 1]
+            ends.append(self._end(target, profiler, direction, z))
         return ends[0], ends[1]
 
     def _profiler(self, target: _Target, rep) -> Profiler:
@@ -189,7 +195,7 @@ class _Context:
             return None
         return 0.5 * (inverse + inverse.T)
 
-    def _end(self, target: _Target, profiler: Profiler, direction: int) -> float:
+    def _end(self, target: _Target, profiler: Profiler, direction: int, z: float) -> float:
         u_hat = target.u(target.estimate)
         first, limit = self._first_and_limit(target, direction)
 
@@ -201,7 +207,7 @@ class _Context:
             lr = max(2 * (self.loglik - point.loglik), 0.0)
             return float(np.sign(c - target.estimate) * np.sqrt(lr))
 
-        end = find_end(zeta, u_hat, first, self.z, limit)
+        end = find_end(zeta, u_hat, first, z, limit)
         return self._value(target, end, direction)
 
     def _first_and_limit(self, target: _Target, direction: int) -> tuple[float, float | None]:
