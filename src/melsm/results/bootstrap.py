@@ -18,7 +18,9 @@ b = 0, …, n_boot − 1:
 With ``double=True`` (``refit_double``) replicate b also draws one inner data set from
 its own refit θ*_b with ``SeedSequence([seed, b, 1])`` and refits it from θ*_b, recorded
 in the ``inner:`` columns: the input of double-bootstrap calibrations (none is a kind of
-interval yet; bench/bootstrap_double.py).
+interval yet; bench/bootstrap_double.py). With ``signed_roots=`` (``refit_roots``)
+replicate b also gets, per parameter, its signed root at ψ̂ from one constrained refit,
+in the ``root:`` columns: the input of ``kind="profile"`` (``melsm.results.bootstrap_lr``).
 
 Replicate b depends on (seed, b) only, so the replicates are the same in whatever order
 and on whatever scheduler they run. The intervals made from them
