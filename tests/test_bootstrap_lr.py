@@ -179,3 +179,10 @@ def test_coverage_benchmark_with_roots_keeps_the_other_intervals():
     for method in bench.ROOT_METHODS:
         assert np.isfinite(rows[f"{method}_lower"]).all() and (rows[f"{method}_lower"] < rows[f"{method}_upper"]).all()
     assert result["roots"] and set(result["boot_roots_failed"]) == set(bench.TRUTH)
+
+
+def test_processes_scheduler_gives_the_same_roots(fit, reps):
+    """The constrained refits run on a Dask worker exactly as in this process."""
+    there = fit.bootstrap(3, seed=SEED, scheduler="processes", workers=1, progress=False, signed_roots=True)
+    columns = [*fit.names, *(f"root:{name}" for name in fit.names)]
+    np.testing.assert_array_equal(there[columns].to_numpy(), reps[columns].iloc[:3].to_numpy())
