@@ -186,3 +186,16 @@ def test_processes_scheduler_gives_the_same_roots(fit, reps):
     there = fit.bootstrap(3, seed=SEED, scheduler="processes", workers=1, progress=False, signed_roots=True)
     columns = [*fit.names, *(f"root:{name}" for name in fit.names)]
     np.testing.assert_array_equal(there[columns].to_numpy(), reps[columns].iloc[:3].to_numpy())
+
+
+@pytest.mark.filterwarnings("ignore:only 8 usable bootstrap replicates")
+@pytest.mark.filterwarnings("ignore::melsm.MelsmBoundaryWarning")
+def test_a_parameter_on_the_boundary_gets_no_interval_with_a_warning():
+    fit = melsm.Model(mean=FORMULA, data=gaussian_data(1, sd_u=0.0, groups=10, rows=4)).fit()
+    assert fit.boundary == ["sd:mean:Intercept"]
+    table = fit.bootstrap(8, seed=1, progress=False, signed_roots=True)
+    assert (table["root:sd:mean:Intercept"] >= 0).all()  # ψ̂ = 0: no replicate's ψ* lies below
+    with pytest.warns(melsm.MelsmFitWarning, match="no bootstrap-calibrated profile interval for sd:mean:Intercept"):
+        intervals = fit.conf_int(method="bootstrap", kind="profile", replicates=table)
+    assert intervals.loc["sd:mean:Intercept"].isna().all()
+    assert np.isfinite(intervals.drop("sd:mean:Intercept").to_numpy()).all()

@@ -22,8 +22,9 @@ upper end ψ_U solves r(ψ_U) = q*_a; in ζ = −r: ζ(ψ_L) = −q*_{1−a}, ζ
 found by the profile's own root-finding (``profile_intervals(levels=...)`` with
 (z_low, z_high) = (q*_{1−a}, −q*_a)). With q*_a = −z and q*_{1−a} = z it is the profile
 interval. Both must be > 0 (ψ̂ inside the interval); otherwise that parameter gets no
-interval (NaN, with a warning). Failed constrained maximisations are NaN roots, left out
-and counted like undefined values (``bootstrap_ci``).
+interval (NaN, with a warning): so does a parameter estimated on the boundary (an SD at
+0), whose r(ψ) has one sign only, as have its replicates' roots. Failed constrained
+maximisations are NaN roots, left out and counted like undefined values (``bootstrap_ci``).
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def calibrated_intervals(fit, level: float, roots: np.ndarray, names: list[str],
            and not (z_low > 0 and z_high > 0)]
     if bad:
         warnings.warn(f"no bootstrap-calibrated profile interval for {', '.join(bad)}: the quantiles of the "
-                      "signed roots do not bracket 0", MelsmFitWarning, stacklevel=5)
+                      "signed roots do not bracket 0 (as for a parameter estimated on the boundary, whose "
+                      "replicates' roots all have one sign)", MelsmFitWarning, stacklevel=5)
     usable = [name for name, (z_low, z_high) in levels.items() if z_low > 0 and z_high > 0]
     if not usable:
         return np.full(len(fit.names), np.nan), np.full(len(fit.names), np.nan)
