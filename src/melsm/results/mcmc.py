@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import jax
@@ -91,7 +92,6 @@ class MCMCResults(Results):
         self.idata = MelsmInferenceData(lazy={"log_likelihood": FitLoader(self, "_loglik_group")},
                                         **posterior_data(self, values, effects, order))
         self._params_table = self._table(values)
-        self.dic = self._dic()
         self._check()
         self.notes = skewness_notes(self._params_table, values)
 
@@ -108,6 +108,12 @@ class MCMCResults(Results):
             "ess_tail": summary["ess_tail"].to_numpy(), "mcse_mean": summary["mcse_mean"].to_numpy(),
         }, index=pd.Index(self.names, name="parameter"))
         return table
+
+    @cached_property
+    def dic(self) -> dict:
+        """DIC conditional on the random effects (``_dic``), computed on first use: it
+        evaluates the deviance at every draw, seconds that a fit not asked for it saves."""
+        return self._dic()
 
     def _dic(self) -> dict:
         """DIC conditional on the random effects, as Stat-JR/MLwiN report it:
