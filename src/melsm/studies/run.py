@@ -39,26 +39,17 @@ from melsm.studies.replicate import failed_rows, replicate_rows, typed_rows
 from melsm.studies.study import Study
 from melsm.studies.summary import StudyResults
 
-#: A worker process drops its compiled functions after this many replicates: XLA keeps
-#: memory maps for every compiled model (Linux allows 65,530 per process).
-RELEASE_EVERY = 200
 _FILE = re.compile(r"^d(\d+)-r(\d+)\.parquet$")
 #: What reading a damaged Parquet file raises.
 _READ_ERRORS = (OSError, ValueError, pa.ArrowException)
-_done_in_process = 0
 log = logging.getLogger(__name__)
 
 
 def _replicate_task(study: Study, design_id: int, replicate: int) -> pd.DataFrame:
-    """One replicate on a worker (``replicate_rows``), releasing compiled functions now and then."""
-    global _done_in_process
-    rows = replicate_rows(study, design_id, replicate)
-    _done_in_process += 1
-    if _done_in_process % RELEASE_EVERY == 0:
-        from melsm.engine.compiled import release
-
-        release()
-    return rows
+    """One replicate on a worker (``replicate_rows``). A worker that meets many model shapes
+    stays under the kernel's memory-map limit by ``engine.compiled.bound_maps``, which every
+    compilation and MCMC run calls first."""
+    return replicate_rows(study, design_id, replicate)
 
 
 class Store:
