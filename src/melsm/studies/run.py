@@ -10,7 +10,9 @@ file that cannot be read (a disk that filled up, a copy cut short) is moved asid
 ``unreadable/`` on resume and its replicate run again; reading results skips it with a
 warning.
 
-Replicates are Dask tasks (``_replicate_task``, a top-level function so that it pickles);
+Replicates are Dask tasks (``studies.replicate.replicate_rows``, a top-level function, so it
+pickles; a worker meeting many model shapes stays under the memory-map limit by
+``engine.compiled.bound_maps``);
 their rows come back to this process, which writes them as they complete
 (``as_completed``), so the workers need no shared file system. The cluster comes from
 ``melsm.parallel.connect``, which the parametric bootstrap shares. A replicate whose task
@@ -43,13 +45,6 @@ _FILE = re.compile(r"^d(\d+)-r(\d+)\.parquet$")
 #: What reading a damaged Parquet file raises.
 _READ_ERRORS = (OSError, ValueError, pa.ArrowException)
 log = logging.getLogger(__name__)
-
-
-def _replicate_task(study: Study, design_id: int, replicate: int) -> pd.DataFrame:
-    """One replicate on a worker (``replicate_rows``). A worker that meets many model shapes
-    stays under the kernel's memory-map limit by ``engine.compiled.bound_maps``, which every
-    compilation and MCMC run calls first."""
-    return replicate_rows(study, design_id, replicate)
 
 
 class Store:
@@ -185,7 +180,7 @@ def run_study(study: Study, out: str | Path, scheduler: str | None = None, worke
                       initial=len(keys) - len(todo)) as bar:
             client, cluster = connect(scheduler, workers)
             try:
-                futures = {client.submit(_replicate_task, study, d, r, pure=False): (d, r) for d, r in todo}
+                futures = {client.submit(replicate_rows, study, d, r, pure=False): (d, r) for d, r in todo}
                 for future in as_completed(futures):
                     d, r = futures.pop(future)
                     try:
