@@ -25,11 +25,14 @@ instead of refitting (the R fits are redone, seconds), e.g. after changing an in
 ``--double`` makes the replicates with ``fit.bootstrap(double=True)`` (one inner refit
 each, 2B refits; the outer ones and every interval here are the same): the input of
 ``bootstrap_double.py``.
-``--roots`` makes them with ``fit.bootstrap(signed_roots=True)`` (one constrained refit per
+``--roots [NAME ...]`` makes them with ``fit.bootstrap(signed_roots=True)`` (or of the named
+parameters only, ``signed_roots=[...]``; one constrained refit per
 parameter per replicate: 7B refits here; the other columns, and so every other interval,
 are the same) and adds two methods: ``profile`` (``conf_int(method="profile")``, the plain
 profile-likelihood interval of the same fit) and ``profile_boot`` (``conf_int(method=
 "bootstrap", kind="profile")``, the bootstrap-calibrated one).
+
+``--seed S`` draws data set r from ``SeedSequence([S, r])`` (a fresh set of data sets).
 
 ``run(...)`` is what the command calls; ``tests/test_bootstrap.py`` runs it tiny.
 """
@@ -56,9 +59,9 @@ log = logging.getLogger("bootstrap_coverage")
 FORMULAS = {"mean": "y ~ x + (1 | g)", "within": "~ 1 + (1 | g)"}
 
 
-def simulate(r: int, groups: int = GROUPS, rows: int = ROWS) -> pd.DataFrame:
-    """Replication ``r``'s data from the true model."""
-    rng = np.random.default_rng(np.random.SeedSequence([SEED, r]))
+def simulate(r: int, groups: int = GROUPS, rows: int = ROWS, seed: int = SEED) -> pd.DataFrame:
+    """Replication ``r``'s data from the true model (``SeedSequence([seed, r])``)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, r]))
     sd_u, sd_v, rho = TRUTH["sd:mean:Intercept"], TRUTH["sd:within:Intercept"], TRUTH[
         "corr:mean:Intercept,within:Intercept"]
     sigma = np.array([[sd_u**2, rho * sd_u * sd_v], [rho * sd_u * sd_v, sd_v**2]])
@@ -76,13 +79,14 @@ ROOT_METHODS = ("profile", "profile_boot")
 
 
 def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None = None, double: bool = False,
-                roots: bool = False) -> tuple[list[dict], pd.DataFrame | None]:
+                roots: bool | list[str] = False, seed: int = SEED) -> tuple[list[dict], pd.DataFrame | None]:
     """One row per parameter (the estimate and every method's 95% interval), and the
     replicates (``stored`` when given: no refits; ``double``: with inner replicates;
-    ``roots``: with signed roots, and the ``ROOT_METHODS`` too)."""
+    ``roots``: with signed roots, True for every parameter or a list of names, and the
+    ``ROOT_METHODS`` too)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # boundary and too-few-replicates warnings: recorded below
-        fit = melsm.Model(data=simulate(r), **FORMULAS).fit()
+        fit = melsm.Model(data=simulate(r, seed=seed), **FORMULAS).fit()
         if not fit.converged:
             return [{"replication": r, "parameter": name, "fit_converged": False} for name in fit.names], None
         started = time.perf_counter()
@@ -108,7 +112,8 @@ def replication(r: int, boot: int, scheduler: str, stored: pd.DataFrame | None =
                      "boot_no_se": int((~np.isfinite(done[f"se:{name}"])).sum()),
                      "boot_seconds": seconds, "refit_seconds_median": float(reps["seconds"].median()),
                      "jack_failed": int((~jack["converged"]).sum()), "jack_seconds": jack_seconds,
-                     **({"boot_root_failed": int((~np.isfinite(done[f"root:{name}"])).sum())} if roots else {})})
+                     **({"boot_root_failed": int((~np.isfinite(done[f"root:{name}"])).sum())}
+                        if f"root:{name}" in done else {})})
     return rows, reps.assign(replication=r)
 
 
@@ -134,7 +139,8 @@ def summarise(rows: pd.DataFrame) -> dict:
 
 
 def run(replications: int, boot: int, scheduler: str = "processes", workers: int | None = None,
-        stored: pd.DataFrame | None = None, double: bool = False, roots: bool = False) -> dict:
+        stored: pd.DataFrame | None = None, double: bool = False, roots: bool | list[str] = False,
+        seed: int = SEED) -> dict:
     """The study; ``scheduler="processes"`` starts one local cluster for all replications.
     ``stored``: replicate tables (column ``replication``) to use instead of refitting.
     The replicates are returned under ``"replicates"`` (not written to the JSON)."""
@@ -149,7 +155,7 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
     try:
         for r in range(replications):
             given = None if stored is None else stored[stored["replication"] == r].drop(columns="replication")
-            more, reps = replication(r, boot, scheduler, given, double, roots)
+            more, reps = replication(r, boot, scheduler, given, double, roots, seed)
             rows += more
             tables += [] if reps is None else [reps]
             log.info("replication %d done, %.0f s", r, time.perf_counter() - started)
@@ -160,7 +166,7 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
     frame = pd.DataFrame(rows)
     done = frame[frame["fit_converged"]].drop_duplicates("replication")
     return {"design": {"groups": GROUPS, "rows_per_group": ROWS, "formulas": FORMULAS, "truth": TRUTH,
-                       "seed": SEED},
+                       "seed": seed},
             "replications": replications, "boot": boot, "level": 0.95, "workers": workers, "roots": roots,
             "seconds": time.perf_counter() - started, "refitted": stored is None,
             "fits_not_converged": int(replications - len(done)),
@@ -171,7 +177,8 @@ def run(replications: int, boot: int, scheduler: str = "processes", workers: int
             "jack_refits_failed": int(done["jack_failed"].sum()) if len(done) else 0,
             "boot_seconds": float(done["boot_seconds"].sum()) if len(done) else 0.0,
             "boot_roots_failed": ({name: int(g["boot_root_failed"].sum()) for name, g in frame[
-                frame["fit_converged"]].groupby("parameter", sort=False)} if roots and len(done) else {}),
+                frame["fit_converged"]].groupby("parameter", sort=False) if g["boot_root_failed"].notna().all()}
+                if roots and len(done) else {}),
             "jack_seconds": float(done["jack_seconds"].sum()) if len(done) else 0.0,
             "coverage": summarise(frame), "rows": frame.to_dict(orient="records"),
             "replicates": pd.concat(tables) if tables else None}
@@ -193,11 +200,15 @@ def main() -> None:
     parser.add_argument("--save-replicates", type=Path, default=None, help="write every replicate table here")
     parser.add_argument("--replicates", type=Path, default=None, help="use these replicate tables, no refits")
     parser.add_argument("--double", action="store_true", help="one inner refit per replicate (bootstrap_double.py)")
-    parser.add_argument("--roots", action="store_true", help="signed roots: bootstrap-calibrated profile intervals")
+    parser.add_argument("--roots", nargs="*", default=None, metavar="NAME",
+                        help="signed roots (of these parameters; all without names): bootstrap-calibrated "
+                             "profile intervals")
+    parser.add_argument("--seed", type=int, default=SEED, help="data set r from SeedSequence([seed, r])")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stored = None if args.replicates is None else pd.read_parquet(args.replicates)
-    result = run(args.replications, args.boot, "processes", args.workers, stored, args.double, args.roots)
+    roots = False if args.roots is None else (args.roots or True)
+    result = run(args.replications, args.boot, "processes", args.workers, stored, args.double, roots, args.seed)
     if args.save_replicates is not None and result["replicates"] is not None:
         result["replicates"].to_parquet(args.save_replicates)
     args.out.write_text(dump(result))

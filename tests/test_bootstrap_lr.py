@@ -1,7 +1,8 @@
 """Bootstrap-calibrated profile-likelihood intervals (melsm.results.bootstrap_lr;
 docs/architecture.md, 'Bootstrap intervals'): the replicates' signed roots against a
-constrained refit by hand, the interval against the profile one when the quantiles are
-±z, the ends at the bootstrap quantiles, reproducibility, failures and refused options."""
+constrained refit by hand, the interval against the profile one when mean(r*²) is 1 and
+against the profile interval at the level of the rescaled cut-off otherwise, the ends
+where the LR meets c·z², reproducibility, failures and refused options."""
 
 from __future__ import annotations
 
@@ -72,25 +73,37 @@ def test_roots_leave_the_other_columns_as_they_are_and_are_reproducible(fit, rep
     np.testing.assert_array_equal(one["root:sd:mean:Intercept"], reps["root:sd:mean:Intercept"].iloc[:3])
 
 
-def symmetric_table(fit, n: int = 201) -> pd.DataFrame:
-    """A table whose roots' 2.5% and 97.5% quantiles are exactly −z and z (the sorted
-    roots 5 and 195, with their neighbours, equal ∓z)."""
-    roots = np.array([-9.0] * 3 + [-Z] * 5 + [0.0] * (n - 16) + [Z] * 5 + [9.0] * 3)
+def table_with_roots(fit, roots: np.ndarray) -> pd.DataFrame:
+    """A replicate table at θ̂ whose every ``root:<name>`` column is ``roots``."""
     estimates = fit.table()["estimate"]
-    frame = pd.DataFrame({name: np.full(n, estimates[name]) for name in fit.names})
+    frame = pd.DataFrame({name: np.full(len(roots), estimates[name]) for name in fit.names})
     frame["converged"] = True
     for name in fit.names:
         frame[f"root:{name}"] = roots
     return frame
 
 
-def test_symmetric_normal_quantiles_give_the_profile_interval(fit):
-    table = symmetric_table(fit)
+UNIT_ROOTS = np.array([-1.0, 1.0] * 100)  # mean(r*²) = 1 exactly
+
+
+def test_a_mean_square_of_one_gives_the_profile_interval(fit):
+    table = table_with_roots(fit, UNIT_ROOTS)
     assert root_levels(["a"], table[["root:mean:x"]].to_numpy(), 0.95) == {"a": (Z, Z)}
     calibrated = fit.conf_int(method="bootstrap", kind="profile", replicates=table)
     np.testing.assert_allclose(calibrated.to_numpy(), fit.conf_int(method="profile").to_numpy(), rtol=0, atol=1e-6)
     one = fit.conf_int(method="bootstrap", kind="profile", replicates=table, parm="mean:x")
     assert one.loc["mean:x"].tolist() == calibrated.loc["mean:x"].tolist() and one.drop("mean:x").isna().all().all()
+
+
+def test_a_mean_square_of_c_gives_the_profile_interval_at_z_times_root_c(fit):
+    """Roots ±1.3 (c = 1.69): the profile interval whose cut-off is (1.3 z)², i.e. at the
+    level 1 − 2(1 − Φ(1.3 z)) — the same profile, another level."""
+    table = table_with_roots(fit, 1.3 * UNIT_ROOTS)
+    calibrated = quiet(lambda: fit.conf_int(method="bootstrap", kind="profile", replicates=table))
+    alpha = 2 * float(scipy.special.ndtr(-1.3 * Z))
+    wider = fit.conf_int(method="profile", alpha=alpha)
+    np.testing.assert_allclose(calibrated.to_numpy(), wider.to_numpy(), rtol=0, atol=1e-6)
+    assert (calibrated["lower"] < fit.conf_int(method="profile")["lower"]).all()
 
 
 def profile_root(fit, name: str, value: float) -> float:
@@ -105,21 +118,22 @@ def profile_root(fit, name: str, value: float) -> float:
     return float(np.sign(target.estimate - value) * np.sqrt(2 * (context.loglik - point.loglik)))
 
 
-def test_the_ends_are_where_the_signed_root_meets_the_bootstrap_quantiles(fit, reps):
+def test_the_ends_are_where_the_lr_meets_the_rescaled_cut_off(fit, reps):
     intervals = quiet(lambda: fit.conf_int(method="bootstrap", kind="profile", replicates=reps))
     data = gaussian_data(1)
     for name in fit.names:
-        q_low, q_high = np.quantile(reps[f"root:{name}"], [0.025, 0.975])
+        cut = Z * np.sqrt(np.mean(reps[f"root:{name}"] ** 2))
         low, high = intervals.loc[name]
         assert low < fit.table()["estimate"][name] < high
-        assert abs(profile_root(fit, name, low) - q_high) < 1e-8, name
-        assert abs(profile_root(fit, name, high) - q_low) < 1e-8, name
+        assert abs(profile_root(fit, name, low) - cut) < 1e-8, name
+        assert abs(profile_root(fit, name, high) + cut) < 1e-8, name
     # the slope's ends against refits by hand
+    cut = Z * np.sqrt(np.mean(reps["root:mean:x"] ** 2))
     low, high = intervals.loc["mean:x"]
-    for end, q in ((low, np.quantile(reps["root:mean:x"], 0.975)), (high, np.quantile(reps["root:mean:x"], 0.025))):
+    for end, sign in ((low, 1), (high, -1)):
         root = np.sign(fit.table()["estimate"]["mean:x"] - end) * np.sqrt(
             2 * (fit.loglik - slope_held_loglik(data["y"].to_numpy(), data, end)))
-        assert abs(root - q) < 1e-7
+        assert abs(root - sign * cut) < 1e-7
 
 
 @pytest.mark.filterwarnings("ignore:only 18 usable bootstrap replicates")

@@ -25,10 +25,10 @@ fit's; quantiles are numpy's default, linear interpolation):
   correlation intervals within [−1, 1].
 * ``kind="basic"``: 2θ̂ minus those quantiles, the other way round (it may leave the
   parameter space).
-* ``kind="profile"``: the profile-likelihood interval with the signed root calibrated by
-  the bootstrap, {ψ : q*_a ≤ r(ψ) ≤ q*_{1−a}}, r(ψ) = sign(ψ̂ − ψ)·√(2(ℓ̂ − pl(ψ))) and q*
-  the quantiles of the replicates' r*_b (the ``root:<name>`` columns): the lower end at
-  r = q*_{1−a}, the upper at r = q*_a (``melsm.results.bootstrap_lr``).
+* ``kind="profile"``: the profile-likelihood interval with its cut-off rescaled by the
+  bootstrap (Bartlett correction), {ψ : 2(ℓ̂ − pl(ψ)) ≤ c·z²}, c the mean of the
+  replicates' squared signed roots r*_b² (the ``root:<name>`` columns), the
+  likelihood-ratio statistics at ψ̂ (``melsm.results.bootstrap_lr``).
 
 Refits that did not converge (or raised) are left out and counted in a
 ``MelsmFitWarning``; when more than ``MAX_FAILED_SHARE`` of them failed every interval is
