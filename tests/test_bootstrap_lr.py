@@ -136,7 +136,7 @@ def test_the_ends_are_where_the_lr_meets_the_rescaled_cut_off(fit, reps):
         assert abs(root - sign * cut) < 1e-7
 
 
-@pytest.mark.filterwarnings("ignore:only 18 usable bootstrap replicates")
+@pytest.mark.filterwarnings("ignore:only 18 usable bootstrap replicates for the profile calibration")
 def test_failed_roots_are_left_out_and_counted(fit, reps):
     table = reps.copy()
     table.loc[[0], "root:mean:x"] = np.nan
@@ -202,7 +202,7 @@ def test_processes_scheduler_gives_the_same_roots(fit, reps):
     np.testing.assert_array_equal(there[columns].to_numpy(), reps[columns].iloc[:3].to_numpy())
 
 
-@pytest.mark.filterwarnings("ignore:only 8 usable bootstrap replicates")
+@pytest.mark.filterwarnings("ignore:only 8 usable bootstrap replicates for the profile calibration")
 @pytest.mark.filterwarnings("ignore::melsm.MelsmBoundaryWarning")
 def test_a_parameter_on_the_boundary_gets_no_interval_with_a_warning():
     fit = melsm.Model(mean=FORMULA, data=gaussian_data(1, sd_u=0.0, groups=10, rows=4)).fit()
@@ -213,3 +213,13 @@ def test_a_parameter_on_the_boundary_gets_no_interval_with_a_warning():
         intervals = fit.conf_int(method="bootstrap", kind="profile", replicates=table)
     assert intervals.loc["sd:mean:Intercept"].isna().all()
     assert np.isfinite(intervals.drop("sd:mean:Intercept").to_numpy()).all()
+
+
+def test_few_replicates_warn_of_the_cut_offs_monte_carlo_error(fit, reps):
+    with pytest.warns(melsm.MelsmFitWarning, match=r"only 19 usable bootstrap replicates for the profile "
+                                                   r"calibration: its cut-off carries a Monte Carlo error of "
+                                                   r"about 16% \(1/√\(2n\); n_boot=200 gives 5%\)"):
+        fit.conf_int(method="bootstrap", kind="profile", replicates=reps, parm="mean:x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", melsm.MelsmFitWarning)  # 200 replicates: no warning
+        fit.conf_int(method="bootstrap", kind="profile", replicates=table_with_roots(fit, UNIT_ROOTS), parm="mean:x")

@@ -81,6 +81,9 @@ from melsm.results.profile import _requested
 
 #: Replicates expected beyond each endpoint below which a warning says there are too few.
 MIN_TAIL = 5
+#: Replicates below which ``kind="profile"`` warns: the relative SE of its cut-off z·√c, c the
+#: mean of n replicates' χ²₁-like statistics (variance 2), is about 1/√(2n), 5% at 200.
+MIN_PROFILE_REPLICATES = 200
 #: Above this share of failed refits (or of undefined values of a parameter), intervals are NaN.
 MAX_FAILED_SHARE = 0.1
 KINDS = ("studentized", "bc", "bca", "percentile", "basic", "profile")
@@ -159,7 +162,13 @@ def _usable(names: list[str], values: np.ndarray, level: float, kind: str, why: 
                       f"{', '.join(left_out)}; with more than {MAX_FAILED_SHARE:.0%} left out there is no "
                       "interval (NaN)",
                       MelsmFitWarning, stacklevel=_STACK + 1)
-    if keep.any() and n[keep].min() * tail < MIN_TAIL - 1e-9:  # (1 − 0.95)/2 is not exactly 0.025
+    if kind == "profile":  # a mean, not tails: its Monte Carlo error is what matters
+        if keep.any() and n[keep].min() < MIN_PROFILE_REPLICATES:
+            fewest = int(n[keep].min())
+            warnings.warn(f"only {fewest} usable bootstrap replicates for the profile calibration: its cut-off "
+                          f"carries a Monte Carlo error of about {1 / np.sqrt(2 * fewest):.0%} (1/√(2n); "
+                          f"n_boot={MIN_PROFILE_REPLICATES} gives 5%)", MelsmFitWarning, stacklevel=_STACK + 1)
+    elif keep.any() and n[keep].min() * tail < MIN_TAIL - 1e-9:  # (1 − 0.95)/2 is not exactly 0.025
         needed = int(np.ceil(MIN_TAIL / tail - 1e-9))
         warnings.warn(f"only {int(n[keep].min())} usable bootstrap replicates for {level:.0%} intervals: "
                       f"{needed} or more put at least {MIN_TAIL} beyond each endpoint (n_boot={needed})",
