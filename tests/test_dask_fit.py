@@ -160,3 +160,21 @@ def test_worker_killed_mid_fit(cluster, data, in_memory, tmp_path, monkeypatch):
     fit, _ = fit_on(cluster, tmp_path / "data")
     assert killed
     assert_same_fit(fit, in_memory)
+
+
+def test_one_task_per_worker_whatever_the_partitions(cluster, data, in_memory, monkeypatch):
+    """7 partitions on 2 workers: every evaluation sends at most 2 tasks, which between
+    them evaluate each partition once, and the fit is the in-memory one."""
+    plans = []
+    original = RemoteBlocks.holders
+
+    def recording(self):
+        plan = original(self)
+        plans.append({worker: list(parts) for worker, parts in plan.items()})
+        return plan
+
+    monkeypatch.setattr(RemoteBlocks, "holders", recording)
+    fit, _ = fit_on(cluster, by_group(data, 7))
+    assert_same_fit(fit, in_memory)
+    assert len(plans) > 20 and all(1 <= len(plan) <= 2 for plan in plans)
+    assert all(sorted(k for parts in plan.values() for k in parts) == list(range(7)) for plan in plans)

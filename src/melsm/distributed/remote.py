@@ -4,11 +4,15 @@ quadrature modes at θ computed there (docs/architecture.md, 'Data on a cluster'
 
 log L = Σ_p log L_p and ∇ log L = Σ_p ∇ log L_p over the partitions p, because groups are
 independent given θ and no group is split. The client sends θ (and the nodes' θ and each
-group's last modes, the warm start of its mode search) with one task per partition and
-sums the answers in the partitions' order; ``estimate.objective.Objective`` sees a
-``RemoteBlocks`` as data that evaluates itself. The blocks are Dask futures computed from
-the source (Parquet, or the Dask DataFrame's graph), so a worker lost mid-fit costs a
-recomputation of its partitions, not the fit.
+group's last modes, the warm start of its mode search) with one task per worker, which
+evaluates the partitions that worker holds one after another (a task round trip costs
+more than a small partition's evaluation), and sums the answers in the partitions' order,
+so the sum does not depend on which worker held what; ``estimate.objective.Objective``
+sees a ``RemoteBlocks`` as data that evaluates itself. The blocks are Dask futures
+computed from the source (Parquet, or the Dask DataFrame's graph), so a worker lost
+mid-fit costs a recomputation of its partitions, not the fit: a task meant for it may run
+on any worker (``allow_other_workers``), and the partitions are regrouped by holder after
+any task ran elsewhere than planned.
 """
 
 from __future__ import annotations
@@ -53,6 +57,16 @@ def _warm_start(data, eta: np.ndarray):
     return jax.device_put(tuple(start), jax.devices()[0])
 
 
+def evaluate_partitions(held: list, x: np.ndarray, etas: list, node_theta: np.ndarray, layout: ParamLayout,
+                        n_quad: int, nodes_move: bool) -> tuple[str, list]:
+    """(this worker's address, ``evaluate_partition`` of each partition in ``held``)."""
+    from distributed import get_worker
+
+    answers = [evaluate_partition(h, x, eta, node_theta, layout, n_quad, nodes_move)
+               for h, eta in zip(held, etas, strict=True)]
+    return get_worker().address, answers
+
+
 def evaluate_partition(held: tuple, x: np.ndarray, eta: np.ndarray, node_theta: np.ndarray, layout: ParamLayout,
                        n_quad: int, nodes_move: bool) -> tuple[float, np.ndarray, np.ndarray | None]:
     """(log L_p, ∇ log L_p, the groups' modes) of one partition at θ = ``x``."""
@@ -79,8 +93,20 @@ class RemoteBlocks:
     def __init__(self, client, futures: list, positions: list[np.ndarray], n_groups: int):
         self.client, self.futures, self.positions = client, futures, positions
         self.G = np.zeros((n_groups, 0))
-        #: evaluations sent so far (each one task per partition)
+        #: evaluations sent so far (each one task per worker holding partitions)
         self.evaluations = 0
+        #: {worker address: indices of the partitions it holds}; None: ask the scheduler
+        self._holders: dict[str, list[int]] | None = None
+
+    def holders(self) -> dict[str, list[int]]:
+        """The partitions grouped by the worker holding their blocks (asked once, again
+        after a task ran elsewhere: a worker lost and its partitions recomputed)."""
+        if self._holders is None:
+            who = self.client.who_has(self.futures)
+            self._holders = {}
+            for k, future in enumerate(self.futures):
+                self._holders.setdefault(min(who.get(future.key, ()), default=""), []).append(k)
+        return self._holders
 
     def __getattr__(self, name: str):
         # The posterior of the effects (and what needs it: fitted values, residuals) reads
@@ -98,11 +124,18 @@ class RemoteBlocks:
         """log L(θ), its gradient and ``Modes`` (None without random scale effects)."""
         x, node_theta = np.asarray(x, float), np.asarray(node_theta, float)
         eta = np.asarray(eta_start, float)
-        tasks = [self.client.submit(evaluate_partition, held, x, eta[where], node_theta, layout, n_quad, nodes_move,
-                                    pure=False)
-                 for held, where in zip(self.futures, self.positions, strict=True)]
+        plan = self.holders()
+        tasks = [self.client.submit(evaluate_partitions, [self.futures[k] for k in parts], x,
+                                    [eta[self.positions[k]] for k in parts], node_theta, layout, n_quad, nodes_move,
+                                    workers=[worker] if worker else None, allow_other_workers=True, pure=False)
+                 for worker, parts in plan.items()]
         self.evaluations += 1
-        answers = self.client.gather(tasks)
+        answers = [None] * len(self.futures)
+        for (ran_on, results), (worker, parts) in zip(self.client.gather(tasks), plan.items(), strict=True):
+            if ran_on != worker:
+                self._holders = None
+            for k, result in zip(parts, results, strict=True):
+                answers[k] = result
         value, grad = 0.0, np.zeros(len(x))
         modes = np.zeros_like(eta)
         for (v, g, m), where in zip(answers, self.positions, strict=True):
