@@ -223,3 +223,20 @@ def test_few_replicates_warn_of_the_cut_offs_monte_carlo_error(fit, reps):
     with warnings.catch_warnings():
         warnings.simplefilter("error", melsm.MelsmFitWarning)  # 200 replicates: no warning
         fit.conf_int(method="bootstrap", kind="profile", replicates=table_with_roots(fit, UNIT_ROOTS), parm="mean:x")
+
+
+def test_coverage_benchmark_roots_of_named_parameters_and_a_seed():
+    """``--roots NAME`` and ``--seed``: only the named parameter gets the calibrated
+    interval, and the data sets are those of the seed."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "bootstrap_coverage.py"
+    spec = importlib.util.spec_from_file_location("bootstrap_coverage", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.run(replications=1, boot=9, scheduler="synchronous", roots=["sd:within:Intercept"], seed=7)
+    rows = pd.DataFrame(result["rows"]).set_index("parameter")
+    made = np.isfinite(rows["profile_boot_lower"])
+    assert made.tolist() == [name == "sd:within:Intercept" for name in rows.index]
+    assert result["design"]["seed"] == 7 and list(result["boot_roots_failed"]) == ["sd:within:Intercept"]
+    fit = melsm.Model(data=bench.simulate(0, seed=7), **bench.FORMULAS).fit()
+    assert abs(rows.loc["mean:x", "estimate"] - fit.table()["estimate"]["mean:x"]) < 1e-12
+    assert not bench.simulate(0, seed=7).equals(bench.simulate(0))
