@@ -348,3 +348,22 @@ def test_messages_never_show_numpy_reprs(reisby):
     message = input_error(mean=FAST_MEAN, data=data)
     assert not re.search(r"np\.\w+\(", message)
     assert "'abc' in row 5" in message
+
+
+def test_processes_from_a_script_without_the_main_guard(tmp_path):
+    """A script that asks for worker processes at its top level: the workers import it
+    again and fail; the user gets one line saying what to do, not Dask's traceback."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("import melsm\n"
+                      "data = melsm.datasets.load('reisby')\n"
+                      "fit = melsm.Model(mean='hamdep ~ week + (1 | id)', data=data).fit()\n"
+                      "fit.bootstrap(2, scheduler='processes', workers=1, progress=False)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("melsm.errors.MelsmInputError: the local Dask cluster's worker processes failed to "
+                           "start (")
+    assert last.endswith('its code must be under `if __name__ == "__main__":`, as for any process pool')

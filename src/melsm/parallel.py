@@ -34,6 +34,22 @@ def connect(scheduler: str | None, workers: int | None):
     n = workers or os.cpu_count() or 1
     # no dashboard; the scheduler's small HTTP server on a free port of this machine only
     # (its default, 8787, is taken by any other cluster running here)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
-                           scheduler_kwargs={"dashboard": False}, silence_logs=logging.ERROR)
+    try:
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
+                               scheduler_kwargs={"dashboard": False}, silence_logs=logging.ERROR)
+    except RuntimeError as err:
+        if not _running_a_script():
+            raise
+        # The workers are spawned processes, which import the script again; without the
+        # guard its top level starts another cluster inside each one, and they fail.
+        raise MelsmInputError(f"the local Dask cluster's worker processes failed to start ({err}): they import "
+                              "this script again, so its code must be under `if __name__ == \"__main__\":`, as "
+                              "for any process pool") from None
     return Client(cluster), cluster
+
+
+def _running_a_script() -> bool:
+    """Whether ``__main__`` is a script file (not an interactive session or a notebook)."""
+    import sys
+
+    return bool(getattr(sys.modules.get("__main__"), "__file__", None))
