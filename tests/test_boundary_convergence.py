@@ -305,9 +305,11 @@ def test_newton_polish_converges_a_fit_stopped_just_short(monkeypatch):
     data = simulate(study.model, point.truth, point.design, seed=np.random.SeedSequence([study.seed, 0, 481]))
     model = melsm.Model(data=data, **study.fits["full"])
     monkeypatch.setattr(ml, "POLISH_STEPS", 0)
+    monkeypatch.setattr(ml, "STEERED_STEPS", 0)
     with pytest.warns(melsm.MelsmConvergenceWarning, match="gradient not small"):
         stopped = model.fit()
     monkeypatch.setattr(ml, "POLISH_STEPS", 5)
+    monkeypatch.setattr(ml, "STEERED_STEPS", 16)
     hessians = []
     original = ml.Objective._hessian
     monkeypatch.setattr(ml.Objective, "_hessian", lambda self, x: hessians.append(1) or original(self, x))
@@ -350,3 +352,26 @@ def test_newton_steps_with_the_hessian_held_converge_near_the_optimum():
     assert np.max(np.abs(grad(x))) < ml.REFINE_GRADIENT
     assert np.max(np.abs(x - exact)) < 1e-9
     assert Space.calls <= 3
+
+
+def test_bfgs_run_rebuilds_scipys_inverse_hessian():
+    """``ml._BFGSRun`` rebuilds BFGS's inverse-Hessian estimate from the accepted steps
+    (``bfgs_update``), which the quasi-Newton steps of ``ml._steered`` use after a stall:
+    on a smooth function it equals the ``hess_inv`` scipy returns after ``maxiter``
+    iterations (every step's update made; stopping on ``gtol`` skips the last), to 1e-10."""
+    import scipy.optimize
+
+    A = np.array([[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]])
+    b = np.array([1.0, -0.5, 0.25])
+
+    class Space:
+        def fun_and_grad(self, x):
+            return 0.5 * x @ A @ x - b @ x + 0.1 * np.sum(x**3), A @ x - b + 0.3 * x**2
+
+    x0 = np.array([1.0, 1.0, 1.0])
+    run = ml._BFGSRun(Space(), x0)
+    result = scipy.optimize.minimize(run.fun_and_grad, x0, jac=True, method="BFGS", callback=run.callback,
+                                     options={"gtol": 1e-12, "maxiter": 3})
+    assert run.iterations == result.nit == 3
+    np.testing.assert_allclose(run.inverse_hessian, result.hess_inv, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(run.x, result.x)

@@ -75,6 +75,8 @@ TRUST_REGION_MAX_ITER = 200
 #: of log L accepted for them (far below any quadrature error that matters).
 POLISH_STEPS = 5
 POLISH_TOLERANCE = 1e-3
+#: Quasi-Newton steps with BFGS's inverse Hessian where it stopped short (``_steered``).
+STEERED_STEPS = 16
 #: Newton steps after convergence (``_refine``), until every |∂ log L/∂θ| is below this.
 REFINE_STEPS = 3
 REFINE_GRADIENT = 1e-8
@@ -103,8 +105,13 @@ class _BFGSRun:
     "precision loss" at x_k anyway. The trust region and Newton steps that follow
     (``_optimise``, ``_refine``) finish from x_k, as they did after scipy's own stop."""
 
-    def __init__(self, space: Subspace, x0: np.ndarray):
+    def __init__(self, space: Subspace, x0: np.ndarray, inverse_hessian0=None):
         self.space, self.x, self.near, self.iterations = space, np.array(x0, float), 0, 0
+        #: BFGS's inverse-Hessian estimate of −log L at x, rebuilt as scipy builds it
+        #: (``inverse_hessian``), so that it survives a stall
+        self.inverse_hessian = np.eye(len(x0)) if inverse_hessian0 is None else np.array(inverse_hessian0, float)
+        self._seen: dict[bytes, tuple[float, np.ndarray]] = {}  # this iteration's evaluations
+        self.value, self.grad = None, None  # −log L and its gradient at x, once known
 
     def fun_and_grad(self, x):
         if np.all(np.abs(x - self.x) <= STALL_STEP * np.maximum(1.0, np.abs(self.x))):
@@ -113,10 +120,31 @@ class _BFGSRun:
                 raise _Stalled
         else:
             self.near = 0
-        return self.space.fun_and_grad(x)
+        value, grad = self.space.fun_and_grad(x)
+        self._seen[np.asarray(x, float).tobytes()] = (value, np.array(grad, float))
+        if self.grad is None and np.array_equal(x, self.x):
+            self.value, self.grad = value, np.array(grad, float)
+        return value, grad
 
     def callback(self, xk):
-        self.x, self.near, self.iterations = np.array(xk, float), 0, self.iterations + 1
+        xk = np.array(xk, float)
+        value, grad = self._seen.get(xk.tobytes(), (None, None))
+        if grad is not None and self.grad is not None:
+            self.inverse_hessian = bfgs_update(self.inverse_hessian, xk - self.x, grad - self.grad)
+        self.value, self.grad, self._seen = value, grad, {}
+        self.x, self.near, self.iterations = xk, 0, self.iterations + 1
+
+
+def bfgs_update(inverse_hessian: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The BFGS update of an inverse Hessian H for the step s and the gradient change y,
+    H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ with ρ = 1/(yᵀs), as scipy's BFGS makes it
+    (skipped where yᵀs ≤ 0: the curvature condition fails)."""
+    curvature = float(y @ s)
+    if not curvature > 0:
+        return inverse_hessian
+    rho = 1.0 / curvature
+    left = np.eye(len(s)) - rho * np.outer(s, y)
+    return left @ inverse_hessian @ left.T + rho * np.outer(s, s)
 
 
 def maximise(theta0: np.ndarray, data: ModelData | Blocks, layout: ParamLayout, n_quad: int,
@@ -209,7 +237,7 @@ def _optimise(objective: Objective, theta0: np.ndarray, layout: ParamLayout, flo
     options = {"gtol": 1e-6, "maxiter": max_iter}
     if inverse_hessian0 is not None and len(inverse_hessian0) == len(free):
         options["hess_inv0"] = inverse_hessian0
-    run = _BFGSRun(space, theta0[free])
+    run = _BFGSRun(space, theta0[free], options.get("hess_inv0"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -218,6 +246,10 @@ def _optimise(objective: Objective, theta0: np.ndarray, layout: ParamLayout, flo
         x, iterations, message = result.x, int(result.nit), str(result.message)
     except _Stalled:
         x, iterations, message = run.x, run.iterations, "line search stalled at the rounding error of log L"
+    if run.grad is not None and np.array_equal(x, run.x) and 1e-3 <= np.max(np.abs(run.grad)) < NEWTON_FIRST:
+        steered = _steered(space, run, objective, layout, floors, pivots, zero_rows)
+        if steered is not None:
+            return steered
     opt = judge(space.full(x), objective, layout, floors, pivots, zero_rows, iterations, message)
     if not opt.converged and opt.pivots == pivots and np.max(np.abs(opt.grad[free])) < NEWTON_FIRST:
         # Stopped just short (held-node derivatives vs the value, or rounding): Newton
@@ -242,6 +274,30 @@ def _optimise(objective: Objective, theta0: np.ndarray, layout: ParamLayout, flo
                      iterations + int(result.nit), str(result.message))
         if not opt.converged and opt.pivots == pivots:
             opt = _polish(opt, space, objective, layout, floors, pivots, zero_rows)
+    return opt
+
+
+def _steered(space: Subspace, run: _BFGSRun, objective: Objective, layout: ParamLayout, floors: dict,
+             pivots: frozenset, zero_rows: frozenset) -> Optimum | None:
+    """Where BFGS stopped just short (1e-3 ≤ max |g| < ``NEWTON_FIRST``: not converged by
+    the gradient test): quasi-Newton steps x ← x − B g with B its own inverse-Hessian
+    estimate (``_BFGSRun.inverse_hessian``), until every |g| < ``REFINE_GRADIENT`` (at
+    most ``STEERED_STEPS``), then one judgement with the end point's Hessian. This spares
+    the Hessian (2·dim θ gradient calls) that ``_polish`` computes at the stopping point
+    only to steer its steps. Kept if it converged on the same boundary with log L within
+    ``POLISH_TOLERANCE`` of the stopping point's; otherwise None, and the usual path runs
+    (the steps' gradient calls are then lost)."""
+    x = run.x
+    for _ in range(STEERED_STEPS):
+        value, grad = space.fun_and_grad(x)
+        if not np.isfinite(value):
+            return None
+        if np.max(np.abs(grad), initial=0.0) < REFINE_GRADIENT:
+            break
+        x = x - run.inverse_hessian @ grad
+    opt = judge(space.full(x), objective, layout, floors, pivots, zero_rows, run.iterations, "quasi-Newton steps")
+    if not opt.converged or opt.pivots != pivots or -opt.loglik > run.value + POLISH_TOLERANCE:
+        return None
     return opt
 
 
