@@ -178,13 +178,19 @@ def test_refused_bootstrap_options(fit, options, message):
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
-def test_coverage_benchmark_with_roots_keeps_the_other_intervals():
-    """bench/bootstrap_coverage.py --roots, tiny: the other methods' intervals are those of
-    the run without roots, and both profile methods give intervals."""
+def coverage_benchmark():
+    """``bench/bootstrap_coverage.py`` as a module."""
     path = Path(__file__).resolve().parents[1] / "bench" / "bootstrap_coverage.py"
     spec = importlib.util.spec_from_file_location("bootstrap_coverage", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_coverage_benchmark_with_roots_keeps_the_other_intervals():
+    """bench/bootstrap_coverage.py --roots, tiny: the other methods' intervals are those of
+    the run without roots, and both profile methods give intervals."""
+    bench = coverage_benchmark()
     plain = pd.DataFrame(bench.run(replications=1, boot=9, scheduler="synchronous")["rows"])
     result = bench.run(replications=1, boot=9, scheduler="synchronous", roots=True)
     rows = pd.DataFrame(result["rows"])
@@ -228,10 +234,7 @@ def test_few_replicates_warn_of_the_cut_offs_monte_carlo_error(fit, reps):
 def test_coverage_benchmark_roots_of_named_parameters_and_a_seed():
     """``--roots NAME`` and ``--seed``: only the named parameter gets the calibrated
     interval, and the data sets are those of the seed."""
-    path = Path(__file__).resolve().parents[1] / "bench" / "bootstrap_coverage.py"
-    spec = importlib.util.spec_from_file_location("bootstrap_coverage", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = coverage_benchmark()
     result = bench.run(replications=1, boot=9, scheduler="synchronous", roots=["sd:within:Intercept"], seed=7)
     rows = pd.DataFrame(result["rows"]).set_index("parameter")
     made = np.isfinite(rows["profile_boot_lower"])

@@ -214,6 +214,13 @@ def _held_newton(space: Subspace, x: np.ndarray, hessian: np.ndarray, steps: int
     the iteration converges almost as fast as Newton's (measured: |g| 2e-3 → 1e-10 in two
     steps), at one gradient call a step instead of a Hessian's 2·dim θ."""
     neg_hessian = -hessian[np.ix_(space.free, space.free)]
+    return _steps(space, x, lambda grad: np.linalg.solve(neg_hessian, grad), steps)
+
+
+def _steps(space: Subspace, x: np.ndarray, direction, steps: int) -> np.ndarray | None:
+    """At most ``steps`` steps x ← x − direction(g), g the gradient of −log L, until every
+    |g| < ``REFINE_GRADIENT``; None where log L is not finite or the direction cannot be
+    solved for (a singular matrix)."""
     for _ in range(steps):
         value, grad = space.fun_and_grad(x)  # of −log L
         if not np.isfinite(value):
@@ -221,7 +228,7 @@ def _held_newton(space: Subspace, x: np.ndarray, hessian: np.ndarray, steps: int
         if np.max(np.abs(grad), initial=0.0) < REFINE_GRADIENT:
             break
         try:
-            x = x - np.linalg.solve(neg_hessian, grad)
+            x = x - direction(grad)
         except np.linalg.LinAlgError:
             return None
     return x
@@ -287,14 +294,9 @@ def _steered(space: Subspace, run: _BFGSRun, objective: Objective, layout: Param
     only to steer its steps. Kept if it converged on the same boundary with log L within
     ``POLISH_TOLERANCE`` of the stopping point's; otherwise None, and the usual path runs
     (the steps' gradient calls are then lost)."""
-    x = run.x
-    for _ in range(STEERED_STEPS):
-        value, grad = space.fun_and_grad(x)
-        if not np.isfinite(value):
-            return None
-        if np.max(np.abs(grad), initial=0.0) < REFINE_GRADIENT:
-            break
-        x = x - run.inverse_hessian @ grad
+    x = _steps(space, run.x, lambda grad: run.inverse_hessian @ grad, STEERED_STEPS)
+    if x is None:
+        return None
     opt = judge(space.full(x), objective, layout, floors, pivots, zero_rows, run.iterations, "quasi-Newton steps")
     if not opt.converged or opt.pivots != pivots or -opt.loglik > run.value + POLISH_TOLERANCE:
         return None
