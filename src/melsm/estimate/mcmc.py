@@ -6,8 +6,9 @@ location effects u collapsed exactly (the same per-group likelihood as the ML fi
     log p(z | y) = Σ_j [log p(y_j | η_v,j; θ) + log φ(η_v,j)] + log p(θ) + const.
 
 Sampler: jittered HMC whose step size, trajectory length and diagonal mass matrix are
-tuned by ChEES across many chains run as one vectorised program (BlackJAX), which
-amortises XLA's per-operation cost on CPUs. After sampling, each draw's location effects
+tuned by ChEES across many chains run as one vectorised program (BlackJAX's kernel;
+the warm-up's loop and trajectory-length floor in ``estimate.chees``), which amortises
+XLA's per-operation cost on CPUs. After sampling, each draw's location effects
 are drawn exactly from η_u | η_v, y ~ N(M⁻¹c, M⁻¹). Under the quadratic association u
 enters the level-1 variance, so η = (η_v, η_u) is sampled with the rest.
 
@@ -33,6 +34,7 @@ import numpy as np
 from melsm.engine import jax_config as _jax  # noqa: F401
 from melsm.engine.compiled import bound_maps
 from melsm.engine.likelihood import LOG_2PI, conditional_terms, group_factors, log_joint, quadratic_effects
+from melsm.estimate import chees
 from melsm.estimate.priors import Priors, prior_scales
 from melsm.estimate.sample_layout import SampleLayout, log_prior
 from melsm.progress import Progress, from_host, relay
@@ -54,24 +56,20 @@ def run_chains(key, z0, data, scales, sample_layout, priors, n_chains, n_warmup,
                report_every=0, step_size_scale=1.0, channel=0):
     """ChEES warm-up, then ``n_draws`` iterations of every chain (one compiled program).
 
-    Returns the positions (draws, chains, dim) and the per-draw statistics (module
-    docstring), each (draws, chains). ``step_size_scale`` multiplies the adapted step
-    size (1: as adapted; the tests use a large one to provoke divergences). Every
+    Returns the positions (draws, chains, dim), the per-draw statistics (module
+    docstring), each (draws, chains), and the warm-up's λ̂ (``estimate.chees``).
+    ``step_size_scale`` multiplies the adapted step size (1: as adapted; the tests use a
+    large one to provoke divergences). Every
     ``report_every`` draws (0: never) a host callback reports the iterations done to the
     reporter relayed under ``channel`` (``melsm.progress.relay``; a traced number, so one
     compiled program serves every reporter)."""
     import blackjax
-    import optax
-    from blackjax.adaptation.base import get_filter_adapt_info_fn
 
     def logdensity(z):
         return log_density(z, data, scales, sample_layout, priors)
 
     warm_key, sample_key = jax.random.split(key)
-    warmup = blackjax.chees_adaptation(logdensity, n_chains, mass_matrix_estimation="diagonal",
-                                       adaptation_info_fn=get_filter_adapt_info_fn())
-    (state, params), _ = warmup.run(warm_key, z0, 0.05, optax.adam(0.05), n_warmup,
-                                    max_sampling_steps=n_draws)
+    state, params, floor_eigenvalue = chees.warmup(logdensity, warm_key, z0, n_warmup, n_draws)
     params = {**params, "step_size": params["step_size"] * step_size_scale}
     kernel = blackjax.dynamic_hmc(logdensity, **params)
 
@@ -86,7 +84,7 @@ def run_chains(key, z0, data, scales, sample_layout, priors, n_chains, n_warmup,
 
     steps = (jax.random.split(sample_key, n_draws), jnp.arange(n_draws))
     _, (positions, stats) = jax.lax.scan(one, state, steps)
-    return positions, stats
+    return positions, stats, floor_eigenvalue
 
 
 def draw_stats(state, info, params) -> dict:
@@ -127,7 +125,8 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
 
     ``info`` has the per-draw ``sample_stats`` (each (chains, draws)) and their summaries:
     ``acceptance`` (mean acceptance rate), ``divergences`` (count), ``mean_leapfrog_steps``,
-    ``gradients`` (leapfrog steps of the sampling phase, all chains), ``step_size``.
+    ``gradients`` (leapfrog steps of the sampling phase, all chains), ``step_size``,
+    ``floor_eigenvalue`` (λ̂ of the trajectory-length floor, ``estimate.chees``).
     ``progress``: ``melsm.progress.Progress``'s argument (a bar by default; False: none;
     a callable ``(done, total)``), reported every 1/20 of the draws once warm-up is over."""
     priors = Priors.resolve(priors)
@@ -143,8 +142,9 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
     bound_maps()  # the sampler is a plain jax.jit: bound the memory maps before it compiles
     started = time.perf_counter()
     with reporter, relay(reporter) as channel:
-        positions, stats = run_chains(key, jnp.asarray(z0), model.sampler_data, scales, sample_layout, priors,
-                                      chains, warmup, draws, report_every, float(step_size_scale), channel)
+        positions, stats, floor_eigenvalue = run_chains(
+            key, jnp.asarray(z0), model.sampler_data, scales, sample_layout, priors, chains, warmup, draws,
+            report_every, float(step_size_scale), channel)
         positions = np.asarray(positions)  # every report is in once the draws are
         stats = {name: np.swapaxes(np.asarray(value), 0, 1) for name, value in stats.items()}  # (chain, draw)
     info = {
@@ -155,6 +155,7 @@ def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed:
         "mean_leapfrog_steps": float(np.mean(stats["n_steps"])),
         "gradients": int(np.sum(stats["n_steps"])),
         "step_size": float(np.mean(stats["step_size"])),
+        "floor_eigenvalue": float(floor_eigenvalue),
         "priors": priors,
         "chains": chains, "warmup": warmup, "draws": draws, "seed": seed,
     }
