@@ -10,7 +10,8 @@ correlated, one level-1 covariate in each), sampled with melsm's defaults (u col
 (imports, the ML fit used for starting values, compilation, warm-up, sampling, the draws
 of u, summaries); reported: whole-process and sampler seconds, the smallest bulk ESS
 over the reported parameters, ESS/s of the whole process, max R-hat, divergences,
-leapfrog steps per iteration and the peak RSS (``ru_maxrss``).
+leapfrog steps per iteration, the step size, the warm-up's λ̂ (``estimate.chees``) and
+the peak RSS (``ru_maxrss``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def child(rows: int, groups: int, chains: int, warmup: int, draws: int) -> dict:
             "process_s": total, "sampler_s": info["seconds"], "min_ess_bulk": float(table.ess_bulk.min()),
             "worst": str(table.ess_bulk.idxmin()), "ess_per_s": float(table.ess_bulk.min()) / total,
             "max_r_hat": float(table.r_hat.max()), "divergences": int(info["divergences"]),
-            "leapfrog_steps": float(info["mean_leapfrog_steps"]),
+            "leapfrog_steps": float(info["mean_leapfrog_steps"]), "step_size": float(info["step_size"]),
+            "floor_eigenvalue": float(info["floor_eigenvalue"]),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
 
@@ -74,7 +76,8 @@ def main() -> None:
         print(f"{r['rows']:>9,} rows / {r['groups']:>6,} groups: process {r['process_s']:.1f} s, sampler "
               f"{r['sampler_s']:.1f} s, min bulk ESS {r['min_ess_bulk']:.0f} ({r['worst']}), "
               f"{r['ess_per_s']:.1f} ESS/s, max R-hat {r['max_r_hat']:.4f}, {r['divergences']} divergences, "
-              f"{r['leapfrog_steps']:.1f} steps/iteration, peak RSS {r['peak_rss_gb']:.2f} GB", flush=True)
+              f"{r['leapfrog_steps']:.1f} steps/iteration of {r['step_size']:.3f}, floor eigenvalue "
+              f"{r['floor_eigenvalue']:.2f}, peak RSS {r['peak_rss_gb']:.2f} GB", flush=True)
         if args.out:
             args.out.write_text(json.dumps(results, indent=1))
 
