@@ -63,19 +63,7 @@ def test_noise_does_not_inflate_the_estimate_when_d_exceeds_the_draws():
     assert estimate(draws, np.ones(d)) == pytest.approx(1.0, abs=0.15)
 
 
-def test_one_chain_splits_the_window_in_time():
-    rng = np.random.default_rng(4)
-    d = 30
-    u = np.zeros(d)
-    u[:2] = np.sqrt(0.5)
-    cov = np.eye(d) + 3.0 * np.outer(u, u)
-    draws = rng.multivariate_normal(np.zeros(d), cov, size=(2000, 1))
-    variances = np.diag(cov)
-    truth = np.linalg.eigvalsh(cov / np.sqrt(np.outer(variances, variances)))[-1]
-    assert estimate(draws, variances) == pytest.approx(truth, rel=0.1)
-
-
-@pytest.mark.parametrize("steps,chains,d", [(250, 16, 1007), (250, 16, 10_007), (500, 4, 200_000), (3, 1, 5)])
+@pytest.mark.parametrize("steps,chains,d", [(250, 16, 1007), (250, 16, 10_007), (500, 4, 200_000), (10, 2, 5)])
 def test_window_stays_within_its_memory_bound_and_covers_the_window(steps, chains, d):
     slots, thin = chees.window_slots(steps, chains, d)
     assert (slots - 1) * thin < steps <= slots * thin  # every slot is written once

@@ -27,8 +27,7 @@ two halves A and B of the chains:
     λ̂ = ½ (v_Aᵀ Ĉ_B v_A + v_Bᵀ Ĉ_A v_B),
 
 the variance along a direction chosen on independent chains, which noise cannot inflate
-(it is at most λ_max in expectation). With one chain the halves are the window's first
-and second half.
+(it is at most λ_max in expectation).
 """
 
 from __future__ import annotations
@@ -108,12 +107,9 @@ def diagonal(moments: Moments, threshold: int) -> jax.Array:
 
 def halves(window: Window) -> tuple[jax.Array, jax.Array]:
     """Weights (slots, chains) of the two independent halves of the filled buffer."""
-    slots, chains = window.positions.shape[:2]
+    slots, chains = window.positions.shape[:2]  # chains ≥ 2 (``Model.sample`` checks)
     filled = jnp.arange(slots)[:, None] < window.filled
-    if chains >= 2:
-        in_a = jnp.broadcast_to(jnp.arange(chains)[None, :] < chains // 2, (slots, chains))
-    else:
-        in_a = jnp.broadcast_to(jnp.arange(slots)[:, None] < window.filled // 2, (slots, chains))
+    in_a = jnp.arange(chains)[None, :] < chains // 2
     return (filled & in_a).astype(float), (filled & ~in_a).astype(float)
 
 
