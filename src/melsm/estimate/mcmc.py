@@ -59,10 +59,10 @@ def run_chains(key, z0, data, scales, sample_layout, priors, n_chains, n_warmup,
     Returns the positions (draws, chains, dim), the per-draw statistics (module
     docstring), each (draws, chains), and the warm-up's λ̂ (``estimate.chees``).
     ``step_size_scale`` multiplies the adapted step size (1: as adapted; the tests use a
-    large one to provoke divergences). Every
-    ``report_every`` draws (0: never) a host callback reports the iterations done to the
-    reporter relayed under ``channel`` (``melsm.progress.relay``; a traced number, so one
-    compiled program serves every reporter)."""
+    large one to provoke divergences). Every ``report_every`` draws (0: never) a host
+    callback reports the iterations done to the reporter relayed under ``channel``
+    (``melsm.progress.relay``; a traced number, so one compiled program serves every
+    reporter)."""
     import blackjax
 
     def logdensity(z):
