@@ -199,6 +199,7 @@ def warmup(logdensity, key: jax.Array, z0: jax.Array, n_steps: int, max_sampling
         inverse_mass = diagonal(carry.moments, threshold)
         engaged = carry.moments.count >= threshold
         adapt = carry.adaptation
+        # floored where the length is used, never fed back into ChEES's own state (as BlackJAX)
         length = floored(adapt.trajectory_length, carry.floor, engaged,
                          max_leapfrog_steps * adapt.step_size)
         step = jax.vmap(lambda k, s: kernel(k, s, logdensity, adapt.step_size, inverse_mass,
