@@ -105,19 +105,13 @@ def diagonal(moments: Moments, threshold: int) -> jax.Array:
     return jnp.where(moments.count >= threshold, jnp.maximum(var, 1e-12), 1.0)
 
 
-def halves(window: Window) -> tuple[jax.Array, jax.Array]:
-    """Weights (slots, chains) of the two independent halves of the filled buffer."""
-    slots, chains = window.positions.shape[:2]  # chains ≥ 2 (``Model.sample`` checks)
-    filled = jnp.arange(slots)[:, None] < window.filled
-    in_a = jnp.arange(chains)[None, :] < chains // 2
-    return (filled & in_a).astype(float), (filled & ~in_a).astype(float)
-
-
-def centred(window: Window, weight: jax.Array, scale: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The whitened, centred positions of one half (zero rows outside it) and its count."""
+def centred(positions: jax.Array, filled: jax.Array, scale: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One half's positions (slots, chains, d), whitened and centred over the filled slots
+    (the others zero), and how many there are."""
+    weight = jnp.broadcast_to(filled[:, None], positions.shape[:2]).astype(float)
     n = jnp.sum(weight)
-    mean = jnp.einsum("sc,scd->d", weight, window.positions) / jnp.maximum(n, 1.0)
-    return (window.positions - mean) / scale * weight[..., None], n
+    mean = jnp.einsum("sc,scd->d", weight, positions) / jnp.maximum(n, 1.0)
+    return (positions - mean) / scale * weight[..., None], n
 
 
 def variance_along(x: jax.Array, n: jax.Array, v: jax.Array) -> jax.Array:
@@ -139,9 +133,10 @@ def top_direction(x: jax.Array, v: jax.Array, iterations: int) -> jax.Array:
 def refresh(window: Window, inverse_mass: jax.Array, floor: Floor, iterations: int) -> Floor:
     """λ̂ = ½ (v_Aᵀ Ĉ_B v_A + v_Bᵀ Ĉ_A v_B) (module docstring), whitened by D."""
     scale = jnp.sqrt(inverse_mass)
-    weight_a, weight_b = halves(window)
-    x_a, n_a = centred(window, weight_a, scale)
-    x_b, n_b = centred(window, weight_b, scale)
+    slots, chains = window.positions.shape[:2]  # chains ≥ 2 (``Model.sample`` checks)
+    filled = jnp.arange(slots) < window.filled
+    x_a, n_a = centred(window.positions[:, : chains // 2], filled, scale)
+    x_b, n_b = centred(window.positions[:, chains // 2 :], filled, scale)
     v_a = top_direction(x_a, floor.v_a, iterations)
     v_b = top_direction(x_b, floor.v_b, iterations)
     lam = 0.5 * (variance_along(x_b, n_b, v_a) + variance_along(x_a, n_a, v_b))
