@@ -7,6 +7,8 @@ the child process: on a loaded machine the CPU figure is the steadier one):
 - the whole process with a warm cache (the on-disk caches filled by an earlier run);
 - the whole process with a cold cache (an empty cache directory: first use ever);
 - `import melsm` alone, and `python -c pass` (the interpreter's own floor);
+- the libraries' floor: importing JAX (with a first array operation), formulaic (which
+  imports pandas and scipy.sparse), and scipy.optimize: no fit can start sooner;
 - the import time breakdown of the warm process (`python -X importtime`), summed by
   top-level package: what a fit imports and how long each library takes.
 ``--src`` runs another source tree (e.g. an older checkout's ``src``) for before/after
@@ -27,6 +29,11 @@ import time
 from pathlib import Path
 
 RIESBY = [sys.executable, "-m", "melsm.cli", "riesby"]
+# The floor under any whole-process fit: the libraries a fit cannot do without (JAX and a
+# first array operation, which starts its CPU client; formulaic for the formulas, which
+# imports pandas and scipy.sparse), with and without the optimiser's scipy.optimize.
+FLOOR = "import jax.numpy as jnp, formulaic; jnp.zeros(1) + 1"
+FLOOR_OPTIMISER = FLOOR.replace("formulaic;", "formulaic, scipy.optimize;")
 
 
 def timed(command: list[str], env: dict) -> tuple[float, float]:
@@ -74,6 +81,8 @@ def main() -> None:
         subprocess.run(RIESBY, check=True, env=env, stdout=subprocess.DEVNULL)  # fill the cache
         rows = {
             "python -c pass": medians([sys.executable, "-c", "pass"], env, args.repeats),
+            "floor: JAX + formulaic": medians([sys.executable, "-c", FLOOR], env, args.repeats),
+            "  + scipy.optimize": medians([sys.executable, "-c", FLOOR_OPTIMISER], env, args.repeats),
             "import melsm": medians([sys.executable, "-c", "import melsm"], env, args.repeats),
             "melsm riesby, warm cache": medians(RIESBY, env, args.repeats),
             "melsm riesby, cold cache": medians(RIESBY, env, max(1, args.repeats // 3), fresh_cache=True),
