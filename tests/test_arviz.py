@@ -13,6 +13,7 @@ import pickle
 import warnings
 
 import arviz as az
+import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
@@ -22,7 +23,7 @@ from scipy import stats
 
 import melsm
 from melsm.demo import LONDON_MODELS
-from melsm.estimate.mcmc import marginal_group_loglik
+from melsm.estimate.mcmc import draw_random_effects, marginal_group_loglik
 from melsm.estimate.ml import default_quadrature
 from melsm.estimate.priors import Priors, prior_scales
 from melsm.estimate.sample_layout import SampleLayout
@@ -89,9 +90,16 @@ def test_posterior_has_the_data_labels_and_effects(fit, used):
     assert post["random_effects"].dims == ("chain", "draw", "group", "effect")
     assert post["random_effects"].shape == (CHAINS, DRAWS, len(labels), 2)
     assert set(post.data_vars) == set(fit.names) | {"random_effects"}
-    # the draws are the fit's: the scale effect is internal column 0, chain-major
-    np.testing.assert_array_equal(post["random_effects"].sel(effect="within:Intercept").values,
-                                  np.moveaxis(fit.b_draws[..., 0], 0, 1))
+    # the draws are the fit's own array, shared, not copied (10,000 groups: 2.6 GB)
+    assert np.shares_memory(post["random_effects"].values, fit.effect_draws)
+    # and each is the exact draw of u | η_v, y for its (draw, chain) with key d·C + c
+    n_draws, n_chains = fit.theta_draws.shape[:2]
+    keys = jax.random.split(jax.random.PRNGKey(fit.info["seed"] + 1), n_draws * n_chains)
+    for d, c in ((0, 0), (7, 1), (n_draws - 1, n_chains - 1)):
+        b, theta = draw_random_effects(keys[d * n_chains + c], jnp.asarray(fit._positions[d, c]),
+                                       fit.model.sampler_data, fit._sample_layout)
+        np.testing.assert_allclose(post["random_effects"].values[c, d], np.asarray(b)[:, [1, 0]], rtol=1e-10)
+        np.testing.assert_allclose(fit.theta_draws[d, c], np.asarray(theta), rtol=1e-10)
     np.testing.assert_array_equal(post["sd:within:Intercept"].values.ravel(), fit.draws("sd:within:Intercept"))
     for name in STATS:
         assert idata.sample_stats[name].shape == (CHAINS, DRAWS)
@@ -226,7 +234,8 @@ def test_posterior_predictive_replicates_each_draw(fit):
     z = np.empty_like(values)
     for c in range(CHAINS):
         for d in range(DRAWS // 2):
-            mean, log_var = layout.predictors(fit.theta_draws[2 * d, c], X, W, Zu, Zv, fit.b_draws[2 * d, c][group])
+            internal = fit.effect_draws[c, 2 * d][:, [1, 0]]  # (v, u), ParamLayout's order
+            mean, log_var = layout.predictors(fit.theta_draws[2 * d, c], X, W, Zu, Zv, internal[group])
             z[c, d] = (values[c, d] - mean) / np.exp(0.5 * log_var)
     assert abs(z.mean()) < 4 / np.sqrt(z.size)
     assert abs(z.var() - 1) < 4 * np.sqrt(2 / z.size)
@@ -252,7 +261,7 @@ def test_replicates_and_constant_data_carry_offsets_and_weights(fit, data, used)
         warnings.simplefilter("ignore", melsm.MelsmDataWarning)
         offset = melsm.Model(mean, within=within, between="~ endog", data=data.assign(w=2.0), weights="w",
                              association="none")
-    args = (fit.theta_draws[:5], fit.b_draws[:5])
+    args = (fit.theta_draws[:5], fit.effect_draws[:, :5])
     plain = replicate_response(*args, fit.model.design, fit.model.layout, np.random.default_rng(0))
     moved = replicate_response(*args, offset.design, offset.layout, np.random.default_rng(0))
     y_hat = replicate_response(*args, fit.model.design, fit.model.layout, FixedNoise())

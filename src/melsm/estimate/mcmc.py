@@ -119,6 +119,39 @@ def draw_random_effects(key, z, data, sample_layout: SampleLayout):
     return jnp.concatenate([v, u], axis=1), theta
 
 
+@partial(jax.jit, static_argnames=("sample_layout",))
+def _chain_effects(keys, z, data, sample_layout: SampleLayout):
+    """θ (D, P) and b (D, J, q) in user order (u, then v) for one chain's draws z (D, dim)."""
+    q_v = sample_layout.layout.q_v
+
+    def one(inputs):
+        b, theta = draw_random_effects(inputs[0], inputs[1], data, sample_layout)
+        return theta, jnp.concatenate([b[:, q_v:], b[:, :q_v]], axis=1)
+
+    return jax.lax.map(one, (keys, z))
+
+
+def effects_by_chain(model, positions: np.ndarray, sample_layout: SampleLayout, seed: int):
+    """θ of every draw (draws, chains, P) and every group's effects b (chains, draws, J, q)
+    in user order (``ParamLayout.random_effects``), ArviZ's layout of ``random_effects``.
+
+    One chain at a time into one host array: the draws' effects are the largest thing a
+    fit holds (10,000 groups, 16 × 1000 draws, q = 2: 2.6 GB), and a second copy, on the
+    device or permuted for ArviZ, would double the peak. Draw (d, c) uses key d·C + c
+    of ``split(PRNGKey(seed + 1), D·C)``."""
+    n_draws, n_chains, _ = positions.shape
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), n_draws * n_chains).reshape(n_draws, n_chains, -1)
+    theta = effects = None
+    for chain in range(n_chains):
+        t, b = _chain_effects(keys[:, chain], jnp.asarray(positions[:, chain]), model.sampler_data,
+                              sample_layout)
+        if effects is None:
+            theta = np.empty((n_draws, n_chains, t.shape[-1]))
+            effects = np.empty((n_chains, *b.shape))
+        theta[:, chain], effects[chain] = t, b
+    return theta, effects
+
+
 def sample(model, chains: int = 16, warmup: int = 1000, draws: int = 1000, seed: int = 0,
            priors=None, progress: bool | None = None, start=None, step_size_scale: float = 1.0):
     """Run the sampler; returns (draws of z (draws, chains, dim), its SampleLayout, info).
@@ -202,18 +235,18 @@ def marginal_group_loglik(z_batch, data, sample_layout: SampleLayout, n_quad: in
 
 def conditional_deviances(b, theta, design, layout, chunk: int = 256) -> np.ndarray:
     """D_s = −2 Σ_ij log N(y_ij; x'β_s + z'u_j,s, exp(w'α_s + s'v_j,s)) for each draw s
-    (numpy): ``b`` (S, J, q) random effects in internal order, ``theta`` (S, P). Draws go in
-    chunks, which keeps the (chunk, n_obs, q) effects per row in memory."""
+    (numpy): ``b`` (S, J, q) random effects in user order (u, then v), ``theta`` (S, P).
+    Draws go in chunks, which keeps the (chunk, n_obs, q) effects per row in memory."""
     y, X, W, Zu, Zv, group = design.y, design.X, design.W, design.Zu, design.Zv, design.group
     offset_mean, offset_within = design.row_offsets()
     w = design.row_weights()
     px, pw, _, _ = layout.sizes
-    qv = layout.q_v
+    qu = layout.q_u
     out = []
     for start in range(0, theta.shape[0], chunk):
         beta, alpha = theta[start:start + chunk, :px], theta[start:start + chunk, px:px + pw]
         rows = b[start:start + chunk][:, group]  # (C, n_obs, q)
-        mean = beta @ X.T + np.einsum("nk,cnk->cn", Zu, rows[:, :, qv:]) + offset_mean
-        log_var = alpha @ W.T + np.einsum("nk,cnk->cn", Zv, rows[:, :, :qv]) + offset_within
+        mean = beta @ X.T + np.einsum("nk,cnk->cn", Zu, rows[:, :, :qu]) + offset_mean
+        log_var = alpha @ W.T + np.einsum("nk,cnk->cn", Zv, rows[:, :, qu:]) + offset_within
         out.append(np.sum(w * (LOG_2PI + log_var + (y - mean) ** 2 / np.exp(log_var)), axis=1))
     return np.concatenate(out)

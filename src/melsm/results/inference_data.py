@@ -157,13 +157,13 @@ def _draw_coords(draw_index) -> dict:
     return {} if draw_index is None else {"draw": np.asarray(draw_index)}
 
 
-def posterior_data(fit, values: np.ndarray, effects: list[str], order: list[int]) -> dict:
+def posterior_data(fit, values: np.ndarray, effects: list[str]) -> dict:
     """The groups of a fit's InferenceData that come with it: ``posterior`` (from the
-    reported values (draws, chains, P) and ``fit.b_draws``), ``sample_stats``,
+    reported values (draws, chains, P) and ``fit.effect_draws``, shared, not copied), ``sample_stats``,
     ``observed_data`` and ``constant_data`` (module docstring), as ``xarray`` datasets."""
     design = fit.model.design
     posterior = {name: values[:, :, k].T for k, name in enumerate(fit.names)}
-    posterior["random_effects"] = np.moveaxis(fit.b_draws[..., order], 0, 1)
+    posterior["random_effects"] = fit.effect_draws
     observed, constant, coords, dims = data_variables(design, fit.model.layout, effects)
     idata = az.from_dict(posterior=posterior, sample_stats=fit.info["sample_stats"], observed_data=observed,
                          constant_data=constant, coords={**coords, "effect": effects},
@@ -207,7 +207,7 @@ def loglik_dataset(per_draw: np.ndarray, design, draw_index=None):
 
 def replicate_response(theta: np.ndarray, b: np.ndarray, design, layout, rng) -> np.ndarray:
     """y_rep (C, D, N) in the caller's row order from θ draws (D, C, P) and the groups'
-    effects (D, C, J, q) in internal order: y_rep ~ N(x'β + z'u_j + o_m, exp(w'α + s'v_j +
+    effects (C, D, J, q) in user order (u, then v): y_rep ~ N(x'β + z'u_j + o_m, exp(w'α + s'v_j +
     o_w)) with the rows' offsets o (0 without), one normal deviate per draw and row (the
     means and variances of ``ParamLayout.predictors``; a weighted row is one replicate)."""
     order = caller_order(design)
@@ -215,15 +215,15 @@ def replicate_response(theta: np.ndarray, b: np.ndarray, design, layout, rng) ->
                            design.group[order])
     offset_mean, offset_within = (offset[order] for offset in design.row_offsets())
     px, pw, _, _ = layout.sizes
-    qv = layout.q_v
+    qu = layout.q_u
     n_draws, n_chains = theta.shape[:2]
     out = np.empty((n_chains, n_draws, X.shape[0]))
     for chain in range(n_chains):
         for start in range(0, n_draws, REPLICATE_CHUNK):
             t = theta[start:start + REPLICATE_CHUNK, chain]
-            rows = b[start:start + REPLICATE_CHUNK, chain][:, group]  # (S, N, q)
-            mean = t[:, :px] @ X.T + np.einsum("nk,snk->sn", Zu, rows[:, :, qv:]) + offset_mean
-            log_var = t[:, px:px + pw] @ W.T + np.einsum("nk,snk->sn", Zv, rows[:, :, :qv]) + offset_within
+            rows = b[chain, start:start + REPLICATE_CHUNK][:, group]  # (S, N, q)
+            mean = t[:, :px] @ X.T + np.einsum("nk,snk->sn", Zu, rows[:, :, :qu]) + offset_mean
+            log_var = t[:, px:px + pw] @ W.T + np.einsum("nk,snk->sn", Zv, rows[:, :, qu:]) + offset_within
             noise = rng.standard_normal(mean.shape)
             out[chain, start:start + t.shape[0]] = mean + np.exp(0.5 * log_var) * noise
     return out
@@ -239,7 +239,8 @@ def response_dataset(y_rep: np.ndarray, design, group: str, draw_index=None):
 def posterior_predictive_group(fit, draws: int | None, rng):
     """``posterior_predictive`` at every step-th draw of each chain (``thinning_step``)."""
     step = thinning_step(*fit._positions.shape[:2], draws)
-    y_rep = replicate_response(fit.theta_draws[::step], fit.b_draws[::step], fit.model.design, fit.model.layout, rng)
+    y_rep = replicate_response(fit.theta_draws[::step], fit.effect_draws[:, ::step], fit.model.design,
+                               fit.model.layout, rng)
     draw_index = np.arange(0, fit._positions.shape[0], step)
     return response_dataset(y_rep, fit.model.design, "posterior_predictive", draw_index)
 
@@ -255,7 +256,7 @@ def prior_groups(fit, theta: np.ndarray, b: np.ndarray, reported: np.ndarray, rn
     idata = az.from_dict(prior=prior, coords={"group": np.asarray(design.group_labels),
                                               "effect": [str(effect) for effect, _ in layout.random_effects()]},
                          dims={"random_effects": ["group", "effect"]})
-    y_rep = replicate_response(theta[:, None], b[:, None], design, layout, rng)
+    y_rep = replicate_response(theta[:, None], prior["random_effects"], design, layout, rng)
     return {"prior": idata.prior, "prior_predictive": response_dataset(y_rep, design, "prior_predictive")}
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from melsm.errors import MelsmConvergenceWarning
-from melsm.estimate.mcmc import conditional_deviances, draw_random_effects
+from melsm.estimate.mcmc import conditional_deviances, effects_by_chain
 from melsm.model.params import level2_row
 from melsm.results.base import COMMON_COLUMNS, Results, Wording, outputs
 from melsm.results.groups import group_values, implied_sd_corr, level2_patterns, population_values
@@ -75,22 +75,18 @@ class MCMCResults(Results):
         self._marginal: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         layout = model.layout
         n_draws, n_chains, _ = positions.shape
-        flat = jnp.asarray(positions.reshape(n_draws * n_chains, -1))
-        keys = jax.random.split(jax.random.PRNGKey(info["seed"] + 1), flat.shape[0])
-        b, theta = jax.lax.map(lambda a: draw_random_effects(a[0], a[1], model.sampler_data, sample_layout),
-                               (keys, flat))
-        reported = jax.vmap(layout.report)(theta)
+        #: θ (draws, chains, P) and the groups' effects (chains, draws, J, q) in user
+        #: order, the array ArviZ's ``posterior.random_effects`` shares
+        self.theta_draws, self.effect_draws = effects_by_chain(model, positions, sample_layout, info["seed"])
+        reported = jax.vmap(layout.report)(jnp.asarray(self.theta_draws.reshape(n_draws * n_chains, -1)))
         self.ids = layout.reported_ids()
         self.names = [str(i) for i in self.ids]
-        self.theta_draws = np.asarray(theta).reshape(n_draws, n_chains, -1)
-        self.b_draws = np.asarray(b).reshape(n_draws, n_chains, *b.shape[1:])
         values = np.asarray(reported).reshape(n_draws, n_chains, -1)
         effects = [str(effect) for effect, _ in layout.random_effects()]
-        order = [idx for _, idx in layout.random_effects()]
         #: ArviZ's InferenceData (``melsm.results.inference_data``); its log_likelihood
         #: group is computed on first access
         self.idata = MelsmInferenceData(lazy={"log_likelihood": FitLoader(self, "_loglik_group")},
-                                        **posterior_data(self, values, effects, order))
+                                        **posterior_data(self, values, effects))
         self._params_table = self._table(values)
         self._check()
         self.notes = skewness_notes(self._params_table, values)
@@ -120,8 +116,7 @@ class MCMCResults(Results):
         D̄ = mean deviance over draws, D(θ̄) at the posterior means of β, α, u_j, v_j,
         p_D = D̄ − D(θ̄), DIC = D̄ + p_D."""
         design, layout = self.model.design, self.model.layout
-        theta = self.theta_draws.reshape(-1, self.theta_draws.shape[-1])
-        b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
+        theta, b = self.evaluation_thetas(), self._pooled_effects()
         deviances = conditional_deviances(b, theta, design, layout)
         mean_theta = theta.mean(axis=0)  # β and α enter linearly: their means are what counts
         d_hat = float(conditional_deviances(b.mean(axis=0)[None], mean_theta[None], design, layout)[0])
@@ -265,11 +260,12 @@ class MCMCResults(Results):
 
     def predictive_draws(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """At most ``n`` posterior draws, evenly spaced over the pooled chains: θ (S, dim)
-        and every group's effects b (S, J, q) of the same draws."""
-        thetas = self.theta_draws.reshape(-1, self.theta_draws.shape[-1])
-        b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
-        keep = np.unique(np.linspace(0, len(thetas) - 1, min(n, len(thetas))).round().astype(int))
-        return thetas[keep], b[keep]
+        and every group's effects b (S, J, q) of the same draws, in internal order (v, then u)."""
+        n_draws, n_chains = self.theta_draws.shape[:2]
+        total = n_draws * n_chains
+        draw, chain = np.divmod(np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int)), n_chains)
+        internal = np.argsort([idx for _, idx in self.model.layout.random_effects()])
+        return self.theta_draws[draw, chain], self.effect_draws[chain, draw][..., internal]
 
     def simulation_thetas(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` posterior draws of θ chosen at random (with replacement)."""
@@ -285,6 +281,10 @@ class MCMCResults(Results):
         so β of one draw meets the random effects of the same draw."""
         return np.swapaxes(draws, 0, 1).reshape(-1, *draws.shape[2:])
 
+    def _pooled_effects(self) -> np.ndarray:
+        """The groups' effects (chain·draw, J, q), user order, pooled as ``_pooled``: a view."""
+        return self.effect_draws.reshape(-1, *self.effect_draws.shape[2:])
+
     def evaluation_thetas(self) -> np.ndarray:
         """The draws of θ, chains pooled as in ``draws`` (S, dim)."""
         return self._pooled(self.theta_draws)
@@ -293,9 +293,9 @@ class MCMCResults(Results):
         """(S, J): c_j'γ + z_j'b_j per draw, γ and b_j of the same draw."""
         layout = self.model.layout
         px, pw = len(layout.x_names), len(layout.w_names)
-        thetas, b = self.evaluation_thetas(), self._pooled(self.b_draws)
+        thetas, b = self.evaluation_thetas(), self._pooled_effects()
         coef = thetas[:, :px] if part == "mean" else thetas[:, px:px + pw]
-        block = slice(layout.q_v, layout.q) if part == "mean" else slice(0, layout.q_v)
+        block = slice(0, layout.q_u) if part == "mean" else slice(layout.q_u, layout.q)
         return coef @ coef_rows.T + np.einsum("jk,sjk->sj", z_rows, b[:, :, block])
 
     def summarise_groups(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -367,12 +367,13 @@ class MCMCResults(Results):
     def random_effects(self) -> pd.DataFrame:
         """Posterior mean and SD of each group's random effects (same layout as ML)."""
         layout, design = self.model.layout, self.model.design
-        b = self.b_draws.reshape(-1, *self.b_draws.shape[2:])
+        b = self._pooled_effects()
+        effects = [str(effect) for effect, _ in layout.random_effects()]
         columns = {}
-        for effect, idx in layout.random_effects():
-            columns[str(effect)] = b[:, :, idx].mean(axis=0)
-        for effect, idx in layout.random_effects():
-            columns[f"{effect} sd"] = b[:, :, idx].std(axis=0, ddof=1)
+        for k, effect in enumerate(effects):
+            columns[effect] = b[:, :, k].mean(axis=0)
+        for k, effect in enumerate(effects):
+            columns[f"{effect} sd"] = b[:, :, k].std(axis=0, ddof=1)
         return pd.DataFrame(columns, index=pd.Index(design.group_labels, name=design.group_name))
 
     def to_dict(self) -> dict:
