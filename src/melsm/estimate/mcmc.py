@@ -121,12 +121,13 @@ def draw_random_effects(key, z, data, sample_layout: SampleLayout):
 
 @partial(jax.jit, static_argnames=("sample_layout",))
 def _chain_effects(keys, z, data, sample_layout: SampleLayout):
-    """θ (D, P) and b (D, J, q) in user order (u, then v) for one chain's draws z (D, dim)."""
-    q_v = sample_layout.layout.q_v
+    """θ (D, P) and b (D, J, q) in user order (``ParamLayout.random_effects``) for one
+    chain's draws z (D, dim)."""
+    order = np.asarray([idx for _, idx in sample_layout.layout.random_effects()], dtype=int)
 
     def one(inputs):
         b, theta = draw_random_effects(inputs[0], inputs[1], data, sample_layout)
-        return theta, jnp.concatenate([b[:, q_v:], b[:, :q_v]], axis=1)
+        return theta, b[:, order]
 
     return jax.lax.map(one, (keys, z))
 
